@@ -1,0 +1,192 @@
+"""Opening an inventory: engines, SQLite pragmas, read-only access and migrations run from code.
+
+An inventory is an SQLite file (or, for teams, any SQLAlchemy URL such as PostgreSQL). Opening one for
+writing upgrades its schema to the newest Alembic revision; opening one read-only never writes a byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+from .errors import InventoryBusy, InventoryError, SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+MEMORY = ":memory:"
+# How long a writer waits for another writer before giving up. Readers never wait in WAL mode.
+BUSY_TIMEOUT_MS = 10_000
+
+
+def is_url(target: str) -> bool:
+    """True when ``--db`` names a SQLAlchemy URL (postgresql://...) rather than a file path."""
+    return "://" in target
+
+
+def describe(target: str) -> str:
+    """The inventory's name for messages, with any password in a URL hidden."""
+    if is_url(target):
+        return make_url(target).render_as_string(hide_password=True)
+    return target
+
+
+def create_inventory_engine(target: str, *, readonly: bool = False) -> Engine:
+    """An engine for an inventory path, ``:memory:`` or SQLAlchemy URL, with regdb's connection settings."""
+    if is_url(target):
+        engine = create_engine(target, pool_pre_ping=True)
+        if readonly and engine.dialect.name == "postgresql":
+            engine = engine.execution_options(postgresql_readonly=True)
+        return engine
+    if target == MEMORY:
+        # One shared connection: a throwaway inventory lives exactly as long as this engine (`-c None`).
+        engine = create_engine(
+            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        path = Path(target)
+        if not path.parent.exists():
+            raise InventoryError(f"cannot open inventory {target}: directory {path.parent} does not exist")
+        if readonly:
+            if not path.exists():
+                raise InventoryError(f"inventory {target} does not exist; run 'regdb sync' first")
+            # mode=ro: SQLite itself refuses every write, whatever the statement.
+            url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        else:
+            url = f"sqlite:///{path}"
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+    _install_sqlite_pragmas(engine, readonly=readonly)
+    return engine
+
+
+def _install_sqlite_pragmas(engine: Engine, *, readonly: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Take transaction control away from the sqlite3 module so BEGIN IMMEDIATE can be issued (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if readonly:
+                cursor.execute("PRAGMA query_only = ON")
+            else:
+                # WAL: readers (the sqlite3 CLI, a BI tool) keep seeing the last committed snapshot while a
+                # sync writes, and are never refused with "database is locked".
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as error:
+            raise InventoryError(_sqlite_message(engine, error)) from None
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Writers take the write lock when their transaction starts, not at their first write: a deferred
+        # transaction that has read and then tries to write can fail at once with SQLITE_BUSY_SNAPSHOT.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _sqlite_message(engine: Engine, error: Exception) -> str:
+    name = engine.url.database or MEMORY
+    text = str(getattr(error, "orig", error)).splitlines()[0]
+    if "file is not a database" in text or "not a database" in text:
+        return f"{name} is not a regdb inventory (not an SQLite database)"
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return f"cannot write inventory {name}: {text}"
+    return f"inventory {name}: {text}"
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction that holds the inventory's write lock from its first statement."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        try:
+            with conn.begin():
+                yield conn
+        except OperationalError as error:
+            if "database is locked" in str(error.orig):
+                raise InventoryBusy(
+                    f"another regdb run is writing to {engine.url.database}; try again when it has finished"
+                ) from None
+            raise
+
+
+def alembic_config(connection: Connection) -> Config:
+    """An Alembic configuration that finds the migrations shipped inside the installed package."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("regdb.migrations")))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("regdb.migrations")))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the inventory's schema to the newest revision; refuse files that are not, or not yet, ours."""
+    try:
+        with write_transaction(engine) as conn:
+            config = alembic_config(conn)
+            script = ScriptDirectory.from_config(config)
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None:
+                foreign = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
+                if foreign:
+                    raise InventoryError(
+                        f"{describe(str(engine.url.database or engine.url))} is a database but not a regdb "
+                        f"inventory (it has tables {', '.join(sorted(foreign)[:3])})"
+                    )
+            elif current not in {rev.revision for rev in script.walk_revisions()}:
+                raise SchemaTooNew(
+                    f"inventory {engine.url.database} was written by a newer regdb (schema revision {current}); "
+                    "upgrade regdb to use it"
+                )
+            if current != script.get_current_head():
+                log.info("upgrading inventory schema from %s to %s", current, script.get_current_head())
+                command.upgrade(config, "head")
+    except DBAPIError as error:
+        raise InventoryError(_sqlite_message(engine, error)) from None
+
+
+def check_revision(engine: Engine) -> None:
+    """For read-only use: the schema must be exactly the one this regdb knows."""
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as error:
+        raise InventoryError(_sqlite_message(engine, error)) from None
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise InventoryError(f"{engine.url.database} is not a regdb inventory (no schema revision)")
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("regdb.migrations")))
+    known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+    if current not in known:
+        raise SchemaTooNew(
+            f"inventory {engine.url.database} was written by a newer regdb (schema revision {current}); "
+            "upgrade regdb to use it"
+        )
+    raise InventoryError(
+        f"inventory {engine.url.database} has an older schema ({current}); run 'regdb sync' once to upgrade it"
+    )

@@ -1,0 +1,480 @@
+"""The sync: walk a registry and write one consistent snapshot of it into the inventory.
+
+How it stays correct, fast and atomic:
+- Every repository comes from ``_catalog`` followed page by page (docker-registry-util stopped at 100), or
+  from the names given; every tag is resolved by HEAD with all four manifest types accepted, so a multi-arch
+  tag records its index, and OCI images resolve at all.
+- A digest is immutable, so its manifest (and an image's config blob) is fetched once, ever: a re-sync only
+  lists tags and HEADs them. Index children are fetched like any manifest and recorded with their platform.
+- HTTP runs on a bounded worker pool sharing one keep-alive pool; the main thread alone writes to the
+  inventory, streaming repository after repository so memory does not grow with the registry.
+- The whole run is one write transaction. In WAL mode readers keep seeing the previous snapshot until the
+  commit, and a killed run leaves that snapshot as it was. A failed run changes nothing but a ``syncs`` row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+
+from . import models
+from .client import ManifestRef, RegistryClient
+from .db import write_transaction
+from .errors import RegdbError, RepositoryNotFound
+from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
+from .versions import version_key
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # rows per IN (...) lookup; well under SQLite's bound-parameter limit
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class SyncResult:
+    registry: str
+    sync_id: int
+    repos: int
+    tags: int
+    digests_fetched: int
+    requests: int
+    started_at: datetime
+    finished_at: datetime
+    missing_repos: list[str] = field(default_factory=list)
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+
+class SnapshotWriter:
+    """Writes one registry's snapshot inside an open transaction. Used by the sync and by the benchmark."""
+
+    def __init__(self, conn: Connection, url: str, name: str):
+        self.conn = conn
+        self.registry_id = self._registry(url, name)
+        self.digests_stored = 0
+
+    def _registry(self, url: str, name: str) -> int:
+        table = models.Registry.__table__
+        found = self.conn.execute(select(table.c.id).where(table.c.url == url)).scalar()
+        if found is not None:
+            return found
+        return self.conn.execute(insert(table).values(url=url, name=name)).inserted_primary_key[0]
+
+    def lookup(self, digests: Iterable[str]) -> dict[str, int]:
+        """digest -> id for the digests already in the inventory."""
+        table = models.Digest.__table__
+        wanted = list(dict.fromkeys(digests))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), BATCH):
+            rows = self.conn.execute(
+                select(table.c.digest, table.c.id).where(table.c.digest.in_(wanted[start : start + BATCH]))
+            )
+            found.update((digest, digest_id) for digest, digest_id in rows)
+        return found
+
+    def store_manifest(self, info: ManifestInfo) -> int:
+        """Insert one manifest (its children must be stored already). Returns its id."""
+        digests = models.Digest.__table__
+        children_ids: list[int] = []
+        created, size = info.created, total_size(info)
+        if info.kind == "index":
+            ids = self.lookup(child.digest for child in info.children)
+            children_ids = [ids[child.digest] for child in info.children]
+            if children_ids:
+                rows = self.conn.execute(
+                    select(digests.c.total_size, digests.c.created).where(digests.c.id.in_(set(children_ids)))
+                ).all()
+                size = sum(row.total_size for row in rows)
+                stamps = [row.created for row in rows if row.created is not None]
+                created = max(stamps) if stamps else None
+            else:
+                size = 0
+        digest_id = self.conn.execute(
+            insert(digests).values(
+                digest=info.digest,
+                media_type=info.media_type,
+                kind=info.kind,
+                size=info.size,
+                total_size=size,
+                config_digest=info.config_digest,
+                created=created,
+                architecture=info.architecture,
+                os=info.os,
+                artifact_type=info.artifact_type,
+                subject_digest=info.subject_digest,
+                fetched_at=utcnow(),
+            )
+        ).inserted_primary_key[0]
+        if info.kind == "index" and info.children:
+            self.conn.execute(
+                insert(models.DigestChild.__table__),
+                [
+                    dict(parent_id=digest_id, position=i, child_id=child_id, architecture=c.architecture,
+                         os=c.os, variant=c.variant)
+                    for i, (c, child_id) in enumerate(zip(info.children, children_ids))
+                ],
+            )
+        blobs = []
+        if info.config_digest:
+            blobs.append(dict(digest_id=digest_id, position=0, blob_digest=info.config_digest, kind="config",
+                              size=info.config_size or 0))
+        blobs += [
+            dict(digest_id=digest_id, position=i, blob_digest=d, kind="layer", size=s)
+            for i, (d, s) in enumerate(info.layers, start=1)
+        ]
+        if blobs:
+            self.conn.execute(insert(models.DigestBlob.__table__), blobs)
+        self.digests_stored += 1
+        return digest_id
+
+    def repo_id(self, name: str) -> int:
+        table = models.Repo.__table__
+        found = self.conn.execute(
+            select(table.c.id).where(table.c.registry_id == self.registry_id, table.c.name == name)
+        ).scalar()
+        if found is not None:
+            return found
+        return self.conn.execute(
+            insert(table).values(registry_id=self.registry_id, name=name)
+        ).inserted_primary_key[0]
+
+    def previous_digests(self, name: str) -> dict[str, int]:
+        """digest -> id of every manifest the inventory holds for this repository now."""
+        rd, repos, digests = models.RepoDigest.__table__, models.Repo.__table__, models.Digest.__table__
+        rows = self.conn.execute(
+            select(digests.c.digest, digests.c.id)
+            .join(rd, rd.c.digest_id == digests.c.id)
+            .join(repos, repos.c.id == rd.c.repo_id)
+            .where(repos.c.registry_id == self.registry_id, repos.c.name == name)
+        )
+        return {digest: digest_id for digest, digest_id in rows}
+
+    def children_of(self, digest_ids: Iterable[int]) -> set[int]:
+        table = models.DigestChild.__table__
+        wanted = list(set(digest_ids))
+        found: set[int] = set()
+        for start in range(0, len(wanted), BATCH):
+            found.update(
+                self.conn.execute(
+                    select(table.c.child_id).where(table.c.parent_id.in_(wanted[start : start + BATCH]))
+                ).scalars()
+            )
+        return found
+
+    def write_repo(self, name: str, tags: dict[str, int], present: set[int]) -> None:
+        """Make the repository's tags and manifests exactly ``tags`` and ``present`` (digest ids)."""
+        repo_id = self.repo_id(name)
+        table = models.Tag.__table__
+        existing = {
+            row.name: (row.id, row.digest_id)
+            for row in self.conn.execute(
+                select(table.c.id, table.c.name, table.c.digest_id).where(table.c.repo_id == repo_id)
+            )
+        }
+        gone = [tag_id for tag, (tag_id, _) in existing.items() if tag not in tags]
+        moved = [
+            {"tag_id": existing[tag][0], "new_digest": digest_id}
+            for tag, digest_id in tags.items()
+            if tag in existing and existing[tag][1] != digest_id
+        ]
+        added = [
+            dict(repo_id=repo_id, name=tag, digest_id=digest_id, version_key=version_key(tag))
+            for tag, digest_id in tags.items()
+            if tag not in existing
+        ]
+        for start in range(0, len(gone), BATCH):
+            self.conn.execute(delete(table).where(table.c.id.in_(gone[start : start + BATCH])))
+        if moved:
+            self.conn.execute(
+                update(table).where(table.c.id == bindparam("tag_id")).values(digest_id=bindparam("new_digest")),
+                moved,
+            )
+        if added:
+            self.conn.execute(insert(table), added)
+        rd = models.RepoDigest.__table__
+        before = set(
+            self.conn.execute(select(rd.c.digest_id).where(rd.c.repo_id == repo_id)).scalars()
+        )
+        removed = list(before - present)
+        for start in range(0, len(removed), BATCH):
+            self.conn.execute(
+                delete(rd).where(rd.c.repo_id == repo_id, rd.c.digest_id.in_(removed[start : start + BATCH]))
+            )
+        new = [dict(repo_id=repo_id, digest_id=d) for d in present - before]
+        if new:
+            self.conn.execute(insert(rd), new)
+
+    def drop_repos(self, keep: set[str] | None = None, names: Iterable[str] = ()) -> None:
+        """Forget repositories: all except ``keep`` (after a full sync), or the ``names`` given."""
+        table = models.Repo.__table__
+        rows = self.conn.execute(
+            select(table.c.id, table.c.name).where(table.c.registry_id == self.registry_id)
+        ).all()
+        doomed = [row.id for row in rows if (keep is not None and row.name not in keep) or row.name in set(names)]
+        for start in range(0, len(doomed), BATCH):
+            self.conn.execute(delete(table).where(table.c.id.in_(doomed[start : start + BATCH])))
+
+    def record(self, *, started_at: datetime, status: str, error: str | None = None, scope=None,
+               repos=0, tags=0, digests_fetched=0, requests=0) -> int:
+        now = utcnow()
+        if status == "ok":
+            table = models.Registry.__table__
+            self.conn.execute(update(table).where(table.c.id == self.registry_id).values(last_synced_at=now))
+        return self.conn.execute(
+            insert(models.Sync.__table__).values(
+                registry_id=self.registry_id, started_at=started_at, finished_at=now, status=status,
+                error=error, scope=scope, repos=repos, tags=tags, digests_fetched=digests_fetched,
+                requests=requests,
+            )
+        ).inserted_primary_key[0]
+
+
+# --- walking the registry -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RepoState:
+    name: str
+    tags: list[str] = field(default_factory=list)
+    refs: dict[str, ManifestRef] = field(default_factory=dict)
+    pending: int = 0
+    stage: str = "tags"
+    survivors: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _DigestJob:
+    digest: str
+    repo: str
+    info: ManifestInfo | None = None
+    outstanding: int = 0
+    waiters: list = field(default_factory=list)  # _RepoState or _DigestJob
+
+
+class _Walk:
+    """Schedules the HTTP work of one sync on a worker pool; the calling thread alone touches the database."""
+
+    def __init__(self, client: RegistryClient, writer: SnapshotWriter, jobs: int,
+                 progress: Callable[[int, int], None] | None):
+        self.client = client
+        self.writer = writer
+        self.pool = ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="regdb-sync")
+        self.limit = max(jobs, 1) * 2
+        self.queue: deque = deque()
+        self.inflight: dict[Future, Callable] = {}
+        self.open: dict[str, _RepoState] = {}
+        self.fetching: dict[str, _DigestJob] = {}
+        self.progress = progress
+        self.repos_done = 0
+        self.tags_seen = 0
+        self.missing: list[str] = []
+        self.seen: set[str] = set()
+
+    # the scheduler
+
+    def _submit(self, fn, args, then) -> None:
+        self.queue.append((fn, args, then))
+
+    def run(self, names: Iterable[str]) -> None:
+        names = iter(names)
+        more = True
+        try:
+            while True:
+                while more and len(self.queue) < self.limit and len(self.open) < self.limit * 2:
+                    name = next(names, None)
+                    if name is None:
+                        more = False
+                        break
+                    if name in self.seen:
+                        continue
+                    self.seen.add(name)
+                    state = self.open[name] = _RepoState(name)
+                    self._submit(self._list_tags, (name,), lambda tags, s=state: self._on_tags(s, tags))
+                while self.queue and len(self.inflight) < self.limit:
+                    fn, args, then = self.queue.popleft()
+                    self.inflight[self.pool.submit(fn, *args)] = then
+                if not self.inflight:
+                    if not more and not self.queue:
+                        break
+                    continue
+                done, _ = wait(self.inflight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    then = self.inflight.pop(future)
+                    then(future.result())
+        finally:
+            for future in self.inflight:
+                future.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # repository stages: tags -> refs -> manifests -> untagged survivors -> write
+
+    def _list_tags(self, name: str) -> list[str] | None:
+        try:
+            return self.client.tags(name)
+        except RepositoryNotFound:
+            return None
+
+    def _on_tags(self, state: _RepoState, tags: list[str] | None) -> None:
+        if tags is None:
+            self.missing.append(state.name)
+            del self.open[state.name]
+            return
+        state.tags = sorted(set(tags))
+        state.stage = "refs"
+        state.pending = len(state.tags)
+        for tag in state.tags:
+            self._submit(self.client.resolve, (state.name, tag), lambda ref, s=state, t=tag: self._on_ref(s, t, ref))
+        if not state.tags:
+            self._after_refs(state)
+
+    def _on_ref(self, state: _RepoState, tag: str, ref: ManifestRef | None) -> None:
+        if ref is not None:  # None: the tag was deleted between tags/list and HEAD
+            state.refs[tag] = ref
+        state.pending -= 1
+        self.tags_seen += 1
+        if state.pending == 0:
+            self._after_refs(state)
+
+    def _after_refs(self, state: _RepoState) -> None:
+        state.stage = "manifests"
+        wanted = {ref.digest for ref in state.refs.values()}
+        known = self.writer.lookup(wanted)
+        state.pending = 0
+        for digest in wanted - known.keys():
+            state.pending += 1
+            self._need(digest, state.name, state)
+        if state.pending == 0:
+            self._after_manifests(state)
+
+    def _need(self, digest: str, repo: str, waiter) -> None:
+        job = self.fetching.get(digest)
+        if job is None:
+            job = self.fetching[digest] = _DigestJob(digest, repo)
+            self._submit(self._fetch, (repo, digest), lambda info, j=job: self._on_manifest(j, info))
+        job.waiters.append(waiter)
+
+    def _fetch(self, repo: str, digest: str) -> ManifestInfo:
+        body, media_type = self.client.manifest(repo, digest)
+        info = parse_manifest(digest, body, media_type)
+        if info.wants_config:
+            apply_config(info, self.client.blob(repo, info.config_digest))
+        return info
+
+    def _on_manifest(self, job: _DigestJob, info: ManifestInfo) -> None:
+        job.info = info
+        if info.kind == "index":
+            children = {child.digest for child in info.children}
+            known = self.writer.lookup(children)
+            for child in children - known.keys():
+                job.outstanding += 1
+                self._need(child, job.repo, job)
+        if job.outstanding == 0:
+            self._store(job)
+
+    def _store(self, job: _DigestJob) -> None:
+        self.writer.store_manifest(job.info)
+        del self.fetching[job.digest]
+        for waiter in job.waiters:
+            if isinstance(waiter, _DigestJob):
+                waiter.outstanding -= 1
+                if waiter.outstanding == 0:
+                    self._store(waiter)
+            else:
+                waiter.pending -= 1
+                if waiter.pending == 0:
+                    self._after_manifests(waiter)
+
+    def _after_manifests(self, state: _RepoState) -> None:
+        ids = self.writer.lookup({ref.digest for ref in state.refs.values()})
+        tagged = set(ids.values())
+        present = tagged | self.writer.children_of(tagged)
+        # Manifests we knew in this repository that no tag or index holds any more may still be there,
+        # untagged (a moved tag, a deleted index's children): keep those the registry still serves.
+        previous = self.writer.previous_digests(state.name)
+        candidates = {digest: digest_id for digest, digest_id in previous.items() if digest_id not in present}
+        state.stage = "untagged"
+        state.survivors = present
+        state.pending = len(candidates)
+        for digest, digest_id in candidates.items():
+            self._submit(
+                self.client.manifest_exists,
+                (state.name, digest),
+                lambda exists, s=state, i=digest_id: self._on_untagged(s, i, exists),
+            )
+        if not candidates:
+            self._write(state, ids)
+
+    def _on_untagged(self, state: _RepoState, digest_id: int, exists: bool) -> None:
+        if exists:
+            state.survivors.add(digest_id)
+        state.pending -= 1
+        if state.pending == 0:
+            self._write(state, self.writer.lookup({ref.digest for ref in state.refs.values()}))
+
+    def _write(self, state: _RepoState, ids: dict[str, int]) -> None:
+        self.writer.write_repo(state.name, {tag: ids[ref.digest] for tag, ref in state.refs.items()}, state.survivors)
+        del self.open[state.name]
+        self.repos_done += 1
+        if self.progress:
+            self.progress(self.repos_done, self.tags_seen)
+
+
+def sync_registry(
+    engine: Engine,
+    client: RegistryClient,
+    *,
+    repos: Iterable[str] | None = None,
+    jobs: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncResult:
+    """Mirror the registry (or only ``repos``) into the inventory as one snapshot."""
+    started = utcnow()
+    named = list(dict.fromkeys(repos)) if repos else None
+    requests_before = sum(client.stats.values())
+    try:
+        client.ping()
+        with write_transaction(engine) as conn:
+            writer = SnapshotWriter(conn, client.url, client.name)
+            walk = _Walk(client, writer, jobs, progress)
+            walk.run(named if named is not None else client.catalog())
+            if named is None:
+                writer.drop_repos(keep=walk.seen - set(walk.missing))
+            else:
+                writer.drop_repos(names=walk.missing)
+            requests = sum(client.stats.values()) - requests_before
+            sync_id = writer.record(
+                started_at=started, status="ok", scope=" ".join(named) if named else None,
+                repos=len(walk.seen) - len(walk.missing), tags=walk.tags_seen,
+                digests_fetched=writer.digests_stored, requests=requests,
+            )
+    except (RegdbError, KeyboardInterrupt) as error:
+        _record_failure(engine, client, started, error, named)
+        raise
+    return SyncResult(
+        registry=client.url, sync_id=sync_id, repos=len(walk.seen) - len(walk.missing), tags=walk.tags_seen,
+        digests_fetched=writer.digests_stored, requests=requests, started_at=started, finished_at=utcnow(),
+        missing_repos=walk.missing,
+    )
+
+
+def _record_failure(engine: Engine, client: RegistryClient, started: datetime, error: BaseException,
+                    named: list[str] | None) -> None:
+    """Leave a 'failed' row in ``syncs`` (best effort: the inventory itself may be what failed)."""
+    reason = str(error) or type(error).__name__
+    try:
+        with write_transaction(engine) as conn:
+            SnapshotWriter(conn, client.url, client.name).record(
+                started_at=started, status="failed", error=reason, scope=" ".join(named) if named else None
+            )
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        log.debug("could not record the failed sync", exc_info=True)
