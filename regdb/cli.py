@@ -269,3 +269,15 @@ def sync(settings: Settings, repos):
       regdb -reg ghcr.io -u me -p "$TOKEN" sync me/app me/tool
     """
     run_sync(settings, settings.inventory(), list(repos), quiet=False)
+
+
+# --- listing and query commands (selectors) ------------------------------------------------------------------
+
+
+# --- removal commands ----------------------------------------------------------------------------------------
+
+
+# --- the inventory as a data source: sql, schema -------------------------------------------------------------
+
+
+# --- retention: apply, untag ---------------------------------------------------------------------------------

@@ -84,3 +84,11 @@ class Inventory:
         if isinstance(client, str):
             client = RegistryClient(client, jobs=jobs)
         return sync_registry(self.engine, client, repos=repos, jobs=jobs, progress=progress)
+
+    # --- listing and querying (selectors) -------------------------------------------------------------
+
+    # --- removal --------------------------------------------------------------------------------------
+
+    # --- raw SQL --------------------------------------------------------------------------------------
+
+    # --- retention ------------------------------------------------------------------------------------
