@@ -1,0 +1,45 @@
+# regdb developer entry points. Everything a fresh machine needs is installed from here:
+# Python packages into .venv, and Debian's docker-registry / skopeo / postgresql with apt-get when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := docker-registry skopeo postgresql sqlite3
+
+.PHONY: help deps system-deps test demo bench clean
+
+help:
+	@echo "make demo   - throwaway local registry with sample images, synced and queried"
+	@echo "make test   - the whole test suite (real registry, real PostgreSQL)"
+	@echo "make bench  - performance figures side by side"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,postgres]'
+	touch $@
+
+deps: $(VENV)/.installed system-deps
+
+# The tests run the real registry and PostgreSQL; install them when this machine lacks them (CI runs as root).
+system-deps:
+	@missing=""; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps
+	$(PY) -m pytest -q
+
+demo: deps
+	$(PY) scripts/demo.py
+
+bench: deps
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) .demo .bench build dist *.egg-info
