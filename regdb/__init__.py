@@ -1,6 +1,5 @@
 """regdb: mirror a Docker Registry v2 / OCI registry into an SQLite inventory, query it, clean it up safely."""
 
-from .client import RegistryClient
 from .errors import (
     AuthenticationFailed,
     DeleteDisabled,
@@ -19,6 +18,15 @@ from .errors import (
 from .inventory import Inventory, default_db_path
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # RegistryClient pulls in requests; importing it lazily keeps inventory-only commands fast to start.
+    if name == "RegistryClient":
+        from .client import RegistryClient
+
+        return RegistryClient
+    raise AttributeError(f"module 'regdb' has no attribute {name!r}")
 
 __all__ = [
     "AuthenticationFailed",

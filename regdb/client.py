@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .address import normalize_url, registry_name
 from .errors import (
     AuthenticationFailed,
     DeleteDisabled,
@@ -30,6 +31,7 @@ from .errors import (
     RegistryError,
     RegistryUnreachable,
     RepositoryNotFound,
+    ScopeRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -45,27 +47,6 @@ INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read: a stalled server must not hang a run forever
 USER_AGENT = "regdb"
-
-
-def normalize_url(registry: str) -> str:
-    """``registry.example.com`` -> ``https://registry.example.com``; a URL keeps its scheme; no trailing slash."""
-    registry = registry.strip()
-    if not registry:
-        raise RegistryError("no registry given: use -reg/--registry or set REGISTRY")
-    if "://" not in registry:
-        registry = "https://" + registry
-    parts = urlsplit(registry)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RegistryError(f"not a registry URL: {registry!r}")
-    path = parts.path.rstrip("/")
-    if path.endswith("/v2"):
-        path = path[: -len("/v2")]
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def registry_name(url: str) -> str:
-    """The host[:port] of a registry URL, as it appears in image names."""
-    return urlsplit(url).netloc
 
 
 def digest_of(body: bytes, algorithm: str = "sha256") -> str:
@@ -169,6 +150,9 @@ class RegistryClient:
     # --- plumbing -----------------------------------------------------------------------------------------
 
     def close(self) -> None:
+        close_auth = getattr(self.session.auth, "close", None)
+        if close_auth:
+            close_auth()  # the token cache's private session
         self.session.close()
 
     def _count(self, kind: str) -> None:
@@ -359,9 +343,8 @@ class RegistryClient:
                 code=code or None,
             )
         if response.status_code == 403:
-            raise AuthenticationFailed(
-                f"registry {self.url} refused scope repository:{repo}:delete (403)", status=403
-            )
+            scope = f"repository:{repo}:delete"
+            raise ScopeRefused(f"registry {self.url} refused scope {scope} (403)", scope=scope, status=403)
         raise self._fail(response, f"DELETE {path}")
 
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
