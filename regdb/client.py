@@ -113,6 +113,7 @@ class RegistryClient:
         backoff: float = 0.5,
         rate: float | None = None,
         use_get_manifest: bool = False,
+        page_size: int = 1000,
     ):
         self.url = normalize_url(registry)
         self.name = registry_name(self.url)
@@ -122,6 +123,9 @@ class RegistryClient:
         self.verify = verify
         self.cert = cert
         self.use_get_manifest = use_get_manifest
+        # 1000 is distribution's maximum by default (more is 400 PAGINATION_NUMBER_INVALID); registries that
+        # ignore `n` or cap it lower still work, since every page's Link is followed.
+        self.page_size = page_size
         self.rate = RateLimiter(rate) if rate else None
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
@@ -131,7 +135,9 @@ class RegistryClient:
         self.session.auth = auth
         retry = BoundedRetry(
             total=retries,
-            connect=retries,
+            # A refused connection is retried twice (a registry restarting), not six times with backoff: a
+            # wrong port or a dead registry should fail in about a second.
+            connect=min(retries, 2),
             read=retries,
             status=retries,
             backoff_factor=backoff,
@@ -238,8 +244,8 @@ class RegistryClient:
             seen.add(url)
 
     def catalog(self) -> Iterator[str]:
-        """Every repository name, page after page (``_catalog`` with ``n=1000``, the maximum by default)."""
-        for page in self._paged("/v2/_catalog?n=1000", "repositories", kind="catalog"):
+        """Every repository name, page after page (``_catalog`` with ``n=page_size``)."""
+        for page in self._paged(f"/v2/_catalog?n={self.page_size}", "repositories", kind="catalog"):
             yield from page
 
     def tags(self, repo: str) -> list[str]:

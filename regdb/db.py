@@ -11,12 +11,8 @@ import logging
 import sqlite3
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -24,7 +20,15 @@ from sqlalchemy.pool import StaticPool
 
 from .errors import InventoryBusy, InventoryError, SchemaTooNew
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
+
+# The newest migration in migrations/versions. Opening an inventory that is already at this revision reads
+# one row and skips importing Alembic altogether (a query must answer in well under half a second, process
+# start included); tests/test_migrations.py holds this equal to Alembic's head.
+SCHEMA_HEAD = "0002"
 
 MEMORY = ":memory:"
 # How long a writer waits for another writer before giving up. Readers never wait in WAL mode.
@@ -45,6 +49,9 @@ def describe(target: str) -> str:
 
 def create_inventory_engine(target: str, *, readonly: bool = False) -> Engine:
     """An engine for an inventory path, ``:memory:`` or SQLAlchemy URL, with regdb's connection settings."""
+    if is_url(target) and make_url(target).get_backend_name() == "sqlite":
+        # sqlite:///path is a file like any other: it gets the pragmas, WAL and read-only opening below.
+        target = make_url(target).database or MEMORY
     if is_url(target):
         engine = create_engine(target, pool_pre_ping=True)
         if readonly and engine.dialect.name == "postgresql":
@@ -83,9 +90,7 @@ def _install_sqlite_pragmas(engine: Engine, *, readonly: bool) -> None:
             if readonly:
                 cursor.execute("PRAGMA query_only = ON")
             else:
-                # WAL: readers (the sqlite3 CLI, a BI tool) keep seeing the last committed snapshot while a
-                # sync writes, and are never refused with "database is locked".
-                cursor.execute("PRAGMA journal_mode = WAL")
+                # WAL itself is switched on once, in upgrade(), after the file is known to be ours.
                 cursor.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as error:
             raise InventoryError(_sqlite_message(engine, error)) from None
@@ -110,6 +115,14 @@ def _sqlite_message(engine: Engine, error: Exception) -> str:
     return f"inventory {name}: {text}"
 
 
+# PostgreSQL has no file lock: writers (sync, removal) serialize on this advisory lock instead, held for the
+# transaction so that it goes with a crashed writer's connection. Readers are not blocked: MVCC shows them the
+# last committed snapshot, as WAL does on SQLite.
+PG_WRITE_LOCK = 0x72656764  # "regd"
+# SQLSTATE 55P03 lock_not_available: lock_timeout expired while waiting for the lock.
+PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
 @contextlib.contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection inside a transaction that holds the inventory's write lock from its first statement."""
@@ -118,17 +131,32 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         try:
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    _take_postgresql_write_lock(conn)
                 yield conn
         except OperationalError as error:
-            if "database is locked" in str(error.orig):
+            if "database is locked" in str(error.orig) or _sqlstate(error) == PG_LOCK_NOT_AVAILABLE:
                 raise InventoryBusy(
                     f"another regdb run is writing to {engine.url.database}; try again when it has finished"
                 ) from None
             raise
 
 
-def alembic_config(connection: Connection) -> Config:
+def _take_postgresql_write_lock(conn: Connection) -> None:
+    # Wait as long as SQLite's busy_timeout would, then give up with InventoryBusy (the caller maps 55P03).
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{BUSY_TIMEOUT_MS}ms'")
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+    conn.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    return getattr(error.orig, "sqlstate", None)
+
+
+def alembic_config(connection: Connection) -> "Config":
     """An Alembic configuration that finds the migrations shipped inside the installed package."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("regdb.migrations")))
     config.attributes["connection"] = connection
@@ -136,6 +164,9 @@ def alembic_config(connection: Connection) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("regdb.migrations")))
     return ScriptDirectory.from_config(config).get_current_head()
@@ -143,7 +174,17 @@ def head_revision() -> str:
 
 def upgrade(engine: Engine) -> None:
     """Bring the inventory's schema to the newest revision; refuse files that are not, or not yet, ours."""
+    if stored_revision(engine) == SCHEMA_HEAD:
+        return
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     try:
+        if engine.dialect.name == "sqlite" and stored_revision(engine) is None:
+            _refuse_foreign_database(engine)  # before WAL: switching the journal mode rewrites the header
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", MEMORY):
+            _enable_wal(engine)
         with write_transaction(engine) as conn:
             config = alembic_config(conn)
             script = ScriptDirectory.from_config(config)
@@ -167,16 +208,36 @@ def upgrade(engine: Engine) -> None:
         raise InventoryError(_sqlite_message(engine, error)) from None
 
 
+def _refuse_foreign_database(engine: Engine) -> None:
+    with engine.connect() as conn:
+        foreign = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
+    if foreign:
+        raise InventoryError(
+            f"{describe(str(engine.url.database or engine.url))} is a database but not a regdb "
+            f"inventory (it has tables {', '.join(sorted(foreign)[:3])})"
+        )
+
+
+def _enable_wal(engine: Engine) -> None:
+    """WAL: readers (the sqlite3 CLI, a BI tool) keep seeing the last committed snapshot while a sync writes,
+    and are never refused with "database is locked". The mode is stored in the file, so it is set once."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA journal_mode = WAL")  # outside any transaction: SQLite refuses it inside one
+        cursor.close()
+    finally:
+        raw.close()
+
+
 def check_revision(engine: Engine) -> None:
     """For read-only use: the schema must be exactly the one this regdb knows."""
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    except DBAPIError as error:
-        raise InventoryError(_sqlite_message(engine, error)) from None
-    head = head_revision()
-    if current == head:
+    current = stored_revision(engine)
+    if current == SCHEMA_HEAD:
         return
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     if current is None:
         raise InventoryError(f"{engine.url.database} is not a regdb inventory (no schema revision)")
     config = Config()
@@ -190,3 +251,14 @@ def check_revision(engine: Engine) -> None:
     raise InventoryError(
         f"inventory {engine.url.database} has an older schema ({current}); run 'regdb sync' once to upgrade it"
     )
+
+
+def stored_revision(engine: Engine) -> str | None:
+    """The Alembic revision recorded in the inventory, None for an empty database."""
+    try:
+        with engine.connect() as conn:
+            if "alembic_version" not in inspect(conn).get_table_names():
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except DBAPIError as error:
+        raise InventoryError(_sqlite_message(engine, error)) from None

@@ -1,0 +1,65 @@
+"""`make demo`: a throwaway registry on 127.0.0.1 with sample images, synced into an inventory and queried.
+
+Everything lives under .demo/ and the registry is stopped at the end. Each regdb command is printed before
+it runs, so the output doubles as a tour of the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.rig import Pusher, start_registry  # noqa: E402
+
+DEMO = ROOT / ".demo"
+REGDB = Path(sys.executable).parent / "regdb"
+
+
+def regdb(*args: str) -> None:
+    command = [str(REGDB), *args]
+    print(f"\n$ regdb {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    subprocess.run(command, check=True, cwd=DEMO, env={**os.environ, "REGDB_DATABASE": str(DEMO / "demo.db")})
+
+
+def push_samples(pusher: Pusher) -> None:
+    for version in ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5"]:
+        pushed = pusher.push_image("shop/api", version, created=f"2024-0{int(version[-1]) + 1}-01T12:00:00Z")
+    pusher.tag("shop/api", "latest", pushed.digest)
+    pusher.push_image("shop/api", "1.5-alpine", layers=[b"alpine flavour"])
+    web = pusher.push_index("shop/web", "2.0", oci=True)  # multi-arch: amd64 + arm64/v8
+    pusher.tag("shop/web", "stable", web.digest)
+    pusher.push_index("shop/web", "2.1")
+    signed = pusher.push_image("tools/cli", "0.9", oci=True)
+    pusher.push_cosign_signature("tools/cli", signed.digest)
+    pusher.copy("shop/api", pushed.digest, "mirror/api", "1.5")  # one digest in two repositories
+
+
+def main() -> None:
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir()
+    registry = start_registry(DEMO / "registry")
+    try:
+        print(f"registry running at {registry.url} (storage in .demo/registry)")
+        push_samples(Pusher(registry.url))
+        url = registry.url
+        regdb("-reg", url, "sync")
+        regdb("-reg", url, "list-repo-names")
+        regdb("-reg", url, "list-tag-names", "shop/api", "shop/web")
+        regdb("-reg", url, "query-tags", "-r", "shop/api", "-t", "<1.4", "-x", "1.0")
+        regdb("-reg", url, "query-tags", "-r", "shop/web", "-re", "2\\.", "--format", "json")
+        regdb("-reg", url, "remove-tags", "-r", "shop/api", "-t", "<1.3", "--dry-run")
+        regdb("sql", "SELECT repo, tag, architecture, os, size FROM images ORDER BY repo, tag")
+        print(f"\nThe inventory is {DEMO / 'demo.db'}: open it with sqlite3 or any BI tool.")
+    finally:
+        registry.stop()
+
+
+if __name__ == "__main__":
+    main()
