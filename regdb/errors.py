@@ -101,3 +101,10 @@ class RemovalIncomplete(RegdbError):
 
 class PolicyError(RegdbError):
     """A retention policy file is invalid; the message names the line."""
+
+
+# --- the inventory as a data source -------------------------------------------------------------------------
+
+
+class SqlError(RegdbError):
+    """A statement given to ``regdb sql`` failed; the message is the database's own, on one line."""
