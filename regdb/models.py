@@ -46,6 +46,8 @@ class Base(DeclarativeBase):
 
 
 class Registry(Base):
+    """A registry regdb has synced; one inventory can hold several."""
+
     __tablename__ = "registries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -59,6 +61,8 @@ class Registry(Base):
 
 
 class Repo(Base):
+    """A repository of a registry, as listed by its catalog (or named on the command line)."""
+
     __tablename__ = "repos"
     __table_args__ = (UniqueConstraint("registry_id", "name"),)
 
@@ -70,6 +74,8 @@ class Repo(Base):
 
 
 class Digest(Base):
+    """A manifest, by digest: content-addressed, so one row serves every repository and registry holding it."""
+
     __tablename__ = "digests"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -116,6 +122,8 @@ class RepoDigest(Base):
 
 
 class Tag(Base):
+    """A tag of a repository and the manifest it points at."""
+
     __tablename__ = "tags"
     __table_args__ = (
         UniqueConstraint("repo_id", "name"),
@@ -164,6 +172,8 @@ class DigestBlob(Base):
 
 
 class Sync(Base):
+    """One sync run, successful or failed."""
+
     __tablename__ = "syncs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
