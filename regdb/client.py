@@ -13,13 +13,18 @@ import logging
 import re
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning, MaxRetryError
+from urllib3.exceptions import SSLError as TLSError
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from .address import normalize_url, registry_name
@@ -32,6 +37,7 @@ from .errors import (
     RegistryUnreachable,
     RepositoryNotFound,
     ScopeRefused,
+    TLSSetupError,
 )
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,15 @@ class ManifestRef:
 
 
 class BoundedRetry(Retry):
-    """urllib3's Retry, with ``Retry-After`` capped so a hostile or confused server cannot park us for hours."""
+    """urllib3's Retry, with ``Retry-After`` capped so a hostile or confused server cannot park us for hours,
+    and TLS failures told apart.
+
+    urllib3 counts every TLS error as an "other" error, retried up to ``total`` times with backoff: an untrusted
+    CA or a refused client certificate then took over 30 s to report. Those fail the same way every time, so
+    they are not retried. A TLS connection closed without close_notify (``SSLEOFError``: a load balancer
+    dropping an idle keep-alive connection, or a registry hanging up on a client certificate it does not trust)
+    may be either, so it gets the small budget of a refused connection.
+    """
 
     max_retry_after = 60.0
 
@@ -75,6 +89,26 @@ class BoundedRetry(Retry):
         if value is None:
             return None
         return min(value, self.max_retry_after)
+
+    def _is_connection_error(self, err: Exception) -> bool:
+        return _is_tls_eof(err) or super()._is_connection_error(err)
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        # A 500 to a read is mostly a load balancer's or storage backend's hiccup: retried like a 502, or one in
+        # ten HEADs failing would fail every sync (tests/faults). A DELETE or PUT answering 500 is reported and
+        # left to a re-run: the removal records it as failed, a re-run finds it done (404) or does it.
+        if status_code == 500 and method.upper() in ("GET", "HEAD"):
+            status_code = 502
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, TLSError) and not _is_tls_eof(error):
+            raise MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _is_tls_eof(err: Exception) -> bool:
+    return isinstance(err, TLSError) and "EOF occurred" in str(err)
 
 
 class RateLimiter:
@@ -122,6 +156,13 @@ class RegistryClient:
         # verify and cert are passed on every request instead: a -v flag always wins over the environment.
         self.verify = verify
         self.cert = cert
+        _check_tls_files(verify, cert)
+        if verify is False:
+            # -v None was asked for, and the CLI says so once; urllib3 would repeat its InsecureRequestWarning
+            # on every request ("always" is its filter for security warnings). Silenced for this host only.
+            host = re.escape(urlsplit(self.url).hostname or "")
+            warnings.filterwarnings("ignore", message=f"Unverified HTTPS request is being made to host '{host}'",
+                                    category=InsecureRequestWarning)
         self.use_get_manifest = use_get_manifest
         # 1000 is distribution's maximum by default (more is 400 PAGINATION_NUMBER_INVALID); registries that
         # ignore `n` or cap it lower still work, since every page's Link is followed.
@@ -173,18 +214,37 @@ class RegistryClient:
         self._count(kind)
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", method in ("GET", "HEAD") and kind == "blob")
+        timeout = kwargs["timeout"]
         try:
-            response = self.session.request(method, url, verify=self.verify, cert=self.cert, **kwargs)
+            try:
+                response = self.session.request(method, url, verify=self.verify, cert=self.cert, **kwargs)
+            except requests.exceptions.ChunkedEncodingError:
+                # The body broke off after the headers (a proxy restarting): past urllib3's retries, which end
+                # with the headers. A read is asked once more; a second break is reported.
+                if method not in ("GET", "HEAD"):
+                    raise
+                response = self.session.request(method, url, verify=self.verify, cert=self.cert, **kwargs)
         except requests.exceptions.SSLError as error:
             raise RegistryUnreachable(f"TLS error talking to {self.url}: {_reason(error)}") from None
-        except requests.exceptions.Timeout:
+        except requests.exceptions.ConnectTimeout:
             raise RegistryUnreachable(
-                f"registry {self.url} did not answer within {self.timeout[1]:g} s ({method} {_path(url)})"
+                f"cannot reach registry {self.url}: no connection within "
+                f"{timeout[0] if isinstance(timeout, tuple) else timeout:g} s"
             ) from None
+        except requests.exceptions.Timeout:
+            raise RegistryUnreachable(_no_answer(self.url, timeout, method, url)) from None
         except requests.exceptions.RetryError as error:
             raise RegistryUnreachable(f"registry {self.url} kept failing: {_reason(error)}") from None
         except requests.exceptions.ConnectionError as error:
+            if isinstance(getattr(error.args[0] if error.args else None, "reason", None), ReadTimeoutError):
+                # Read timeouts that used up the retries come out of requests as a ConnectionError.
+                raise RegistryUnreachable(_no_answer(self.url, timeout, method, url)) from None
             raise RegistryUnreachable(f"cannot reach registry {self.url}: {_reason(error)}") from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise RegistryUnreachable(
+                f"registry {self.url} broke off its answer to {method} {_path(url)} (the connection closed "
+                "before the whole body arrived)"
+            ) from None
         except requests.exceptions.InvalidHeader as error:
             raise RegistryError(f"invalid request to {self.url}: {error}") from None
         if response.status_code == 401:
@@ -220,7 +280,7 @@ class RegistryClient:
     def _paged(self, path: str, key: str, *, kind: str) -> Iterator[list[str]]:
         """Pages of a listing, following ``Link: <...>; rel="next"`` exactly as given (REGISTRY-FACTS.md)."""
         url = self.url + path
-        seen: set[str] = set()
+        seen = {url}
         while True:
             response = self.request("GET", url, kind=kind)
             if response.status_code == 404 and kind == "tags":
@@ -228,7 +288,10 @@ class RegistryClient:
             if response.status_code != 200:
                 raise self._fail(response, f"GET {_path(url)}")
             body = _json(response, f"GET {_path(url)}")
-            items = body.get(key) if isinstance(body, dict) else None
+            if not isinstance(body, dict):
+                # Not "no repositories": a sync would take it for an empty registry and forget every repository.
+                raise RegistryError(f"GET {_path(url)}: the registry's answer is not a JSON object")
+            items = body.get(key)
             if items is None:
                 items = []  # a repository whose tags were all deleted answers {"tags": null}
             if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
@@ -239,6 +302,12 @@ class RegistryClient:
                 return
             # Relative per the spec: join it to the URL we fetched and follow it with whatever it carries.
             url = urljoin(url, link.group(1))
+            if _origin(url) != _origin(self.url):
+                # Our credentials would follow it (a Basic challenge from there gets the password): refuse.
+                raise RegistryError(
+                    f"GET {_path(response.url)}: the registry's Link header points to another host "
+                    f"({_origin(url)}); not following it"
+                )
             if url in seen:
                 raise RegistryError(f"GET {_path(url)}: the registry's Link header loops back to a page it gave")
             seen.add(url)
@@ -279,6 +348,17 @@ class RegistryClient:
             log.warning("registry %s answers HEAD badly; resolving tags with GET from now on", self.url)
             self.use_get_manifest = True
         return self._verified_ref(response, reference, path)
+
+    def fetch_tag(self, repo: str, tag: str) -> tuple[ManifestRef, bytes, str | None] | None:
+        """GET a tag's manifest: what it resolves to, plus the verified body (None if the tag is gone)."""
+        path = f"/v2/{_repo(repo)}/manifests/{quote(tag, safe=':')}"
+        response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, f"GET {path}")
+        ref = self._verified_ref(response, tag, path)
+        return ref, response.content, ref.media_type
 
     def _verified_ref(self, response: requests.Response, reference: str, path: str) -> ManifestRef:
         body = response.content
@@ -380,6 +460,11 @@ def _path(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
+def _no_answer(registry: str, timeout, method: str, url: str) -> str:
+    read = timeout[1] if isinstance(timeout, tuple) else timeout
+    return f"registry {registry} did not answer within {read:g} s ({method} {_path(url)})"
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -417,16 +502,52 @@ def _error_code(response: requests.Response, prefix: str = "") -> str:
     return f"{prefix}{code}" if isinstance(code, str) else ""
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _check_tls_files(verify: bool | str, cert: str | tuple[str, str] | None) -> None:
+    """requests raises a bare OSError for a missing file, at the first request; say which flag is wrong, now."""
+    files = []
+    if isinstance(verify, str):
+        files.append(("CA bundle", "-v/--verify", verify))
+    if isinstance(cert, tuple):
+        files += [("client certificate", "-cert/--client-cert", cert[0]),
+                  ("client key", "-key/--client-key", cert[1])]
+    elif cert:
+        files.append(("client certificate", "-cert/--client-cert", cert))
+    for what, flag, name in files:
+        if not Path(name).exists():
+            raise TLSSetupError(f"{what} not found: {name} ({flag})")
+
+
+_SSL_DETAIL = re.compile(r"\[(?:SSL|X509)(?:: [A-Z0-9_]+)?\] ([^(]+?)\s*\(_ssl\.c")
+
+
 def _reason(error: Exception) -> str:
     """The innermost, most specific line of a requests/urllib3 exception chain."""
     text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        # OpenSSL's own words say which check failed: an unknown CA, an expired certificate, another host name.
+        detail = re.search(r"certificate verify failed: ([^(]+?)\s*\(_ssl", text)
+        why = f": {detail.group(1).rstrip('. ')}" if detail else ""
+        return f"certificate verify failed{why} (use -v CA_BUNDLE, or -v None to skip)"
     for needle, reason in (
         ("Connection refused", "connection refused"),
         ("Name or service not known", "unknown host"),
         ("nodename nor servname", "unknown host"),
         ("Temporary failure in name resolution", "unknown host"),
-        ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed (use -v CA_BUNDLE, or -v None to skip)"),
+        # A registry with client certificates mandatory (distribution's http.tls.clientcas) alerts "bad
+        # certificate" (TLS 1.2, Go) or "certificate required" (TLS 1.3) for a missing or untrusted one.
         ("certificate required", "the registry requires a client certificate (-cert/-key)"),
+        ("ALERT_BAD_CERTIFICATE", "the registry requires a client certificate it trusts (-cert/-key)"),
+        # Go's TLS 1.2 server hangs up on a client certificate from a CA it does not trust, without an alert.
+        ("EOF occurred in violation of protocol",
+         "the registry closed the TLS connection abruptly (a client certificate it does not trust? -cert/-key)"),
+        ("KEY_VALUES_MISMATCH", "the client key does not match the client certificate (-cert/-key)"),
+        ("NO_CERTIFICATE_OR_CRL_FOUND", "the CA bundle holds no certificate (-v)"),
+        ("PEM lib", "cannot read the client certificate or key as PEM (-cert/-key)"),
         ("Connection reset", "connection reset"),
         ("RemoteDisconnected", "connection closed by the registry"),
         ("too many 5", "too many error responses"),
@@ -434,5 +555,8 @@ def _reason(error: Exception) -> str:
     ):
         if needle in text:
             return reason
+    detail = _SSL_DETAIL.search(text)
+    if detail:
+        return detail.group(1)  # "sslv3 alert handshake failure", not just "SSLError"
     match = re.search(r"\(Caused by ([^(]+)\(", text)
     return match.group(1) if match else text.splitlines()[0][:200]

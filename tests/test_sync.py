@@ -99,7 +99,10 @@ def test_resync_only_lists_and_resolves_tags(fresh_registry, fresh_pusher, tmp_p
     client = RegistryClient(fresh_registry.url)
     with Inventory(db) as inventory:
         first = inventory.sync(client)
-        assert client.stats["manifest"] == 4 and client.stats["blob"] == 3  # 1 image + index + 2 children
+        # A new repository: each tag is fetched with GET (no HEAD), then the index's two children by
+        # digest, and the three image configs.
+        assert client.stats["head"] == 0
+        assert client.stats["manifest"] == 4 and client.stats["blob"] == 3
         client.stats.clear()
         second = inventory.sync(client)
     assert second.digests_fetched == 0 and first.digests_fetched == 4

@@ -149,6 +149,8 @@ def fake_registry(httpserver, *, head: str = "ok", body_override: bytes | None =
             if head == "ok":
                 headers["Docker-Content-Digest"] = digest
             return Response(b"", headers={**headers, "Content-Length": str(len(served))})
+        if head == "ok":  # a real registry announces the digest on GET too
+            headers["Docker-Content-Digest"] = digest
         return Response(served, headers=headers)
 
     httpserver.expect_request("/v2/app/manifests/1.0").respond_with_handler(manifest)
@@ -160,9 +162,12 @@ def fake_registry(httpserver, *, head: str = "ok", body_override: bytes | None =
 @pytest.mark.parametrize("head", ["no-digest", "404"])
 def test_head_without_digest_or_with_404_falls_back_to_get(httpserver, tmp_path, head):
     digest = fake_registry(httpserver, head=head)
-    client = RegistryClient(httpserver.url_for("").rstrip("/"))
+    url = httpserver.url_for("").rstrip("/")
     with Inventory(tmp_path / "inv.db") as inventory:
-        inventory.sync(client)
+        inventory.sync(RegistryClient(url))  # a new repository: tags are fetched with GET
+        client = RegistryClient(url)
+        inventory.sync(client)  # a known one: tags are resolved with HEAD
+    assert client.stats["head"] == 1 and client.stats["manifest"] == 1
     with sqlite3.connect(tmp_path / "inv.db") as conn:
         assert conn.execute("SELECT tag, digest, created FROM images").fetchall() == [
             ("1.0", digest, "2024-05-01 10:00:00.000000")]
@@ -176,7 +181,9 @@ def test_manifest_whose_body_does_not_match_its_digest_is_refused(httpserver, tm
     digest = fake_registry(httpserver, body_override=tampered)
     path = tmp_path / "inv.db"
     result = run("-reg", httpserver.url_for("").rstrip("/"), "--db", str(path), "sync")
-    assert_one_line_error(result, f"GET /v2/app/manifests/{digest}: body hashes to sha256:")
+    # The tag is new, so it is fetched with GET: the announced digest and the body disagree.
+    assert_one_line_error(result, "GET /v2/app/manifests/1.0: body hashes to sha256:")
+    assert result.output.strip().endswith(f", not {digest}")
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM digests").fetchone() == (0,)
 
