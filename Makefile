@@ -26,6 +26,7 @@ system-deps:
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	command -v htpasswd >/dev/null || missing="$$missing apache2-utils"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \

@@ -46,8 +46,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPDigestAuth
 from requests.cookies import extract_cookies_to_jar
-from urllib3.util.retry import Retry
 
+from .client import BoundedRetry
 from .errors import AuthenticationFailed, RegistryError, RegistryUnreachable, ScopeRefused
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,8 @@ class RegistryAuth(AuthBase):
             elif any(s == "digest" for s, _ in challenges):
                 response.close()
                 raise AuthenticationFailed(
-                    f"registry {_display(response.url)} asks for HTTP Digest authentication: use --digest-auth",
+                    f"registry {_display(response.url).split('/v2/')[0]} asks for HTTP Digest authentication: "
+                    "use --digest-auth",
                     status=response.status_code,
                 )
             else:
@@ -466,8 +467,9 @@ class RegistryAuth(AuthBase):
             if self._private_session is None:
                 session = requests.Session()
                 session.trust_env = False  # no proxies or netrc behind the user's back, as in the client
-                retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504),
-                              allowed_methods=frozenset({"GET", "POST"}), raise_on_status=False)
+                # BoundedRetry: a TLS failure at the token server is not retried with backoff (as in the client).
+                retry = BoundedRetry(total=3, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504),
+                                     allowed_methods=frozenset({"GET", "POST"}), raise_on_status=False)
                 adapter = HTTPAdapter(pool_maxsize=16, max_retries=retry)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)

@@ -108,3 +108,10 @@ class PolicyError(RegdbError):
 
 class SqlError(RegdbError):
     """A statement given to ``regdb sql`` failed; the message is the database's own, on one line."""
+
+
+# --- reaching registries ------------------------------------------------------------------------------------
+
+
+class TLSSetupError(RegdbError):
+    """A CA bundle (``-v``), client certificate (``-cert``) or client key (``-key``) file that does not exist."""
