@@ -20,6 +20,10 @@ def normalize_url(registry: str) -> str:
     parts = urlsplit(registry)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RegistryError(f"not a registry URL: {registry!r}")
+    if "@" in parts.netloc:
+        # It would end up in the inventory (registries.url) and in the default file name: refuse, and
+        # never echo it back.
+        raise RegistryError("the registry URL must not contain credentials: use -u/--user and -p/--password")
     path = parts.path.rstrip("/")
     if path.endswith("/v2"):
         path = path[: -len("/v2")]

@@ -45,6 +45,7 @@ def test_closed_port(tmp_path):
     port = closed_port()
     result = run("-reg", f"http://127.0.0.1:{port}", "--db", str(tmp_path / "x.db"), "sync")
     assert_one_line_error(result, f"cannot reach registry http://127.0.0.1:{port}: connection refused")
+    assert not (tmp_path / "x.db").exists()  # no inventory is created for a registry that never answered
 
 
 def test_unknown_host(tmp_path):
@@ -208,3 +209,17 @@ def test_a_failed_sync_keeps_the_previous_snapshot(fresh_registry, fresh_pusher,
     with sqlite3.connect(path) as conn, sqlite3.connect(snapshot) as old:
         assert conn.execute("SELECT * FROM images").fetchall() == old.execute("SELECT * FROM images").fetchall()
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_credentials_in_the_registry_url_are_refused_and_not_echoed(tmp_path):
+    result = run("-reg", "https://bob:s3cret-pw@registry.example.com", "--db", str(tmp_path / "x.db"), "sync")
+    assert_one_line_error(result, "the registry URL must not contain credentials: use -u/--user and -p/--password")
+    assert "s3cret-pw" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_client_key_without_certificate_is_a_usage_error(tmp_path):
+    result = run("-reg", "http://127.0.0.1:1", "-key", str(tmp_path / "k.pem"), "--db", str(tmp_path / "x.db"),
+                 "sync")
+    assert result.exit_code == 2, result.output
+    assert "Error: -key/--client-key needs -cert/--client-cert" in result.output
