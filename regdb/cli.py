@@ -10,11 +10,12 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 
 from . import __version__
-from .client import RegistryClient, normalize_url
+from .address import normalize_url
 from .db import MEMORY
 from .errors import RegdbError, SelectorError
 from .inventory import Inventory, default_db_path
@@ -72,7 +73,7 @@ class Settings:
     rate: float | None = None
     use_get_manifest: bool = False
     raise_intersecting_repo: bool = True
-    _client: RegistryClient | None = field(default=None, repr=False)
+    _client: "RegistryClient | None" = field(default=None, repr=False)
     _inventories: dict = field(default_factory=dict, repr=False)
 
     # --- the registry -------------------------------------------------------------------------------------
@@ -82,7 +83,9 @@ class Settings:
             raise click.UsageError("no registry given: use -reg/--registry or set REGISTRY")
         return normalize_url(self.registry)
 
-    def client(self) -> RegistryClient:
+    def client(self) -> "RegistryClient":
+        from .client import RegistryClient
+
         if self._client is None:
             url = self.registry_url()
             self._client = RegistryClient(
@@ -116,6 +119,8 @@ class Settings:
         return self.verify
 
     def _cert(self):
+        if self.client_key and not self.client_cert:
+            raise click.UsageError("-key/--client-key needs -cert/--client-cert")
         if self.client_cert and self.client_key:
             return (self.client_cert, self.client_key)
         return self.client_cert
@@ -140,11 +145,21 @@ class Settings:
 
     def synced_inventory(self) -> Inventory:
         """The inventory for commands that read it: synced first on --refresh or if never synced."""
+        self.reach_before_creating()
         inventory = self.inventory()
         url = self.registry_url()
         if self.refresh or inventory.last_synced(url) is None:
             run_sync(self, inventory, None)
         return inventory
+
+    def reach_before_creating(self) -> None:
+        """A new inventory file is created only once the registry has answered: a mistyped -reg or a
+        registry that is down must leave nothing behind."""
+        target = self.db_target()
+        if target != MEMORY and "://" not in target and not Path(target).exists():
+            if not Path(target).parent.exists():
+                self.inventory()  # says which directory is missing
+            self.client().ping()
 
     def close(self) -> None:
         for inventory in self._inventories.values():
@@ -215,8 +230,21 @@ def main(ctx, registry, user, password, digest_auth, client_cert, client_key, ve
     )
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not the stream of the first call
+    (click's test runner, or an embedding program, may swap it between invocations)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     try:
         from .redact import RedactingFilter
@@ -224,11 +252,13 @@ def setup_logging(level: str) -> None:
         handler.addFilter(RedactingFilter())
     except ImportError:  # pragma: no cover - redact ships with regdb
         pass
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper()))
-    if level.lower() != "debug":
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # Only regdb's own loggers (and urllib3's requests at debug): the root logger belongs to whoever embeds us.
+    for name, wanted in (("regdb", level.upper()), ("urllib3", "DEBUG" if level.lower() == "debug" else "ERROR")):
+        # urllib3 logs each retry as a WARNING with the whole exception chain; regdb reports the outcome in
+        # one line instead. -l debug shows everything, secrets redacted.
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(wanted)
 
 
 def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = True):
@@ -268,16 +298,414 @@ def sync(settings: Settings, repos):
       regdb -reg registry.example.com sync
       regdb -reg ghcr.io -u me -p "$TOKEN" sync me/app me/tool
     """
+    settings.reach_before_creating()
     run_sync(settings, settings.inventory(), list(repos), quiet=False)
 
 
 # --- listing and query commands (selectors) ------------------------------------------------------------------
 
+# The columns of a query row in every format; the seed's text shows only "repo  digest".
+QUERY_COLUMNS = ("repo", "digest", "tags", "media_type", "size")
+QUERY_TEXT_COLUMNS = ("repo", "digest")
+
+
+def repo_option(func):
+    """``-r REPO...``: the repositories a query or removal works on (required, argparse-style greedy)."""
+    return click.option("-r", "--repo", "repos", cls=GreedyOption, multiple=True, required=True,
+                        metavar="REPO...", help="Repositories (one or more).")(func)
+
+
+def selector_options(func):
+    """The tag selectors of ``query-tags`` and ``remove-tags``, defined once (docker-registry-util's flags)."""
+    options = [
+        click.option("-t", "--tags", "--tag", "tags", cls=GreedyOption, multiple=True, metavar="TAG|SELECTOR...",
+                     help="Tags to select: exact names, or a version after ==, <, >, <=, >= ('<1.4')."),
+        click.option("-re", "--regex", "regex", cls=GreedyOption, multiple=True, metavar="REGEX...",
+                     help="Tags to select by Python regular expression, matched from the start of the tag."),
+        click.option("-x", "--exclude", "exclude", cls=GreedyOption, multiple=True, metavar="TAG|SELECTOR...",
+                     help="Tags whose digests are never selected (names or version selectors)."),
+        click.option("-xre", "--exclude-regex", "exclude_regex", cls=GreedyOption, multiple=True,
+                     metavar="REGEX...", help="Tags whose digests are never selected, by regular expression."),
+        click.option("--no-match-all-tags", is_flag=True,
+                     help="Select a digest even if another tag of it in the repository is not selected."),
+        click.option("--raise-intersecting-tag", is_flag=True,
+                     help="Fail, naming the tags, when a selected digest has tags outside the selection."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def format_option(func):
+    from .output import FORMATS
+
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                        help="text (docker-registry-util's columns), table, json, ndjson, csv or tsv.")(func)
+
+
+def echo_listing(settings: Settings, rows, columns, fmt: str, *, text_columns=None) -> None:
+    """Every list and query command prints through here: the one renderer, or the count with --count."""
+    from . import output
+
+    if settings.count:
+        click.echo(len(rows))
+        return
+    for chunk in output.render(rows, columns, fmt, text_columns=text_columns):
+        click.echo(chunk, nl=False)
+
+
+def warn_missing_repos(names) -> None:
+    for name in names:
+        click.echo(f"warning: repository {name} not found", err=True)
+
+
+def as_usage_error(call, *args, **kwargs):
+    """Run ``call``; a SelectorError becomes a usage error of this command (its usage line, exit 2)."""
+    try:
+        return call(*args, **kwargs)
+    except SelectorError as error:
+        raise click.UsageError(str(error), click.get_current_context()) from None
+
+
+@main.command("list-repo-names")
+@format_option
+@click.pass_obj
+def list_repo_names(settings: Settings, fmt):
+    """List the repositories that have at least one tag, sorted.
+
+    \b
+      regdb -reg registry.example.com list-repo-names
+      regdb -reg registry.example.com list-repo-names --format json
+    """
+    names = settings.synced_inventory().list_repos(settings.registry_url())
+    echo_listing(settings, [(name,) for name in names], ("repo",), fmt)
+
+
+@main.command("list-tag-names")
+@click.argument("repos", nargs=-1, metavar="[REPO]...")
+@click.option("--reverse-sort", is_flag=True, help="Reverse the order of each repository's tags (newest first).")
+@click.option("--image-names", is_flag=True, help="Print <registry>/<repo>:<tag> image names.")
+@format_option
+@click.pass_obj
+def list_tag_names(settings: Settings, repos, reverse_sort, image_names, fmt):
+    """List the tags of every repository, or of the REPOs named.
+
+    Repositories by name; in each, tags in version order ('1.2' before '1.10'), then the tags that are no
+    version ('latest') by name.
+
+    \b
+      regdb -reg registry.example.com list-tag-names
+      regdb -reg registry.example.com list-tag-names app --reverse-sort
+      regdb -reg registry.example.com list-tag-names app --image-names | xargs -n1 docker pull
+    """
+    from urllib.parse import urlsplit
+
+    url = settings.registry_url()
+    rows = settings.synced_inventory().list_tags(url, list(repos) or None, reverse=reverse_sort)
+    warn_missing_repos(rows.missing_repos)
+    if image_names:
+        host = urlsplit(url).netloc
+        images = [(f"{host}/{row.repo}:{row.tag}", row.repo, row.tag, row.digest) for row in rows]
+        echo_listing(settings, images, ("image", "repo", "tag", "digest"), fmt, text_columns=("image",))
+    else:
+        echo_listing(settings, rows, ("repo", "tag", "digest"), fmt, text_columns=("repo", "tag"))
+
+
+@main.command("query-repos")
+@repo_option
+@format_option
+@click.pass_obj
+def query_repos(settings: Settings, repos, fmt):
+    """List the digests the repositories' tags point at: one row per (repository, digest).
+
+    A digest also present in a repository not named with -r is an error naming that repository, unless
+    --no-raise-intersecting-repo (a global option), which leaves it out.
+
+    \b
+      regdb -reg registry.example.com query-repos -r app tool
+      regdb -reg registry.example.com --no-raise-intersecting-repo query-repos -r app --format json
+    """
+    selection = settings.synced_inventory().query_repos(
+        settings.registry_url(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo
+    )
+    warn_missing_repos(selection.missing_repos)
+    echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
+
+
+@main.command("query-tags")
+@repo_option
+@selector_options
+@format_option
+@click.pass_obj
+def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
+               raise_intersecting_tag, fmt):
+    """List the digests that the selected tags point at: one row per (repository, digest).
+
+    -t takes exact tag names or version comparisons (==, <, >, <=, >= and a version, 'v' allowed;
+    '1.2.3-alpine' compares as 1.2.3); -re takes Python regular expressions matched from the start of the tag.
+    A digest is selected only if every tag of it in that repository is selected (--no-match-all-tags turns
+    that off) and none is excluded with -x / -xre. Quote < and > for the shell.
+
+    \b
+      regdb -reg registry.example.com query-tags -r app -t '<1.4'
+      regdb -reg registry.example.com query-tags -r app -t '<1.4' one -x 1.2.7
+      regdb -reg registry.example.com query-tags -r app tool -re 'pr-\\d+' -xre '.*-keep$' --format json
+    """
+    from .selectors import parse_query
+
+    # Bad selectors are reported before anything is synced or read.
+    as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
+    selection = as_usage_error(
+        settings.synced_inventory().query_tags, settings.registry_url(), list(repos), tags, regex, exclude,
+        exclude_regex, match_all_tags=not no_match_all_tags, raise_intersecting_tag=raise_intersecting_tag,
+        raise_intersecting_repo=settings.raise_intersecting_repo,
+    )
+    warn_missing_repos(selection.missing_repos)
+    echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
+
 
 # --- removal commands ----------------------------------------------------------------------------------------
 
 
+def removal_options(func):
+    options = [
+        click.option("--dry-run", is_flag=True, help="Print the plan and stop: delete nothing."),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
+        click.option("--no-refresh", is_flag=True,
+                     help="Plan on the inventory as it is, without re-reading the repositories first."),
+        click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="Output of the plan and of the result."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command("remove-tags")
+@repo_option
+@selector_options
+@removal_options
+@click.pass_obj
+def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
+                raise_intersecting_tag, dry_run, yes, no_refresh, fmt):
+    """Delete the digests that the selected tags point at (the selection of query-tags).
+
+    First the selected repositories are re-read from the registry and the selection is made on that state
+    (--no-refresh: on the inventory as it is). The plan lists every manifest to delete, with its tags and the
+    bytes a garbage collection would then free; an index's now unreferenced children and cosign signatures
+    (sha256-<hex>.sig/.att/.sbom) of a removed digest go with it. On a terminal regdb asks before deleting
+    (--yes does not). Right before deleting, a digest whose tags changed is skipped and reported.
+
+    \b
+      regdb -reg registry.example.com remove-tags -r app -t '<1.4' --dry-run
+      regdb -reg registry.example.com remove-tags -r app -t '<1.4' one -x 1.2.1 --yes
+      regdb -reg registry.example.com remove-tags -r app -re 'pr-' --format json
+    """
+    from .removal import TagQuery
+
+    query = TagQuery(
+        repos, tags, regex, exclude, exclude_regex, match_all_tags=not no_match_all_tags,
+        raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
+    )
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+
+
+@main.command("remove-repos")
+@repo_option
+@removal_options
+@click.pass_obj
+def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
+    """Delete every manifest of the repositories: tagged, untagged, index children and signatures.
+
+    A digest also present in a repository not named fails the command (--no-raise-intersecting-repo leaves
+    it, and what belongs to it, in place). The registry keeps listing an emptied repository in its catalog
+    with no tags: the registry API cannot delete a repository itself. Otherwise as remove-tags.
+
+    \b
+      regdb -reg registry.example.com remove-repos -r old/app old/tool --dry-run
+    """
+    from .removal import RepoQuery
+
+    query = RepoQuery(repos, raise_intersecting_repo=settings.raise_intersecting_repo)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+
+
+PLAN_COLUMNS = ["repo", "digest", "tags", "media_type", "reason", "bytes"]
+
+
+def asks_for_confirmation() -> bool:
+    """A person at a terminal is asked; a pipe or a cron job proceeds, as docker-registry-util did."""
+    return sys.stdin.isatty()
+
+
+def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str) -> None:
+    import json
+
+    from .errors import RemovalIncomplete
+
+    if no_refresh or settings.refresh:
+        # --refresh already re-read the whole registry; --no-refresh plans on the inventory as it is.
+        inventory, refresh = settings.synced_inventory(), False
+    else:
+        inventory, refresh = settings.inventory(), True
+    client = settings.client()
+    plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
+    for name in plan.missing_repos:
+        click.echo(f"warning: repository {name} not found in {plan.registry_name}", err=True)
+    if dry_run:
+        if fmt == "json":
+            click.echo(json.dumps(plan.as_dict(), indent=2))
+        else:
+            echo_plan(plan)
+            if plan.rows:
+                click.echo("dry run: nothing deleted")
+        return
+    if not plan.rows:
+        if fmt == "json":
+            echo_result(inventory.remove(client, plan), fmt)  # an empty result: same shape as any run's
+        else:
+            echo_plan(plan)
+        return
+    confirm = asks_for_confirmation() and not yes
+    if fmt == "text":
+        echo_plan(plan)
+    elif confirm:
+        echo_plan(plan, err=True)  # the person must see what they confirm; stdout stays one JSON document
+    if confirm:
+        click.confirm(
+            f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True
+        )
+    try:
+        result = inventory.remove(client, plan, jobs=settings.jobs)
+    except RemovalIncomplete as error:
+        echo_result(error.result, fmt)
+        raise
+    echo_result(result, fmt)
+
+
+def echo_plan(plan, *, err: bool = False) -> None:
+    from . import output
+
+    if not plan.rows:
+        click.echo("nothing to remove", err=err)
+        return
+    for chunk in output.render(plan.rows, PLAN_COLUMNS, "table"):
+        click.echo(chunk, nl=False, err=err)
+    repos = len(plan.repos)
+    click.echo(
+        f"{len(plan.rows)} manifest{'s' if len(plan.rows) != 1 else ''} in {repos} "
+        f"repositor{'ies' if repos != 1 else 'y'}; a garbage collection would then free "
+        f"{human_bytes(plan.bytes_freed)}",
+        err=err,
+    )
+
+
+def echo_result(result, fmt: str) -> None:
+    import json
+
+    from . import output
+
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    problems = [o.as_dict() for o in result.skipped + result.failed]
+    if problems:
+        for chunk in output.render(problems, ["outcome", "repo", "digest", "error"], "text"):
+            click.echo(chunk, nl=False)
+    click.echo(
+        f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
+        f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}"
+    )
+
+
+def human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            text = f"{count} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({count} bytes)"
+            return text
+        value /= 1024
+    return f"{count} bytes"
+
+
 # --- the inventory as a data source: sql, schema -------------------------------------------------------------
+
+
+def _sql_params(_ctx, _param, values) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}")
+        params[name] = value
+    return params
+
+
+@main.command("sql")
+@click.argument("statement")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "tsv", "json", "ndjson", "text"]),
+              default="table", show_default=True,
+              help="table: aligned with a header; json: an array of objects; ndjson: one object per line; "
+                   "text: aligned, no header.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", callback=_sql_params,
+              help="Bind :NAME in the statement to VALUE (as text). Repeatable.")
+@click.pass_obj
+def sql_command(settings: Settings, statement, fmt, params):
+    """Run one read-only SQL statement on the inventory and print its rows.
+
+    Reads the inventory as it is (--db, or the file named after --registry): never contacts the registry,
+    never syncs. Statements that would write, ATTACH a database or change a pragma are refused. The views
+    images, digest_usage, repo_stats and blob_usage are the stable interface; 'regdb schema' lists them.
+
+    \b
+      regdb --db registry.db sql "SELECT repo, total_bytes FROM repo_stats ORDER BY total_bytes DESC LIMIT 5"
+      regdb --db registry.db sql --format csv "SELECT * FROM images WHERE repo = :repo" --param repo=app
+    """
+    from . import output
+
+    inventory = settings.inventory(readonly=True)
+    with inventory.sql(statement, params) as result:
+        if settings.count:
+            click.echo(sum(1 for _ in result))
+            return
+        if not result.columns:  # a statement that answers nothing (a pragma without output)
+            return
+        for chunk in output.render(result, result.columns, fmt):
+            click.echo(chunk, nl=False)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "table", "csv", "tsv", "json", "ndjson"]),
+              default="text", show_default=True,
+              help="text: grouped by view and table; the others: one row per column (object, kind, column, "
+                   "meaning).")
+def schema(fmt):
+    """Print the inventory's views and tables, with what each column means.
+
+    The views (images, digest_usage, repo_stats, blob_usage) are the stable interface for SQL and BI tools;
+    the tables behind them may change between regdb versions. Needs no inventory and no registry.
+
+    \b
+      regdb schema
+      regdb schema --format csv > regdb-columns.csv
+    """
+    from . import output
+    from .rawsql import describe_schema
+
+    objects = describe_schema()
+    if fmt != "text":
+        rows = [column for each in objects for column in each.columns]
+        for chunk in output.render(rows, ["object", "kind", "column", "meaning"], fmt):
+            click.echo(chunk, nl=False)
+        return
+    for index, each in enumerate(objects):
+        if index:
+            click.echo()
+        click.echo(f"{each.kind} {each.name}" + (f": {each.doc}" if each.doc else ""))
+        width = max(len(column.column) for column in each.columns)
+        for column in each.columns:
+            click.echo(f"  {column.column.ljust(width)}  {column.meaning}".rstrip())
+
 
 
 # --- retention: apply, untag ---------------------------------------------------------------------------------

@@ -13,14 +13,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from sqlalchemy import Engine, select
 
-from . import models
-from .client import RegistryClient, normalize_url
+from . import models, selectors
+from .address import normalize_url
 from .db import MEMORY, check_revision, create_inventory_engine, upgrade
-from .sync import SyncResult, sync_registry
+
+if TYPE_CHECKING:  # the HTTP side (requests) is imported only by commands that talk to a registry
+    from .client import RegistryClient
+    from .rawsql import SqlResult
+    from .sync import SyncResult
 
 
 def default_db_path(registry: str) -> str:
@@ -38,6 +42,8 @@ class Inventory:
         self.target = str(db) if not isinstance(db, Path) else str(db)
         self.readonly = readonly
         self.engine: Engine = create_inventory_engine(self.target, readonly=readonly)
+        # Before the first connection, so every connection has regdb_match (selectors and hand-written SQL).
+        selectors.install_sql_functions(self.engine)
         try:
             if readonly:
                 check_revision(self.engine)
@@ -81,14 +87,135 @@ class Inventory:
         progress: Callable[[int, int], None] | None = None,
     ) -> SyncResult:
         """Mirror the registry (all of it, or only ``repos``) into this inventory as one snapshot."""
+        from .client import RegistryClient
+        from .sync import sync_registry
+
         if isinstance(client, str):
             client = RegistryClient(client, jobs=jobs)
         return sync_registry(self.engine, client, repos=repos, jobs=jobs, progress=progress)
 
     # --- listing and querying (selectors) -------------------------------------------------------------
 
+    def query_tags(self, registry: str, repos, tags=(), regex=(), exclude=(), exclude_regex=(), *,
+                   match_all_tags: bool = True, raise_intersecting_tag: bool = False,
+                   raise_intersecting_repo: bool = True):
+        """Select (repository, digest) pairs by tag, as ``dregutil query-tags`` does; returns a ``Selection``.
+
+        ``tags`` are exact names or version comparisons (``"<1.4"``, ``">=v2.0"``, ``"==1.0"``), ``regex`` are
+        patterns matched from the start of the tag; ``exclude`` / ``exclude_regex`` protect the digests of the
+        tags they match. A digest is selected only when every tag of it in that repository is selected (unless
+        ``match_all_tags=False``); one that another repository also holds raises ``IntersectionError`` (or is
+        left out with ``raise_intersecting_repo=False``). ``Selection.missing_repos`` lists the ``repos`` this
+        inventory does not hold. Raises ``SelectorError`` for an invalid version or regular expression.
+
+            for row in inventory.query_tags("registry.example.com", ["app"], tags=["<1.4"], exclude=["1.2"]):
+                print(row.repo, row.digest, row.tags, row.media_type, row.size)
+        """
+
+        with self._connect_for_selecting() as conn:
+            registry_id = self._selected_registry(conn, registry)
+            return selectors.query_tags(
+                conn, registry_id, repos, tags, regex, exclude, exclude_regex, match_all_tags=match_all_tags,
+                raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=raise_intersecting_repo,
+            )
+
+    def query_repos(self, registry: str, repos, *, raise_intersecting_repo: bool = True):
+        """Every tagged digest of ``repos`` as a ``Selection`` (``dregutil query-repos``), with the repository
+        check of ``query_tags``."""
+
+        with self._connect_for_selecting() as conn:
+            registry_id = self._selected_registry(conn, registry)
+            return selectors.query_repos(conn, registry_id, repos, raise_intersecting_repo=raise_intersecting_repo)
+
+    def list_repos(self, registry: str) -> list[str]:
+        """Names of the repositories with at least one tag, sorted."""
+
+        with self._connect_for_selecting() as conn:
+            registry_id = self._selected_registry(conn, registry)
+            return selectors.list_repos(conn, registry_id)
+
+    def list_tags(self, registry: str, repos=None, *, reverse: bool = False):
+        """``TagRow(repo, tag, digest)`` for every tag (of ``repos`` when given): repositories by name, tags in
+        version order with tags that are no version after them; ``reverse`` reverses each repository's tags.
+        The result's ``missing_repos`` lists the ``repos`` this inventory does not hold."""
+
+        with self._connect_for_selecting() as conn:
+            registry_id = self._selected_registry(conn, registry)
+            return selectors.list_tags(conn, registry_id, repos, reverse=reverse)
+
+    def _connect_for_selecting(self):
+
+        # regdb_match (the regular expressions) on every new connection, for hand-written SQL too.
+        selectors.install_sql_functions(self.engine)
+        return self.engine.connect()
+
+    def _selected_registry(self, conn, registry: str) -> int:
+        """The id of a registry named by URL or by host[:port]; InventoryError when it was never synced."""
+        from .errors import InventoryError
+
+        table = models.Registry.__table__
+        registry_id = conn.execute(select(table.c.id).where(table.c.url == normalize_url(registry))).scalar()
+        if registry_id is None and "://" not in registry:
+            # "localhost:5000" for a registry synced as http://localhost:5000: the host names it too.
+            registry_id = conn.execute(
+                select(table.c.id).where(table.c.name == registry.strip()).order_by(table.c.id)
+            ).scalar()
+        if registry_id is None:
+            raise InventoryError(f"registry {registry} is not in inventory {self.target}; run 'regdb sync' first")
+        return registry_id
+
     # --- removal --------------------------------------------------------------------------------------
 
+    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16):
+        """The ``removal.Plan`` for deleting ``selection`` from the registry ``client`` talks to.
+
+        ``selection``: a ``removal.TagQuery`` / ``removal.RepoQuery`` (the selection is made again on fresh
+        facts; a ``RepoQuery`` also plans the repositories' untagged manifests), or a ``Selection`` from
+        ``query_tags`` / ``query_repos`` (kept only where the registry still shows the tags it was selected
+        with). ``refresh=False`` plans on the inventory as it is instead of re-reading those repositories.
+
+            from regdb.removal import TagQuery
+            plan = inventory.plan_removal(client, TagQuery(["app"], tags=["<1.4"]))
+            print(len(plan.rows), plan.bytes_freed)
+        """
+        from . import removal
+
+        return removal.plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs)
+
+    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True):
+        """Delete a plan (or plan ``selection`` first, as ``plan_removal``); returns a ``removal.RemovalResult``.
+
+        Right before deleting, the tags of every planned repository are read again and a manifest whose tags
+        changed is skipped (``result.skipped``). Every outcome is recorded in the ``deletions`` table together
+        with the inventory change. Raises ``DeleteDisabled`` / ``ScopeRefused`` when the registry refuses to
+        delete at all, ``RemovalIncomplete`` (``.result``) when some planned deletions failed.
+
+            result = inventory.remove(client, plan)
+            print(len(result.deleted), result.bytes_freed)
+        """
+        from . import removal
+
+        plan = plan_or_selection
+        if not isinstance(plan, removal.Plan):
+            plan = self.plan_removal(client, plan_or_selection, refresh=refresh, jobs=jobs)
+        return removal.remove(self.engine, client, plan, jobs=jobs)
+
     # --- raw SQL --------------------------------------------------------------------------------------
+
+    def sql(self, statement: str, params: Mapping[str, str] | None = None) -> SqlResult:
+        """Run one SQL statement read-only, whatever this inventory was opened for: ``ReadOnlyViolation`` if
+        it tries to change anything, ``SqlError`` (the database's message) if it fails. ``:name`` parameters
+        are bound from ``params`` as text. Iterate the result for the rows; close it, or use ``with``.
+
+            with inventory.sql("SELECT repo, total_bytes FROM repo_stats WHERE registry = :r",
+                               {"r": "registry.example.com"}) as result:
+                print(result.columns)
+                for row in result:
+                    print(row)
+        """
+        from .rawsql import run_sql
+
+        # regdb_match(pattern, value) in hand-written SQL on SQLite, as the selectors use it.
+        return run_sql(self.engine, statement, params, prepare=selectors._ensure_sql_functions)
 
     # --- retention ------------------------------------------------------------------------------------

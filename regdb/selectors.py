@@ -1,0 +1,538 @@
+"""Selectors: docker-registry-util's ``query-repos`` / ``query-tags`` selections, compiled into SQL.
+
+A query names repositories (``-r``), tags to select (``-t`` exact names or version comparisons, ``-re``
+regular expressions) and tags to exclude (``-x``, ``-xre``). It selects (repository, digest) pairs: the
+manifests the selected tags point at, one row per repository that holds them.
+
+The safety rules (issue #3, after docker-registry-util's documentation), in the order they apply:
+
+1. A digest that carries an excluded tag in that repository is left out, always and silently.
+2. With ``match_all_tags`` (the default), a digest that also carries a tag of that repository which the
+   selection does not include is left out, or ``IntersectionError`` with ``raise_intersecting_tag``.
+3. A digest also present (tagged or not, index children included: ``repo_digests``) in a repository of the
+   same registry that ``-r`` does not name raises ``IntersectionError`` naming that repository, or is left out
+   with ``raise_intersecting_repo=False``. Naming both repositories is not an intersection: deletion is per
+   (repository, digest), so the other repository's copy is never touched by it.
+
+Everything is evaluated by the database in one statement: the tag filters are SQL expressions over
+``tags.name`` and ``tags.version_key`` (a version comparison is an index range scan), each rule is an
+``EXISTS`` subquery, negated in WHERE when it drops pairs or selected as a flag column when it must raise.
+Python only groups the result rows and reads those flags. Regular expressions go through ``regex_match``:
+the ``regdb_match`` SQL function on SQLite (Python's ``re.match``), the ``~`` operator on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import (
+    Connection,
+    ColumnElement,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    event,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from . import models
+from .errors import IntersectionError, InventoryError, SelectorError
+from .versions import TagSelector, compile_regex, parse_tag_selector
+
+__all__ = [
+    "Selected",
+    "Selection",
+    "TagFilter",
+    "TagList",
+    "TagRow",
+    "install_sql_functions",
+    "list_repos",
+    "list_tags",
+    "parse_query",
+    "query_repos",
+    "query_tags",
+    "regex_match",
+]
+
+log = logging.getLogger(__name__)
+
+_tags = models.Tag.__table__
+_repos = models.Repo.__table__
+_repo_digests = models.RepoDigest.__table__
+_digests = models.Digest.__table__
+_registries = models.Registry.__table__
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One selected manifest in one repository."""
+
+    registry: str  # host[:port], as in the images view
+    repo: str
+    digest: str  # the tagged manifest (an index for multi-arch; index children are never selected by tag)
+    tags: tuple[str, ...]  # every tag of that digest in that repository, in version order
+    media_type: str
+    size: int  # digests.total_size: manifest + config + layers (an index: the sum over its children)
+
+    def as_dict(self) -> dict:
+        return {"registry": self.registry, "repo": self.repo, "digest": self.digest, "tags": list(self.tags),
+                "media_type": self.media_type, "size": self.size}
+
+
+class Selection(list):
+    """``list[Selected]``, ordered by repository, then by the version order of each digest's first tag."""
+
+    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = ()):
+        super().__init__(items)
+        self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
+
+
+@dataclass(frozen=True)
+class TagRow:
+    repo: str
+    tag: str
+    digest: str
+
+
+class TagList(list):
+    """``list[TagRow]`` from ``list_tags``; ``missing_repos`` are the named repositories not in the inventory."""
+
+    def __init__(self, items: Iterable[TagRow] = (), missing_repos: Iterable[str] = ()):
+        super().__init__(items)
+        self.missing_repos: list[str] = list(missing_repos)
+
+
+# --- regular expressions in SQL -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _regdb_match(pattern, value) -> int:
+    """SQL ``regdb_match(pattern, value)``: 1 when ``re.match`` finds the pattern at the start of value.
+
+    Never NULL (0 for a NULL value), so ``NOT regdb_match(...)`` is a plain boolean inside NOT EXISTS."""
+    if pattern is None or value is None:
+        return 0
+    return 1 if _compiled(pattern).match(value) is not None else 0
+
+
+def _register(dbapi_connection) -> None:
+    # deterministic: SQLite may then evaluate it once per distinct argument pair and use it in indexes.
+    dbapi_connection.create_function("regdb_match", 2, _regdb_match, deterministic=True)
+
+
+def _on_connect(dbapi_connection, record) -> None:
+    _register(dbapi_connection)
+    record.info["regdb_sql_functions"] = True
+
+
+def install_sql_functions(engine: Engine) -> None:
+    """Give every new SQLite connection of ``engine`` the ``regdb_match`` function (idempotent).
+
+    Connections already open get it from ``_ensure_sql_functions`` when a selector query first uses them,
+    so this is only needed for SQL written by hand (``regdb sql "... WHERE regdb_match('1\\.', tag)"``)."""
+    if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _on_connect):
+        event.listen(engine, "connect", _on_connect)
+
+
+def _ensure_sql_functions(conn: Connection) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    info = conn.connection.info  # lives as long as the DBAPI connection, across pool checkouts
+    if not info.get("regdb_sql_functions"):
+        _register(conn.connection.driver_connection)
+        info["regdb_sql_functions"] = True
+
+
+# A leading group of global flags, ``(?i)``: Python accepts global flags only at the very start of a pattern
+# (PostgreSQL's AREs too), so anchoring must keep them in front: ``(?i)^(?:rest)``, never ``^(?:(?i)rest)``.
+_GLOBAL_FLAGS = re.compile(r"^(?:\(\?[aiLmsux]+\))+")
+
+
+def anchored(pattern: str) -> str:
+    """The pattern anchored at the start, as ``re.match`` anchors it, for engines that search instead."""
+    flags = _GLOBAL_FLAGS.match(pattern)
+    head = flags.group(0) if flags else ""
+    return f"{head}^(?:{pattern[len(head):]})"
+
+
+def regex_match(column: ColumnElement, pattern: str, dialect_name: str) -> ColumnElement[bool]:
+    """``column`` matches ``pattern`` from its start (``re.match``): the one place that knows each dialect.
+
+    SQLite has no regular expressions of its own; ``regdb_match`` runs Python's ``re`` on every connection
+    (SQLAlchemy's ``regexp_match`` would use ``re.search``, and wrapping a pattern in ``^(?:...)`` breaks those
+    that start with global flags such as ``(?i)``). PostgreSQL's ``~`` searches, so the pattern is anchored;
+    its regex dialect (ARE) agrees with Python's for the usual tag patterns (classes, ``\\d``, ``(?i)``)."""
+    if dialect_name == "postgresql":
+        return column.op("~", is_comparison=True)(anchored(pattern))
+    return func.regdb_match(pattern, column) == 1
+
+
+# --- tag filters ----------------------------------------------------------------------------------------------
+
+
+def _values(value) -> tuple[str, ...]:
+    """One name or many: the Python API accepts ``"app"`` as well as ``["app", "tool"]``, as the seed did."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated."""
+
+    selectors: tuple[TagSelector, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, tags=(), regex=()) -> "TagFilter":
+        """Raises SelectorError naming an invalid version or regular expression."""
+        selectors = tuple(parse_tag_selector(text) for text in _values(tags))
+        patterns = _values(regex)
+        for pattern in patterns:
+            compile_regex(pattern)
+        return cls(selectors, patterns)
+
+    def __bool__(self) -> bool:
+        return bool(self.selectors or self.patterns)
+
+    def clause(self, tag, dialect_name: str) -> ColumnElement[bool]:
+        """True when the tag row matches any selector or pattern; never NULL, so it can be negated."""
+        names = sorted({s.name for s in self.selectors if s.op is None})
+        terms: list[ColumnElement[bool]] = []
+        if names:
+            terms.append(tag.c.name.in_(names))
+        for selector in self.selectors:
+            if selector.op is not None:
+                # version_key IS NULL for a tag without a version: without the guard `NOT (key < :k)` would be
+                # NULL, and NOT EXISTS would wrongly treat such a tag as selected.
+                compare = {
+                    "==": tag.c.version_key == selector.key,
+                    "<": tag.c.version_key < selector.key,
+                    ">": tag.c.version_key > selector.key,
+                    "<=": tag.c.version_key <= selector.key,
+                    ">=": tag.c.version_key >= selector.key,
+                }[selector.op]
+                terms.append(and_(tag.c.version_key.is_not(None), compare))
+        for pattern in self.patterns:
+            terms.append(regex_match(tag.c.name, pattern, dialect_name))
+        return or_(*terms) if terms else false()
+
+
+# --- running statements ----------------------------------------------------------------------------------------
+
+
+def _execute(conn: Connection, statement: Select, purpose: str):
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s:\n%s", purpose, _sql_text(conn, statement))
+    return conn.execute(statement)
+
+
+def _sql_text(conn: Connection, statement: Select) -> str:
+    """The statement with its values inlined, for ``-l debug``; falls back to SQL plus parameters."""
+    try:
+        return str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    except Exception:  # noqa: BLE001 - a value the dialect cannot inline must not break the query
+        compiled = statement.compile(dialect=conn.dialect)
+        return f"{compiled}\n-- parameters: {compiled.params}"
+
+
+def _resolve_repos(conn: Connection, registry_id: int, names: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
+    """(name -> id of the named repositories in the inventory, names it does not hold, in the order given)."""
+    wanted = list(dict.fromkeys(names))
+    found = {
+        name: repo_id
+        for repo_id, name in _execute(
+            conn,
+            select(_repos.c.id, _repos.c.name).where(_repos.c.registry_id == registry_id, _repos.c.name.in_(wanted)),
+            "repositories named with -r",
+        )
+    }
+    return found, [name for name in wanted if name not in found]
+
+
+def _registry_name(conn: Connection, registry_id: int) -> str:
+    name = conn.execute(select(_registries.c.name).where(_registries.c.id == registry_id)).scalar()
+    if name is None:
+        raise InventoryError(f"registry id {registry_id} is not in the inventory")
+    return name
+
+
+def _version_order(tag) -> list:
+    """ORDER BY terms for version order: versions ascending, then tags without a version, by name."""
+    return [tag.c.version_key.asc().nulls_last(), tag.c.name.asc()]
+
+
+# --- the queries ----------------------------------------------------------------------------------------------
+
+
+def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFilter, TagFilter]:
+    """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector."""
+    include = TagFilter.parse(tags, regex)
+    if not include:
+        raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
+    return include, TagFilter.parse(exclude, exclude_regex)
+
+
+def query_tags(
+    conn: Connection,
+    registry_id: int,
+    repos,
+    tags=(),
+    regex=(),
+    exclude=(),
+    exclude_regex=(),
+    *,
+    match_all_tags: bool = True,
+    raise_intersecting_tag: bool = False,
+    raise_intersecting_repo: bool = True,
+) -> Selection:
+    """The (repository, digest) pairs that the tags matching ``tags`` / ``regex`` point at, in ``repos``.
+
+    ``tags``: exact tag names or version comparisons (``<1.4``, ``>=v2``, ``==1.0``); ``regex``: patterns matched
+    from the start of the tag (``re.match``); ``exclude`` / ``exclude_regex``: the same, for tags whose digests
+    must not be selected. The safety rules are in the module docstring. Raises ``SelectorError`` for an invalid
+    selector or an empty one, ``IntersectionError`` as those rules say.
+    """
+    include, excluded = parse_query(tags, regex, exclude, exclude_regex)
+    return _select(
+        conn, registry_id, repos, include, excluded,
+        match_all_tags=match_all_tags, raise_intersecting_tag=raise_intersecting_tag,
+        raise_intersecting_repo=raise_intersecting_repo,
+    )
+
+
+def query_repos(conn: Connection, registry_id: int, repos, *, raise_intersecting_repo: bool = True) -> Selection:
+    """Every tagged digest of ``repos``, one row per (repository, digest), with the repository check of
+    ``query_tags`` (a digest also in a repository not named raises, or is left out)."""
+    return _select(
+        conn, registry_id, repos, None, TagFilter(), match_all_tags=False, raise_intersecting_tag=False,
+        raise_intersecting_repo=raise_intersecting_repo,
+    )
+
+
+def _select(
+    conn: Connection,
+    registry_id: int,
+    repos,
+    include: TagFilter | None,
+    exclude: TagFilter,
+    *,
+    match_all_tags: bool,
+    raise_intersecting_tag: bool,
+    raise_intersecting_repo: bool,
+) -> Selection:
+    names = _values(repos)
+    if not names:
+        raise SelectorError("no repositories selected: give at least one -r REPO")
+    _ensure_sql_functions(conn)
+    dialect = conn.dialect.name
+    registry = _registry_name(conn, registry_id)
+    found, missing = _resolve_repos(conn, registry_id, names)
+    if not found:
+        return Selection(missing_repos=missing)
+    # Inlined rather than bound: a query over thousands of repositories would otherwise run into SQLite's
+    # limit on bound parameters (32766), once for each of the two places the list appears.
+    repo_ids = bindparam("repo_ids", sorted(found.values()), expanding=True, literal_execute=True)
+
+    def included(tag) -> ColumnElement[bool]:
+        return true() if include is None else include.clause(tag, dialect)
+
+    # Candidates: (repository, digest) pairs with at least one selected tag.
+    seed_tag = _tags.alias("selected_tag")
+    candidate = (
+        select(seed_tag.c.repo_id, seed_tag.c.digest_id)
+        .where(seed_tag.c.repo_id.in_(repo_ids), included(seed_tag), not_(exclude.clause(seed_tag, dialect)))
+        .distinct()
+        .subquery("candidate")
+    )
+
+    def any_tag_of_candidate(alias: str, condition) -> ColumnElement[bool]:
+        tag = _tags.alias(alias)
+        return exists().where(_same_pair(tag, candidate), condition(tag))
+
+    # Each rule either drops its pairs in WHERE or, when it must raise, becomes a flag column of the rows:
+    # one statement answers the query and finds any violation, so the checks cost one pass, not two.
+    keep: list[ColumnElement[bool]] = []
+    flags: list[ColumnElement] = []
+    if exclude:
+        # Rule 1: an excluded tag protects its digest, whatever else points at it.
+        keep.append(not_(any_tag_of_candidate("excluded_tag", lambda tag: exclude.clause(tag, dialect))))
+    check_tags = match_all_tags and include is not None
+    if check_tags:
+        # Rule 2: every tag of the digest in that repository must be selected.
+        outside = any_tag_of_candidate("outside_tag", lambda tag: not_(included(tag)))
+        if raise_intersecting_tag:
+            flags.append(outside.label("outside"))
+        else:
+            keep.append(not_(outside))
+    # Rule 3: the digest must not be present in a repository of this registry that -r does not name.
+    elsewhere = exists(
+        select(_repo_digests.c.repo_id)
+        .join(_repos, _repos.c.id == _repo_digests.c.repo_id)
+        .where(
+            _repo_digests.c.digest_id == candidate.c.digest_id,
+            _repo_digests.c.repo_id.not_in(repo_ids),
+            _repos.c.registry_id == registry_id,
+        )
+    )
+    raise_tags = check_tags and raise_intersecting_tag
+    if raise_intersecting_repo or raise_tags:
+        # Also a flag when only the tag check raises: it comes first, so the pairs this rule drops must still
+        # be there for it to see.
+        flags.append(elsewhere.label("elsewhere"))
+    else:
+        keep.append(not_(elsewhere))
+
+    # Every tag of each surviving pair, in version order; with a tag check to raise, whether each is selected.
+    tag = _tags.alias("tag")
+    columns = [_repos.c.name.label("repo"), _digests.c.digest, _digests.c.media_type, _digests.c.total_size,
+               tag.c.name.label("tag_name"), candidate.c.digest_id, *flags]
+    if raise_tags:
+        columns.append(included(tag).label("selected"))
+    rows = _execute(
+        conn,
+        select(*columns)
+        .select_from(candidate)
+        .join(_repos, _repos.c.id == candidate.c.repo_id)
+        .join(_digests, _digests.c.id == candidate.c.digest_id)
+        .join(tag, _same_pair(tag, candidate))
+        .where(*keep)
+        .order_by(_repos.c.name, *_version_order(tag)),
+        "selected digests and their tags",
+    ).all()
+
+    if raise_tags:
+        _raise_intersecting_tag(rows)
+    if raise_intersecting_repo:
+        _raise_intersecting_repo(conn, registry_id, rows, repo_ids)
+    elif raise_tags:
+        rows = [row for row in rows if not row.elsewhere]
+    # Rows come ordered by repository and tag version, so a pair's first row places it in the result.
+    grouped: dict[tuple[str, str], tuple[str, int, list[str]]] = {}
+    for repo, digest, media_type, size, tag_name, *_ in rows:
+        entry = grouped.get((repo, digest))
+        if entry is None:
+            grouped[repo, digest] = (media_type, size, [tag_name])
+        else:
+            entry[2].append(tag_name)
+    return Selection(
+        (
+            Selected(registry, repo, digest, tuple(tag_names), media_type, size)
+            for (repo, digest), (media_type, size, tag_names) in grouped.items()
+        ),
+        missing_repos=missing,
+    )
+
+
+def _same_pair(tag, candidate) -> ColumnElement[bool]:
+    """The tags of a candidate (repository, digest) pair, looked up by digest.
+
+    ``repo_id + 0`` is the same value, but SQLite cannot use an index for it, so it looks the tags up with
+    ix_tags_digest_id (the few tags of one digest) and checks the repository on each. Without ANALYZE
+    statistics it would otherwise pick ix_tags_repo_id_version_key and read every tag of the repository for
+    each candidate: measured 83 ms instead of 23 ms for 100 repositories of 100 tags, and linear in the size
+    of the repositories."""
+    return and_(tag.c.digest_id == candidate.c.digest_id, tag.c.repo_id + 0 == candidate.c.repo_id)
+
+
+def _first_flagged(rows, flag: str) -> tuple[str, str] | None:
+    """The first (repository, digest), by name and digest, whose rows carry ``flag``: the error is stable."""
+    flagged = {(row.repo, row.digest) for row in rows if getattr(row, flag)}
+    return min(flagged) if flagged else None
+
+
+def _raise_intersecting_tag(rows) -> None:
+    found = _first_flagged(rows, "outside")
+    if found is None:
+        return
+    repo, digest = found
+    others = [row.tag_name for row in rows if (row.repo, row.digest) == found and not row.selected]
+    raise IntersectionError(
+        f"{repo}@{digest} is also tagged {', '.join(others)} in {repo}, which the selection does not include "
+        "(--raise-intersecting-tag); select those tags too, or leave the option out to skip such digests",
+        repo=repo, digest=digest, others=others,
+    )
+
+
+def _raise_intersecting_repo(conn, registry_id, rows, repo_ids) -> None:
+    found = _first_flagged(rows, "elsewhere")
+    if found is None:
+        return
+    repo, digest = found
+    digest_id = next(row.digest_id for row in rows if (row.repo, row.digest) == found)
+    others = list(
+        _execute(
+            conn,
+            select(_repos.c.name)
+            .where(
+                _repos.c.id.in_(select(_repo_digests.c.repo_id).where(_repo_digests.c.digest_id == digest_id)),
+                _repos.c.registry_id == registry_id,
+                _repos.c.id.not_in(repo_ids),
+            )
+            .order_by(_repos.c.name),
+            "the other repositories holding it",
+        ).scalars()
+    )
+    raise IntersectionError(
+        f"{repo}@{digest} is also in repository {', '.join(others)}, which the selection does not include; "
+        "name it with -r too, or use --no-raise-intersecting-repo to leave such digests out",
+        repo=repo, digest=digest, others=others,
+    )
+
+
+# --- listings -------------------------------------------------------------------------------------------------
+
+
+def list_repos(conn: Connection, registry_id: int) -> list[str]:
+    """Names of the registry's repositories that have at least one tag, sorted (as docker-registry-util)."""
+    tagged = exists().where(_tags.c.repo_id == _repos.c.id)
+    return list(
+        _execute(
+            conn,
+            select(_repos.c.name).where(_repos.c.registry_id == registry_id, tagged).order_by(_repos.c.name),
+            "repositories with tags",
+        ).scalars()
+    )
+
+
+def list_tags(conn: Connection, registry_id: int, repos=None, *, reverse: bool = False) -> TagList:
+    """Every tag of the registry (or of ``repos``): repositories by name; in each, tags in version order and
+    tags without a version after them by name. ``reverse`` reverses the tag order within each repository."""
+    statement = (
+        select(_repos.c.name, _tags.c.name, _digests.c.digest)
+        .join(_repos, _repos.c.id == _tags.c.repo_id)
+        .join(_digests, _digests.c.id == _tags.c.digest_id)
+        .where(_repos.c.registry_id == registry_id)
+    )
+    missing: list[str] = []
+    names = _values(repos)
+    if names:
+        found, missing = _resolve_repos(conn, registry_id, names)
+        statement = statement.where(_tags.c.repo_id.in_(sorted(found.values())))
+    if reverse:
+        order = [_tags.c.version_key.desc().nulls_first(), _tags.c.name.desc()]
+    else:
+        order = _version_order(_tags)
+    rows = _execute(conn, statement.order_by(_repos.c.name, *order), "tags")
+    return TagList((TagRow(repo, tag, digest) for repo, tag, digest in rows), missing_repos=missing)
