@@ -330,10 +330,24 @@ def selector_options(func):
                      help="Select a digest even if another tag of it in the repository is not selected."),
         click.option("--raise-intersecting-tag", is_flag=True,
                      help="Fail, naming the tags, when a selected digest has tags outside the selection."),
+        # Retention (docs/retention.md): ANDed with the selectors above, which they make optional.
+        click.option("--keep-latest", type=int, metavar="N",
+                     help="Per repository, keep the newest N images; select the older ones."),
+        click.option("--order-by", type=click.Choice(["version", "created"]),
+                     help="How --keep-latest ranks: by version (default) or by build time."),
+        click.option("--older-than", metavar="AGE", help="Images built before AGE ago (12h, 90d, 4w) or a date."),
+        click.option("--newer-than", metavar="AGE", help="Images built after AGE ago (12h, 90d, 4w) or a date."),
+        click.option("--untagged", is_flag=True,
+                     help="Select the manifests no tag and no index holds, instead of tags."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def omit_digest_tags_option(func):
+    return click.option("--omit-digest-tags", is_flag=True,
+                        help="Hide sha256-* tags (cosign signatures, attestations, SBOMs; OCI referrers).")(func)
 
 
 def format_option(func):
@@ -385,9 +399,10 @@ def list_repo_names(settings: Settings, fmt):
 @click.argument("repos", nargs=-1, metavar="[REPO]...")
 @click.option("--reverse-sort", is_flag=True, help="Reverse the order of each repository's tags (newest first).")
 @click.option("--image-names", is_flag=True, help="Print <registry>/<repo>:<tag> image names.")
+@omit_digest_tags_option
 @format_option
 @click.pass_obj
-def list_tag_names(settings: Settings, repos, reverse_sort, image_names, fmt):
+def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_digest_tags, fmt):
     """List the tags of every repository, or of the REPOs named.
 
     Repositories by name; in each, tags in version order ('1.2' before '1.10'), then the tags that are no
@@ -403,6 +418,8 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, fmt):
     url = settings.registry_url()
     rows = settings.synced_inventory().list_tags(url, list(repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
+    if omit_digest_tags:
+        rows = without_digest_tags(rows)
     if image_names:
         host = urlsplit(url).netloc
         images = [(f"{host}/{row.repo}:{row.tag}", row.repo, row.tag, row.digest) for row in rows]
@@ -435,10 +452,12 @@ def query_repos(settings: Settings, repos, fmt):
 @main.command("query-tags")
 @repo_option
 @selector_options
+@omit_digest_tags_option
 @format_option
 @click.pass_obj
 def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
-               raise_intersecting_tag, fmt):
+               raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, omit_digest_tags,
+               fmt):
     """List the digests that the selected tags point at: one row per (repository, digest).
 
     -t takes exact tag names or version comparisons (==, <, >, <=, >= and a version, 'v' allowed;
@@ -454,13 +473,21 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
     from .selectors import parse_query
 
     # Bad selectors are reported before anything is synced or read.
-    as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
+    retention = as_usage_error(retention_of, keep_latest, order_by, older_than, newer_than, untagged)
+    if retention is None:
+        as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
+    inventory = settings.synced_inventory()
+    query, more = inventory.query_tags, {}
+    if retention is not None:
+        query, more = inventory.query_retention, {"retention": retention}
     selection = as_usage_error(
-        settings.synced_inventory().query_tags, settings.registry_url(), list(repos), tags, regex, exclude,
+        query, settings.registry_url(), list(repos), tags, regex, exclude,
         exclude_regex, match_all_tags=not no_match_all_tags, raise_intersecting_tag=raise_intersecting_tag,
-        raise_intersecting_repo=settings.raise_intersecting_repo,
+        raise_intersecting_repo=settings.raise_intersecting_repo, **more,
     )
     warn_missing_repos(selection.missing_repos)
+    if omit_digest_tags:
+        selection = without_digest_tags(selection)
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
 
 
@@ -487,7 +514,8 @@ def removal_options(func):
 @removal_options
 @click.pass_obj
 def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
-                raise_intersecting_tag, dry_run, yes, no_refresh, fmt):
+                raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, dry_run, yes,
+                no_refresh, fmt):
     """Delete the digests that the selected tags point at (the selection of query-tags).
 
     First the selected repositories are re-read from the registry and the selection is made on that state
@@ -501,11 +529,12 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
       regdb -reg registry.example.com remove-tags -r app -t '<1.4' one -x 1.2.1 --yes
       regdb -reg registry.example.com remove-tags -r app -re 'pr-' --format json
     """
-    from .removal import TagQuery
+    from .policy import RetentionQuery
 
-    query = TagQuery(
+    query = RetentionQuery(
         repos, tags, regex, exclude, exclude_regex, match_all_tags=not no_match_all_tags,
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
+        retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged),
     )
     run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
 
@@ -709,3 +738,198 @@ def schema(fmt):
 
 
 # --- retention: apply, untag ---------------------------------------------------------------------------------
+
+
+def retention_of(keep_latest, order_by, older_than, newer_than, untagged):
+    """The ``Retention`` of the command-line options, or None when none is given."""
+    if keep_latest is None and order_by is None and older_than is None and newer_than is None and not untagged:
+        return None
+    from .retention import Retention
+
+    return Retention(keep_latest=keep_latest, order_by=order_by, older_than=older_than, newer_than=newer_than,
+                     untagged=untagged)
+
+
+def without_digest_tags(rows):
+    """--omit-digest-tags: listing rows without ``sha256-*`` tags (query rows: such tags dropped from a row,
+    and a row left with none dropped, unless it had no tag to begin with)."""
+    import dataclasses
+
+    from .retention import is_digest_tag
+
+    kept = []
+    for row in rows:
+        if hasattr(row, "tags"):
+            tags = tuple(tag for tag in row.tags if not is_digest_tag(tag))
+            if tags or not row.tags:
+                kept.append(dataclasses.replace(row, tags=tags))
+        elif not is_digest_tag(row.tag):
+            kept.append(row)
+    result = type(rows)(kept)
+    result.missing_repos = list(getattr(rows, "missing_repos", []))
+    return result
+
+
+@main.command()
+@click.argument("policy_file", metavar="POLICY.toml")
+@removal_options
+@click.pass_obj
+def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
+    """Apply a retention policy: remove what its rules select, keep what any rule keeps.
+
+    POLICY.toml holds rules per repository pattern (glob or re:REGEX), each combining tags, keep_latest,
+    order_by, older_than, newer_than, untagged and keep, and a file-wide protect list. The file is checked
+    first (errors name the line). All rules make one plan across the registry, printed rule by rule with what
+    each removes and what it keeps and why; the removal is then that of remove-tags (fresh facts, verify,
+    signatures and index children go along, every outcome recorded). See docs/retention.md.
+
+    \b
+      regdb -reg registry.example.com apply retention.toml --dry-run
+      regdb -reg registry.example.com apply retention.toml --yes --format json
+    """
+    import json
+
+    from .errors import RemovalIncomplete
+    from .policy import load_policy
+
+    policy = load_policy(policy_file)  # a mistake in the file is reported before the registry is contacted
+    inventory = settings.inventory()
+    client = settings.client()
+    if settings.refresh:
+        run_sync(settings, inventory, None)  # a full sync: no need to re-read the matched repositories again
+    planned = inventory.plan_policy(client, policy, refresh=not (no_refresh or settings.refresh),
+                                    jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo)
+    plan = planned.plan
+    if dry_run or not plan.rows:
+        if fmt == "json":
+            click.echo(json.dumps(planned.as_dict(), indent=2))
+        else:
+            echo_policy_plan(planned)
+            if dry_run and plan.rows:
+                click.echo("dry run: nothing deleted")
+        return
+    confirm = asks_for_confirmation() and not yes
+    if fmt == "text":
+        echo_policy_plan(planned)
+    elif confirm:
+        echo_policy_plan(planned, err=True)
+    if confirm:
+        click.confirm(f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True)
+    try:
+        result = inventory.remove(client, plan, jobs=settings.jobs)
+    except RemovalIncomplete as error:
+        echo_result(error.result, fmt)
+        raise
+    echo_result(result, fmt)
+
+
+def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
+    """Rule by rule: the manifests it removes, then the tags it keeps, grouped by repository and reason."""
+    from . import output
+
+    owner = planned.rule_of()
+    for report in planned.reports:
+        rule = report.rule
+        count = len(report.repos)
+        click.echo(f"{rule.label}: {rule.describe()} ({count} repositor{'ies' if count != 1 else 'y'})", err=err)
+        rows = [row for row in planned.plan.rows if owner.get((row.repo, row.digest)) == rule.index]
+        if rows:
+            for line in "".join(output.render(rows, PLAN_COLUMNS, "table")).splitlines():
+                click.echo("  " + line, err=err)
+        else:
+            click.echo("  removes nothing", err=err)
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for kept in report.kept:
+            grouped.setdefault((kept.repo, kept.reason), []).append(kept.tag)
+        for (repo, reason), tags in grouped.items():
+            more = f" and {len(tags) - shown} more" if len(tags) > shown else ""
+            click.echo(f"  keeps {repo}: {', '.join(tags[:shown])}{more} ({reason})", err=err)
+        click.echo(err=err)
+    plan = planned.plan
+    if not plan.rows:
+        click.echo("nothing to remove", err=err)
+        return
+    repos = len(plan.repos)
+    click.echo(
+        f"{len(plan.rows)} manifest{'s' if len(plan.rows) != 1 else ''} in {repos} "
+        f"repositor{'ies' if repos != 1 else 'y'}; a garbage collection would then free "
+        f"{human_bytes(plan.bytes_freed)}",
+        err=err,
+    )
+
+
+@main.command()
+@click.option("-r", "--repo", "repo", required=True, metavar="REPO", help="The repository.")
+@click.option("-t", "--tag", "tags", cls=GreedyOption, multiple=True, required=True, metavar="TAG...",
+              help="Tags to remove (exact names).")
+@click.option("--method", type=click.Choice(["auto", "delete-tag", "placeholder"]), default="auto",
+              show_default=True,
+              help="delete-tag: DELETE by tag (OCI 1.1); placeholder: move the tag to a placeholder manifest and "
+                   "delete that; auto: DELETE by tag, then the placeholder if the registry refuses.")
+@removal_options
+@click.pass_obj
+def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt):
+    """Remove tags while keeping their digests and the other tags on them.
+
+    Deleting a digest takes every tag on it; untag removes just the tags named. On a registry that allows
+    DELETE by tag (OCI 1.1) that is used; distribution 2.x refuses it, so the tag is moved to a tiny unique
+    placeholder manifest, which is then deleted by digest. That needs push and delete rights
+    (repository:REPO:pull,push,delete). The plan says which method will be used. A digest left with no tag
+    stays in the repository (remove-tags --untagged selects such manifests).
+
+    \b
+      regdb -reg registry.example.com untag -r app -t stable --dry-run
+      regdb -reg registry.example.com untag -r app -t rc1 rc2 --yes
+    """
+    import json
+
+    from . import output
+    from .errors import RemovalIncomplete
+
+    if no_refresh or settings.refresh:
+        inventory, refresh = settings.synced_inventory(), False
+    else:
+        inventory, refresh = settings.inventory(), True
+    client = settings.client()
+    plan = inventory.plan_untag(client, repo, tags, method=method, refresh=refresh, jobs=settings.jobs)
+
+    def show(err: bool = False) -> None:
+        for chunk in output.render([row.as_dict() for row in plan.rows], ["repo", "tag", "digest", "other_tags"],
+                                   "table"):
+            click.echo(chunk, nl=False, err=err)
+        click.echo(f"method: {plan.method} ({plan.why})", err=err)
+
+    if dry_run:
+        if fmt == "json":
+            click.echo(json.dumps(plan.as_dict(), indent=2))
+        else:
+            show()
+            click.echo("dry run: nothing untagged")
+        return
+    confirm = asks_for_confirmation() and not yes
+    if fmt == "text" or confirm:
+        show(err=fmt != "text")
+    if confirm:
+        click.confirm(f"Remove these {len(plan.rows)} tags from {repo}?", abort=True, err=True)
+    try:
+        result = inventory.untag(client, plan)
+    except RemovalIncomplete as error:
+        echo_untag_result(error.result, fmt)
+        raise
+    echo_untag_result(result, fmt)
+
+
+def echo_untag_result(result, fmt: str) -> None:
+    import json
+
+    from . import output
+
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    problems = [o.as_dict() for o in result.skipped + result.failed]
+    if problems:
+        for chunk in output.render(problems, ["outcome", "repo", "tag", "error"], "text"):
+            click.echo(chunk, nl=False)
+    click.echo(f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
+               f"(run {result.run_id})")

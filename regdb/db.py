@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from .errors import InventoryBusy, InventoryError, SchemaTooNew
@@ -28,11 +30,13 @@ log = logging.getLogger(__name__)
 # The newest migration in migrations/versions. Opening an inventory that is already at this revision reads
 # one row and skips importing Alembic altogether (a query must answer in well under half a second, process
 # start included); tests/test_migrations.py holds this equal to Alembic's head.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 MEMORY = ":memory:"
 # How long a writer waits for another writer before giving up. Readers never wait in WAL mode.
 BUSY_TIMEOUT_MS = 10_000
+# Inventory files an engine created on its first connection and upgrade() has not yet made inventories.
+_new_files: "weakref.WeakKeyDictionary[Engine, Path]" = weakref.WeakKeyDictionary()
 
 
 def is_url(target: str) -> bool:
@@ -71,9 +75,16 @@ def create_inventory_engine(target: str, *, readonly: bool = False) -> Engine:
                 raise InventoryError(f"inventory {target} does not exist; run 'regdb sync' first")
             # mode=ro: SQLite itself refuses every write, whatever the statement.
             url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+            if _on_read_only_filesystem(path):
+                # A WAL inventory on a read-only volume (a BI container's mount) cannot get the -shm file a
+                # reader needs, and SQLite refuses to open it ("unable to open database file"). Nothing can write
+                # there, so reading it as immutable is safe (tests/faults).
+                url += "&immutable=1"
         else:
             url = f"sqlite:///{path}"
         engine = create_engine(url, connect_args={"check_same_thread": False})
+        if not readonly and not path.exists():
+            _new_files[engine] = path  # see upgrade(): removed again if it cannot be made an inventory
     _install_sqlite_pragmas(engine, readonly=readonly)
     return engine
 
@@ -105,8 +116,23 @@ def _install_sqlite_pragmas(engine: Engine, *, readonly: bool) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _sqlite_message(engine: Engine, error: Exception) -> str:
+def _on_read_only_filesystem(path: Path) -> bool:
+    """The file is on a file system mounted read-only, with no WAL left beside it (immutable would skip it)."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+    return read_only and not Path(f"{path}-wal").exists()
+
+
+def _inventory_name(engine: Engine) -> str:
+    """The inventory's file for messages: a read-only engine opens it as a URI, ``file:PATH?mode=ro``."""
     name = engine.url.database or MEMORY
+    return name[len("file:"):] if name.startswith("file:") else name
+
+
+def _sqlite_message(engine: Engine, error: Exception) -> str:
+    name = _inventory_name(engine)
     text = str(getattr(error, "orig", error)).splitlines()[0]
     if "file is not a database" in text or "not a database" in text:
         return f"{name} is not a regdb inventory (not an SQLite database)"
@@ -139,7 +165,14 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
                 raise InventoryBusy(
                     f"another regdb run is writing to {engine.url.database}; try again when it has finished"
                 ) from None
-            raise
+            # A full disk, a file turned read-only, an I/O error: the transaction is rolled back and the
+            # inventory keeps its last snapshot; the user gets SQLite's reason in one line (tests/faults).
+            raise InventoryError(_sqlite_message(engine, error)) from None
+        except DatabaseError as error:
+            if type(error) is not DatabaseError:
+                raise  # IntegrityError and the like are regdb's bugs: keep the traceback
+            # "database disk image is malformed": a corrupt file.
+            raise InventoryError(_sqlite_message(engine, error)) from None
 
 
 def _take_postgresql_write_lock(conn: Connection) -> None:
@@ -173,7 +206,27 @@ def head_revision() -> str:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the inventory's schema to the newest revision; refuse files that are not, or not yet, ours."""
+    """Bring the inventory's schema to the newest revision; refuse files that are not, or not yet, ours.
+
+    A file that this engine created, and that could not be made an inventory (a full disk), is removed again
+    rather than left behind half-made. Never when another run holds it (busy): that run may be creating it."""
+    new_file = _new_files.pop(engine, None)
+    try:
+        _upgrade(engine)
+    except InventoryBusy:
+        raise
+    except (InventoryError, DBAPIError) as error:
+        if new_file is not None and "locked" not in str(error):
+            engine.dispose()
+            for leftover in (new_file, Path(f"{new_file}-wal"), Path(f"{new_file}-shm")):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:  # a read-only file system answers EROFS even for a file it does not have
+                    pass
+        raise
+
+
+def _upgrade(engine: Engine) -> None:
     if stored_revision(engine) == SCHEMA_HEAD:
         return
     from alembic import command
@@ -238,18 +291,19 @@ def check_revision(engine: Engine) -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
+    name = _inventory_name(engine)
     if current is None:
-        raise InventoryError(f"{engine.url.database} is not a regdb inventory (no schema revision)")
+        raise InventoryError(f"{name} is not a regdb inventory (no schema revision)")
     config = Config()
     config.set_main_option("script_location", str(resources.files("regdb.migrations")))
     known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
     if current not in known:
         raise SchemaTooNew(
-            f"inventory {engine.url.database} was written by a newer regdb (schema revision {current}); "
+            f"inventory {name} was written by a newer regdb (schema revision {current}); "
             "upgrade regdb to use it"
         )
     raise InventoryError(
-        f"inventory {engine.url.database} has an older schema ({current}); run 'regdb sync' once to upgrade it"
+        f"inventory {name} has an older schema ({current}); run 'regdb sync' once to upgrade it"
     )
 
 

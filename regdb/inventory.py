@@ -219,3 +219,85 @@ class Inventory:
         return run_sql(self.engine, statement, params, prepare=selectors._ensure_sql_functions)
 
     # --- retention ------------------------------------------------------------------------------------
+
+    def query_retention(self, registry: str, repos, tags=(), regex=(), exclude=(), exclude_regex=(), *, retention,
+                        match_all_tags: bool = True, raise_intersecting_tag: bool = False,
+                        raise_intersecting_repo: bool = True):
+        """``query_tags`` with retention selectors: ``retention`` is a ``regdb.retention.Retention`` (keep the
+        newest N per repository, by age, untagged manifests). ``tags`` / ``regex`` may then be empty (every tag);
+        signature tags (``sha256-*``) are never selected by it. Returns a ``Selection``.
+
+            from regdb.retention import Retention
+            old = inventory.query_retention("registry.example.com", ["app"], retention=Retention(keep_latest=10))
+            leftovers = inventory.query_retention("registry.example.com", ["app"],
+                                                  retention=Retention(untagged=True, older_than="30d"))
+        """
+
+        with self._connect_for_selecting() as conn:
+            registry_id = self._selected_registry(conn, registry)
+            return selectors.query_tags(
+                conn, registry_id, repos, tags, regex, exclude, exclude_regex, match_all_tags=match_all_tags,
+                raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=raise_intersecting_repo,
+                retention=retention,
+            )
+
+    def signatures(self, registry: str, pairs) -> dict:
+        """(repo, digest) -> the signature tags (``sha256-<hex>.sig`` ...) and OCI referrers of that digest in
+        that repository, for the given (repo, digest) pairs (``Selected`` rows work: ``.repo``, ``.digest``)."""
+        from .retention import signatures_of
+
+        wanted = [(p.repo, p.digest) if hasattr(p, "digest") else tuple(p) for p in pairs]
+        with self._connect_for_selecting() as conn:
+            return signatures_of(conn, self._selected_registry(conn, registry), wanted)
+
+    def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int = 16,
+                    raise_intersecting_repo: bool = True):
+        """The ``policy.PolicyPlan`` of a retention policy (``regdb.policy.load_policy``): one removal plan
+        across the registry, with each rule's report of what it removes and what it keeps and why. Delete it
+        with ``inventory.remove(client, policy_plan.plan)``.
+
+            from regdb.policy import load_policy
+            planned = inventory.plan_policy(client, load_policy("retention.toml"))
+            result = inventory.remove(client, planned.plan)
+        """
+        from .policy import plan_policy
+
+        if isinstance(policy, (str, os.PathLike)):
+            from .policy import load_policy
+
+            policy = load_policy(policy)
+        self._ensure_synced(client, jobs)
+        return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs,
+                           raise_intersecting_repo=raise_intersecting_repo)
+
+    def plan_untag(self, client: RegistryClient, repo: str, tags, *, method: str = "auto", refresh: bool = True,
+                   jobs: int = 16):
+        """The ``untag.UntagPlan`` for removing ``tags`` from ``repo`` while keeping their digests and the other
+        tags on them; ``method`` is ``auto`` (DELETE by tag, else a placeholder), ``delete-tag`` or
+        ``placeholder``. Carry it out with ``inventory.untag(client, plan)``."""
+        from .untag import plan_untag
+
+        return plan_untag(self.engine, client, repo, tags, method=method, refresh=refresh, jobs=jobs)
+
+    def untag(self, client: RegistryClient, plan):
+        """Remove the planned tags; returns an ``untag.UntagResult``, every outcome recorded in ``deletions``
+        (outcome ``untagged``). Raises ``DeleteDisabled`` / ``ScopeRefused`` before touching any tag when the
+        registry will not let us push and delete, ``RemovalIncomplete`` when an untag failed."""
+        from .untag import untag
+
+        return untag(self.engine, client, plan)
+
+    def _ensure_synced(self, client: RegistryClient, jobs: int) -> None:
+        """A policy matches repositories by pattern, so the inventory must know them all: the registry is synced
+        whole first unless it ever was (a sync of named repositories does not count)."""
+        syncs = models.Sync.__table__
+        registries = models.Registry.__table__
+        with self.engine.connect() as conn:
+            whole = conn.execute(
+                select(syncs.c.id)
+                .join(registries, registries.c.id == syncs.c.registry_id)
+                .where(registries.c.url == client.url, syncs.c.status == "ok", syncs.c.scope.is_(None))
+                .limit(1)
+            ).first()
+        if whole is None:
+            self.sync(client, jobs=jobs)

@@ -306,6 +306,7 @@ def query_tags(
     match_all_tags: bool = True,
     raise_intersecting_tag: bool = False,
     raise_intersecting_repo: bool = True,
+    retention=None,
 ) -> Selection:
     """The (repository, digest) pairs that the tags matching ``tags`` / ``regex`` point at, in ``repos``.
 
@@ -313,12 +314,26 @@ def query_tags(
     from the start of the tag (``re.match``); ``exclude`` / ``exclude_regex``: the same, for tags whose digests
     must not be selected. The safety rules are in the module docstring. Raises ``SelectorError`` for an invalid
     selector or an empty one, ``IntersectionError`` as those rules say.
+
+    ``retention``: a ``regdb.retention.Retention`` (``--keep-latest``, ``--older-than``, ``--newer-than``): its
+    selectors must hold too, and ``tags`` / ``regex`` may then be empty (every tag). With ``--untagged`` the
+    query selects manifests without tags instead (``regdb.retention.query_untagged``).
     """
-    include, excluded = parse_query(tags, regex, exclude, exclude_regex)
+    if retention is None or not retention.selects:
+        include, excluded = parse_query(tags, regex, exclude, exclude_regex)
+        retention = None
+    else:
+        include, excluded = TagFilter.parse(tags, regex), TagFilter.parse(exclude, exclude_regex)
+        if retention.untagged:
+            from .retention import query_untagged
+
+            if include or excluded:
+                raise SelectorError("--untagged selects manifests without tags: -t, -re, -x and -xre do not apply")
+            return query_untagged(conn, registry_id, repos, retention, raise_intersecting_repo=raise_intersecting_repo)
     return _select(
         conn, registry_id, repos, include, excluded,
         match_all_tags=match_all_tags, raise_intersecting_tag=raise_intersecting_tag,
-        raise_intersecting_repo=raise_intersecting_repo,
+        raise_intersecting_repo=raise_intersecting_repo, retention=retention,
     )
 
 
@@ -341,6 +356,7 @@ def _select(
     match_all_tags: bool,
     raise_intersecting_tag: bool,
     raise_intersecting_repo: bool,
+    retention=None,
 ) -> Selection:
     names = _values(repos)
     if not names:
@@ -356,7 +372,15 @@ def _select(
     repo_ids = bindparam("repo_ids", sorted(found.values()), expanding=True, literal_execute=True)
 
     def included(tag) -> ColumnElement[bool]:
-        return true() if include is None else include.clause(tag, dialect)
+        if include is None:
+            return true()
+        if retention is None:
+            return include.clause(tag, dialect)
+        return and_(
+            include.clause(tag, dialect) if include else true(),
+            retention.tag_clause(tag, registry_id=registry_id, repo_ids=repo_ids, include=include or None,
+                                 dialect=dialect),
+        )
 
     # Candidates: (repository, digest) pairs with at least one selected tag.
     seed_tag = _tags.alias("selected_tag")

@@ -5,8 +5,9 @@ never renamed or dropped. Every view carries ``registry`` (host[:port], as in im
 inventory can hold several registries. The SQL is portable: the same statements run on SQLite and PostgreSQL.
 
 The statements here are the current definitions. Migrations keep their own frozen copy (``images`` in 0001,
-the others in 0002), so that history never changes under an existing inventory; to change a view, write a new
-migration and update it here too. tests/test_sql.py checks that the two agree and that every column of every
+``digest_usage``, ``repo_stats``, ``blob_usage`` in 0002, ``signatures`` and ``reclaimable`` in 0003), so that
+history never changes under an existing inventory; to change a view, write a new migration and update it here
+too. tests/test_sql.py checks that the two agree and that every column of every
 view in a migrated database is documented below.
 
 Sizes are compressed bytes, as the registry stores them. A manifest is itself a blob in the registry's storage,
@@ -174,5 +175,120 @@ GROUP BY registries.id, registries.name, digest_blobs.blob_digest
 """,
 )
 
-VIEWS: tuple[View, ...] = (IMAGES, DIGEST_USAGE, REPO_STATS, BLOB_USAGE)
+# Signatures and referrers belong to their subject (REGISTRY-FACTS.md, "Referrers and signatures"): cosign's
+# tags sha256-<64 hex>[.sig|.att|.sbom] name it in the tag (71 characters, then the suffix), OCI 1.1 referrers in
+# their manifest's subject. A referrer that also carries such a tag is shown once, by its tag.
+SIGNATURES = View(
+    name="signatures",
+    doc="One row per signature, attestation, SBOM or OCI referrer in a repository, with the digest it belongs to.",
+    columns={
+        "registry": "Host[:port] of the registry.",
+        "repo": "Repository name.",
+        "subject": "Digest of the manifest it belongs to (the signed image).",
+        "digest": "Digest of the signature / attestation / SBOM / referrer manifest itself.",
+        "tag": "Its tag (sha256-<hex>.sig and so on); NULL for an OCI 1.1 referrer found by its subject field.",
+        "kind": "'sig', 'att', 'sbom' (cosign), 'referrers' (the OCI referrers fallback index tag sha256-<hex>), "
+                "'referrer' (a manifest whose subject field names it), 'other' (another sha256-<hex>.* tag).",
+        "subject_present": "1 when the subject is in the same repository; 0 for a signature left behind by its "
+                           "image.",
+    },
+    sql="""
+CREATE VIEW signatures AS
+SELECT registries.name AS registry,
+       repos.name AS repo,
+       'sha256:' || SUBSTR(tags.name, 8, 64) AS subject,
+       digests.digest AS digest,
+       tags.name AS tag,
+       CASE SUBSTR(tags.name, 72)
+           WHEN '.sig' THEN 'sig' WHEN '.att' THEN 'att' WHEN '.sbom' THEN 'sbom' WHEN '' THEN 'referrers'
+           ELSE 'other'
+       END AS kind,
+       CASE WHEN EXISTS (
+           SELECT 1 FROM repo_digests AS present JOIN digests AS subject ON subject.id = present.digest_id
+           WHERE present.repo_id = repos.id AND subject.digest = 'sha256:' || SUBSTR(tags.name, 8, 64)
+       ) THEN 1 ELSE 0 END AS subject_present
+FROM tags
+JOIN repos ON repos.id = tags.repo_id
+JOIN registries ON registries.id = repos.registry_id
+JOIN digests ON digests.id = tags.digest_id
+WHERE SUBSTR(tags.name, 1, 7) = 'sha256-' AND LENGTH(tags.name) >= 71
+UNION ALL
+SELECT registries.name AS registry,
+       repos.name AS repo,
+       digests.subject_digest AS subject,
+       digests.digest AS digest,
+       NULL AS tag,
+       'referrer' AS kind,
+       CASE WHEN EXISTS (
+           SELECT 1 FROM repo_digests AS present JOIN digests AS subject ON subject.id = present.digest_id
+           WHERE present.repo_id = repos.id AND subject.digest = digests.subject_digest
+       ) THEN 1 ELSE 0 END AS subject_present
+FROM repo_digests
+JOIN repos ON repos.id = repo_digests.repo_id
+JOIN registries ON registries.id = repos.registry_id
+JOIN digests ON digests.id = repo_digests.digest_id
+WHERE digests.subject_digest IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM tags AS signature_tag
+      WHERE signature_tag.repo_id = repo_digests.repo_id AND signature_tag.digest_id = repo_digests.digest_id
+        AND SUBSTR(signature_tag.name, 1, 7) = 'sha256-'
+  )
+""",
+)
+
+# What `docker-registry garbage-collect` frees now: the blobs of manifests regdb deleted (deletions, outcome
+# 'deleted') that no manifest still in the registry uses; the manifests themselves too, when no repository holds
+# them any more (a manifest is a blob in the store). The same rule as a removal plan's bytes_freed, so after a
+# removal SUM(size) here is what its result reported. regdb cannot see a garbage collection run: rows released
+# before the last one you ran are already freed (filter on released_at).
+RECLAIMABLE = View(
+    name="reclaimable",
+    doc="One row per blob a garbage collection would free after regdb's deletions (until it is run).",
+    columns={
+        "registry": "Host[:port] of the registry.",
+        "blob_digest": "Digest of the blob: a deleted manifest itself, or a config or layer only it used.",
+        "kind": "'manifest', 'config' or 'layer'.",
+        "size": "Bytes it takes in the registry's storage (compressed, as stored).",
+        "released_at": "When regdb deleted the last manifest that used it (UTC).",
+    },
+    sql="""
+CREATE VIEW reclaimable AS
+WITH released AS (
+    SELECT registries.id AS registry_id, registries.name AS registry, digests.id AS digest_id,
+           MAX(deletions.at) AS released_at
+    FROM deletions
+    JOIN registries ON registries.url = deletions.registry
+    JOIN digests ON digests.digest = deletions.digest
+    WHERE deletions.outcome = 'deleted'
+    GROUP BY registries.id, registries.name, digests.id
+),
+freed AS (
+    SELECT released.registry_id AS registry_id, released.registry AS registry, digests.digest AS blob_digest,
+           'manifest' AS kind, digests.size AS size, released.released_at AS released_at
+    FROM released
+    JOIN digests ON digests.id = released.digest_id
+    WHERE NOT EXISTS (
+        SELECT 1 FROM repo_digests JOIN repos ON repos.id = repo_digests.repo_id
+        WHERE repo_digests.digest_id = released.digest_id AND repos.registry_id = released.registry_id
+    )
+    UNION ALL
+    SELECT released.registry_id AS registry_id, released.registry AS registry,
+           digest_blobs.blob_digest AS blob_digest, digest_blobs.kind AS kind, digest_blobs.size AS size,
+           released.released_at AS released_at
+    FROM released
+    JOIN digest_blobs ON digest_blobs.digest_id = released.digest_id
+    WHERE NOT EXISTS (
+        SELECT 1 FROM digest_blobs AS used
+        JOIN repo_digests ON repo_digests.digest_id = used.digest_id
+        JOIN repos ON repos.id = repo_digests.repo_id
+        WHERE used.blob_digest = digest_blobs.blob_digest AND repos.registry_id = released.registry_id
+    )
+)
+SELECT registry, blob_digest, MIN(kind) AS kind, MAX(size) AS size, MAX(released_at) AS released_at
+FROM freed
+GROUP BY registry_id, registry, blob_digest
+""",
+)
+
+VIEWS: tuple[View, ...] = (IMAGES, DIGEST_USAGE, REPO_STATS, BLOB_USAGE, SIGNATURES, RECLAIMABLE)
 

@@ -80,6 +80,9 @@ def regdb(*args, env: dict | None = None):
 
 
 def images(db: Path) -> set[tuple[str, str, str]]:
+    """The inventory's tags; empty when no inventory was created (a registry that never answered)."""
+    if not db.exists():
+        return set()
     with sqlite3.connect(db) as conn:
         return set(conn.execute("SELECT repo, tag, digest FROM images"))
 
