@@ -1,0 +1,242 @@
+"""Hostile input: names at the registry's limits, JSON of the wrong shape, names no registry should serve.
+
+Names at the limits go through the real registry (it enforces them: a 256-character name or a 129-character
+tag is refused). Wrong JSON types cannot come from a real registry, so a pytest-httpserver stub serves them.
+A bad answer fails the sync with one line and leaves the previous snapshot; an odd but harmless one (a config
+with a number where a date belongs) is recorded with NULL for what makes no sense.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from contextlib import closing
+
+import pytest
+from werkzeug import Request, Response
+
+from tests.faults.conftest import error_line, integrity, run, snapshot, syncs
+from tests.rig import DOCKER_MANIFEST, OCI_INDEX, Pusher, RigError, canonical_json
+
+# Every character the registry's grammars allow. A repository path component is [a-z0-9]+ joined by one of
+# the separators . _ __ or any run of -; the whole name is at most 255 characters (distribution's
+# reference.NameTotalLengthMax). A tag is [\w][\w.-]{0,127}.
+COMPONENT = "abcdefghijklmnopqrstuvwxyz0123456789"
+SEPARATED = "a.b_c__d-e---f"
+LONG_REPO = f"{COMPONENT}/{SEPARATED}/" + "p" * (255 - len(COMPONENT) - len(SEPARATED) - 2)
+TAG_CHARACTERS = "_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+LONG_TAG = TAG_CHARACTERS + "x" * (128 - len(TAG_CHARACTERS))
+ODD_TAGS = ["_", "0", "Z", "a--.._", "1.0.0-rc.1", "v1.2.3_beta", "1e10", "0x1F", "NULL", "latest.-"]
+
+
+def test_names_at_the_registry_limits_with_every_allowed_character(module_registry, tmp_path):
+    assert len(LONG_REPO) == 255 and len(LONG_TAG) == 128
+    p = Pusher(module_registry.url)
+    with pytest.raises(RigError):  # the limits are the registry's: one more character is refused
+        p.push_image(LONG_REPO + "p", "1.0")
+    with pytest.raises(RigError):
+        p.push_image("short", LONG_TAG + "x")
+    long_image = p.push_image(LONG_REPO, LONG_TAG)
+    odd = {tag: p.push_image(LONG_REPO, tag) for tag in ODD_TAGS}
+    db = tmp_path / "inv.db"
+
+    result = run("-reg", module_registry.url, "--db", db, "sync")
+    assert result.exit_code == 0, result.output
+    with closing(sqlite3.connect(db)) as conn:
+        rows = set(conn.execute("SELECT repo, tag, digest FROM images WHERE repo = ?", (LONG_REPO,)))
+    assert rows == {(LONG_REPO, LONG_TAG, long_image.digest)} | {(LONG_REPO, t, i.digest) for t, i in odd.items()}
+
+    result = run("--db", db, "sql", "--format", "json", "SELECT tag FROM images WHERE repo = :repo AND tag = :tag",
+                 "--param", f"repo={LONG_REPO}", "--param", f"tag={LONG_TAG}")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"tag": LONG_TAG}]
+
+    # The 128-character tag goes, every odd one stays: the names survive the URL both ways.
+    result = run("-reg", module_registry.url, "--db", db, "remove-tags", "-r", LONG_REPO, "-t", LONG_TAG)
+    assert result.exit_code == 0, result.output
+    assert p.tags(LONG_REPO) == sorted(ODD_TAGS)
+    assert all(p.head_digest(LONG_REPO, tag) == image.digest for tag, image in odd.items())
+
+
+# --- a stub registry for what a real one never serves ---------------------------------------------------------
+
+V2 = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class StubRegistry:
+    """Serves whatever ``catalog``, ``tags``, ``manifests`` and ``blobs`` hold (raw bytes, any JSON shape).
+    HEAD announces the digest of the bytes it would serve, as a registry does."""
+
+    def __init__(self, server):
+        self.server = server
+        self.catalog: bytes = b""
+        self.tags: dict[str, bytes] = {}
+        self.manifests: dict[str, tuple[bytes, str]] = {}  # reference (tag or digest) -> body, media type
+        self.blobs: dict[str, bytes] = {}
+        server.expect_request("/v2/").respond_with_data("{}", headers=V2, content_type="application/json")
+        server.expect_request(re.compile(r"^/v2/.+")).respond_with_handler(self)
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("").rstrip("/")
+
+    def __call__(self, request: Request) -> Response:
+        path = request.path
+        if path == "/v2/_catalog":
+            return Response(self.catalog, content_type="application/json")
+        repo, _, rest = path[len("/v2/"):].rpartition("/tags/")
+        if rest == "list" and repo in self.tags:
+            return Response(self.tags[repo], content_type="application/json")
+        if "/manifests/" in path:
+            reference = path.rsplit("/manifests/", 1)[1]
+            if reference in self.manifests:
+                body, media_type = self.manifests[reference]
+                headers = {"Docker-Content-Digest": sha256(body), "Content-Length": str(len(body))}
+                response = Response(b"" if request.method == "HEAD" else body, content_type=media_type,
+                                    headers=headers)
+                response.automatically_set_content_length = False
+                return response
+        if "/blobs/" in path:
+            digest = path.rsplit("/blobs/", 1)[1]
+            if digest in self.blobs:
+                return Response(self.blobs[digest], content_type="application/octet-stream")
+        return Response('{"errors":[{"code":"NAME_UNKNOWN"}]}', status=404, content_type="application/json")
+
+    def image(self, repo: str, tag: str, *, config: dict | None = None, manifest_extra: dict | None = None,
+              descriptor_size=None) -> str:
+        """One image, tagged; returns its digest. ``descriptor_size`` replaces the config's size field."""
+        config_bytes = canonical_json(config if config is not None else
+                                      {"architecture": "amd64", "os": "linux", "created": "2024-05-01T10:00:00Z"})
+        self.blobs[sha256(config_bytes)] = config_bytes
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(config_bytes) if descriptor_size is None else descriptor_size,
+                       "digest": sha256(config_bytes)},
+            "layers": [],
+            **(manifest_extra or {}),
+        }
+        return self.manifest(repo, tag, canonical_json(manifest), DOCKER_MANIFEST)
+
+    def manifest(self, repo: str, tag: str, body: bytes, media_type: str) -> str:
+        digest = sha256(body)
+        self.manifests[tag] = self.manifests[digest] = (body, media_type)
+        listed = json.loads(self.tags.get(repo, b'{"tags": []}'))["tags"] or []
+        self.tags[repo] = json.dumps({"name": repo, "tags": sorted(set(listed) | {tag})}).encode()
+        return digest
+
+    def good(self) -> None:
+        self.catalog = json.dumps({"repositories": ["app", "lib"]}).encode()
+        self.image("app", "1.0")
+        self.image("lib", "2.0", config={"architecture": "arm64", "os": "linux", "created": "2024-06-01T00:00:00Z"})
+
+
+@pytest.fixture
+def stub(httpserver):
+    registry = StubRegistry(httpserver)
+    registry.good()
+    return registry
+
+
+def synced_from(stub, tmp_path):
+    db = tmp_path / "inv.db"
+    result = run("-reg", stub.url, "--db", db, "sync")
+    assert result.exit_code == 0, result.output
+    return db
+
+
+def set_catalog(value):
+    return lambda stub: setattr(stub, "catalog", json.dumps(value).encode())
+
+
+def set_tags(value):
+    return lambda stub: stub.tags.__setitem__("lib", json.dumps(value).encode())
+
+
+def new_image(**kwargs):
+    return lambda stub: stub.image("lib", "2.1", **kwargs)
+
+
+def new_index(entries):
+    return lambda stub: stub.manifest("lib", "2.1", canonical_json(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}), OCI_INDEX)
+
+
+def new_manifest(body: bytes):
+    return lambda stub: stub.manifest("lib", "2.1", body, DOCKER_MANIFEST)
+
+
+@pytest.mark.parametrize("change, message", [
+    pytest.param(set_catalog([]), "GET /v2/_catalog?n=1000: the registry's answer is not a JSON object",
+                 id="catalog-is-a-list"),
+    pytest.param(set_catalog({"repositories": "app"}), "GET /v2/_catalog?n=1000: 'repositories' is not a list "
+                 "of names", id="catalog-is-a-string"),
+    pytest.param(set_catalog({"repositories": [1, {"name": "app"}]}), "GET /v2/_catalog?n=1000: 'repositories' "
+                 "is not a list of names", id="repositories-are-not-strings"),
+    pytest.param(set_tags({"name": "lib", "tags": [1, 2.5, None]}), "GET /v2/lib/tags/list: 'tags' is not a "
+                 "list of names", id="tags-are-numbers"),
+    pytest.param(set_tags({"name": "lib", "tags": {"2.0": "sha256:x"}}), "GET /v2/lib/tags/list: 'tags' is "
+                 "not a list of names", id="tags-are-an-object"),
+    pytest.param(set_tags("2.0"), "GET /v2/lib/tags/list: the registry's answer is not a JSON object",
+                 id="tags-answer-is-a-string"),
+    pytest.param(new_image(descriptor_size="123"), "has a descriptor with an invalid size",
+                 id="size-is-a-string"),
+    pytest.param(new_image(descriptor_size=-1), "has a descriptor with an invalid size", id="size-is-negative"),
+    pytest.param(new_image(descriptor_size=True), "has a descriptor with an invalid size", id="size-is-a-bool"),
+    pytest.param(new_image(manifest_extra={"layers": [{"digest": 7, "size": 1}]}),
+                 "has a descriptor without a valid digest", id="layer-digest-is-a-number"),
+    pytest.param(new_index([1, 2]), "has a descriptor that is not an object", id="index-entries-are-numbers"),
+    pytest.param(new_index("none"), "has no 'manifests' list", id="index-manifests-is-a-string"),
+    pytest.param(new_manifest(b"[1, 2, 3]"), "is not a JSON object", id="manifest-is-a-list"),
+    pytest.param(new_manifest(b"\xff\xfe not json"), "is not JSON", id="manifest-is-not-json"),
+])
+def test_json_of_unexpected_types_fails_with_one_line_and_keeps_the_snapshot(stub, tmp_path, change, message):
+    db = synced_from(stub, tmp_path)
+    before = snapshot(db)
+    change(stub)
+    result = run("-reg", stub.url, "--db", db, "sync")
+    line = error_line(result)
+    assert message in line, line
+    assert snapshot(db) == before
+    assert syncs(db)[-1] == ("failed", line)
+    assert integrity(db) == "ok"
+
+
+def test_config_fields_of_the_wrong_type_are_recorded_as_null(stub, tmp_path):
+    db = synced_from(stub, tmp_path)
+    digest = stub.image("lib", "2.1", config={"architecture": ["arm64"], "os": None, "created": 1714557600},
+                        manifest_extra={"mediaType": 42, "annotations": "none", "subject": "sha256:x"})
+    result = run("-reg", stub.url, "--db", db, "sync")
+    assert result.exit_code == 0, result.output
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute(
+            "SELECT repo, tag, media_type, created, architecture, os FROM images WHERE digest = ?", (digest,)
+        ).fetchall() == [("lib", "2.1", DOCKER_MANIFEST, None, None, None)]
+        assert conn.execute("SELECT subject_digest FROM digests WHERE digest = ?", (digest,)).fetchone() == (None,)
+
+
+def test_names_no_registry_would_serve_are_stored_verbatim_and_bound_as_parameters(stub, tmp_path):
+    # A hostile catalog: quotes, SQL, percent signs, spaces, non-ASCII. Each is asked for percent-encoded and
+    # stored as given; SQL only ever sees it as a bound parameter.
+    names = ["x'; DROP TABLE tags; --", "100% sure/with space", "ünï/cødé", 'quote"d']
+    stub.catalog = json.dumps({"repositories": ["app", *names]}).encode()
+    digests = {name: stub.image(name, "1'0") for name in names}
+    db = tmp_path / "inv.db"
+    result = run("-reg", stub.url, "--db", db, "sync")
+    assert result.exit_code == 0, result.output
+    with closing(sqlite3.connect(db)) as conn:
+        stored = set(conn.execute("SELECT repo, tag, digest FROM images"))
+    assert {(name, "1'0", digests[name]) for name in names} <= stored
+    for name in names:
+        result = run("--db", db, "sql", "--format", "json", "SELECT digest FROM images WHERE repo = :r",
+                     "--param", f"r={name}")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output) == [{"digest": digests[name]}]
+    assert integrity(db) == "ok"
