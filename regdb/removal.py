@@ -42,7 +42,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
 )
 
@@ -357,27 +356,10 @@ def _only_signature_tags(repo_id, digest_id):
 def _insert_untagged(conn: Connection, registry_id: int, repo_names: list[str]) -> None:
     """remove-repos: every manifest of the repositories that no tag holds and that does not belong to a manifest
     that stays (an index listing it, a subject it refers to): those are handled by the closure instead."""
+    from .retention import untagged_terms
+
     rd = _repo_digests.alias("rd")
     d = _digests.alias("d")
-    t = _tags.alias("t")
-    dc = _children.alias("dc")
-    rd_parent = _repo_digests.alias("rd_parent")
-    rd_subject = _repo_digests.alias("rd_subject")
-    d_subject = _digests.alias("d_subject")
-    listed_by_an_index = (
-        select(literal(1))
-        .select_from(
-            dc.join(rd_parent, and_(rd_parent.c.digest_id == dc.c.parent_id, rd_parent.c.repo_id == rd.c.repo_id))
-        )
-        .where(dc.c.child_id == rd.c.digest_id)
-        .exists()
-    )
-    subject_present = (
-        select(literal(1))
-        .select_from(d_subject.join(rd_subject, rd_subject.c.digest_id == d_subject.c.id))
-        .where(d_subject.c.digest == d.c.subject_digest, rd_subject.c.repo_id == rd.c.repo_id)
-        .exists()
-    )
     query = (
         select(rd.c.repo_id, rd.c.digest_id, literal(0), literal(None, Integer), literal(UNTAGGED))
         .select_from(
@@ -387,9 +369,7 @@ def _insert_untagged(conn: Connection, registry_id: int, repo_names: list[str]) 
             _repos.c.registry_id == registry_id,
             _repos.c.name.in_(repo_names),
             ~_in_plan(rd.c.repo_id, rd.c.digest_id),
-            ~exists().where(t.c.repo_id == rd.c.repo_id, t.c.digest_id == rd.c.digest_id),
-            ~listed_by_an_index,
-            or_(d.c.subject_digest.is_(None), ~subject_present),
+            *untagged_terms(rd, d),
         )
         .order_by(rd.c.repo_id, d.c.digest)
     )

@@ -251,6 +251,35 @@ class Retention:
 # --- untagged manifests -----------------------------------------------------------------------------------------
 
 
+def untagged_terms(rd, d) -> list[ColumnElement[bool]]:
+    """Conditions for a ``repo_digests`` row ``rd`` (its digest row ``d``) to be untagged in its repository:
+    no tag there points at it, no index present there lists it, and its OCI ``subject`` (a signature's or
+    SBOM's image) is not there. Shared by ``--untagged`` and by ``remove-repos``' untagged leftovers."""
+    t = _tags.alias("t")
+    dc = _children.alias("dc")
+    rd_index = _repo_digests.alias("rd_index")
+    rd_subject = _repo_digests.alias("rd_subject")
+    d_subject = _digests.alias("d_subject")
+    listed_by_an_index = (
+        select(literal(1))
+        .select_from(dc.join(rd_index, and_(rd_index.c.digest_id == dc.c.parent_id,
+                                            rd_index.c.repo_id == rd.c.repo_id)))
+        .where(dc.c.child_id == rd.c.digest_id)
+        .exists()
+    )
+    subject_present = (
+        select(literal(1))
+        .select_from(d_subject.join(rd_subject, rd_subject.c.digest_id == d_subject.c.id))
+        .where(d_subject.c.digest == d.c.subject_digest, rd_subject.c.repo_id == rd.c.repo_id)
+        .exists()
+    )
+    return [
+        not_(exists().where(t.c.repo_id == rd.c.repo_id, t.c.digest_id == rd.c.digest_id)),
+        not_(listed_by_an_index),
+        not_(subject_present),
+    ]
+
+
 def query_untagged(conn: Connection, registry_id: int, repos, retention: Retention, *,
                    raise_intersecting_repo: bool = True) -> Selection:
     """The manifests of ``repos`` that no tag points at and that belong to nothing present in the repository:
@@ -273,30 +302,7 @@ def query_untagged(conn: Connection, registry_id: int, repos, retention: Retenti
 
     rd = _repo_digests.alias("rd")
     d = _digests.alias("d")
-    t = _tags.alias("t")
-    dc = _children.alias("dc")
-    rd_index = _repo_digests.alias("rd_index")
-    rd_subject = _repo_digests.alias("rd_subject")
-    d_subject = _digests.alias("d_subject")
-    listed_by_an_index = (
-        select(literal(1))
-        .select_from(dc.join(rd_index, and_(rd_index.c.digest_id == dc.c.parent_id,
-                                            rd_index.c.repo_id == rd.c.repo_id)))
-        .where(dc.c.child_id == rd.c.digest_id)
-        .exists()
-    )
-    subject_present = (
-        select(literal(1))
-        .select_from(d_subject.join(rd_subject, rd_subject.c.digest_id == d_subject.c.id))
-        .where(d_subject.c.digest == d.c.subject_digest, rd_subject.c.repo_id == rd.c.repo_id)
-        .exists()
-    )
-    terms: list[ColumnElement[bool]] = [
-        rd.c.repo_id.in_(repo_ids),
-        not_(exists().where(t.c.repo_id == rd.c.repo_id, t.c.digest_id == rd.c.digest_id)),
-        not_(listed_by_an_index),
-        not_(subject_present),
-    ]
+    terms: list[ColumnElement[bool]] = [rd.c.repo_id.in_(repo_ids), *untagged_terms(rd, d)]
     if retention.within is not None:
         terms.append(rd.c.repo_id.in_(retention._within_ids(registry_id)))
     if retention.older_cutoff is not None or retention.newer_cutoff is not None:
