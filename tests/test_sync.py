@@ -244,3 +244,36 @@ def test_a_registry_dying_mid_sync_keeps_the_old_snapshot(fresh_registry, fresh_
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert [r[0] for r in conn.execute("SELECT status FROM syncs ORDER BY id")] == ["ok", "failed"]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_a_killed_sync_leaves_the_previous_snapshot(fresh_registry, fresh_pusher, tmp_path, signal_name):
+    import signal
+    import subprocess
+    import sys
+
+    p = fresh_pusher
+    image = p.push_image("app", "1.0")
+    db = tmp_path / "inv.db"
+    with Inventory(db) as inventory:
+        inventory.sync(RegistryClient(fresh_registry.url))
+    before = inventory_state(db)
+    for i in range(1, 150):
+        p.tag("app", f"1.{i}", image.digest)
+    command = [sys.executable, "-m", "regdb", "-reg", fresh_registry.url, "--db", str(db), "--rate", "50",
+               "sync"]
+    sync = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the write transaction is open and tags are being resolved (150 at 50/s: ~3 s)
+    assert sync.poll() is None, sync.communicate()
+    sync.send_signal(getattr(signal, signal_name))
+    _, err = sync.communicate(timeout=30)
+    assert sync.returncode != 0
+    if signal_name == "SIGINT":  # Ctrl-C: one line, no traceback
+        assert "Traceback" not in err and err.strip().splitlines() == [
+            "regdb: interrupted; the inventory keeps its last complete snapshot"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert inventory_state(db) == before
+    with Inventory(db) as inventory:  # and the next sync completes
+        inventory.sync(RegistryClient(fresh_registry.url))
+    assert inventory_state(db) == registry_state(p)
