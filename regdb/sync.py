@@ -14,8 +14,10 @@ How it stays correct, fast and atomic:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
+import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from typing import Callable, Iterable
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from . import models
-from .client import ManifestRef, RegistryClient
+from .client import RegistryClient
 from .db import write_transaction
 from .errors import RegdbError, RepositoryNotFound
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
@@ -208,11 +210,11 @@ class SnapshotWriter:
             for tag, digest_id in tags.items()
             if tag in existing and existing[tag][1] != digest_id
         ]
-        added = [
+        added = (
             dict(repo_id=repo_id, name=tag, digest_id=digest_id, version_key=version_key(tag))
             for tag, digest_id in tags.items()
             if tag not in existing
-        ]
+        )
         for start in range(0, len(gone), BATCH):
             self.conn.execute(delete(table).where(table.c.id.in_(gone[start : start + BATCH])))
         if moved:
@@ -220,8 +222,8 @@ class SnapshotWriter:
                 update(table).where(table.c.id == bindparam("tag_id")).values(digest_id=bindparam("new_digest")),
                 moved,
             )
-        if added:
-            self.conn.execute(insert(table), added)
+        while rows := list(itertools.islice(added, BATCH * 10)):  # in slices: a 100,000-tag repository
+            self.conn.execute(insert(table), rows)
         rd = models.RepoDigest.__table__
         before = set(
             self.conn.execute(select(rd.c.digest_id).where(rd.c.repo_id == repo_id)).scalars()
@@ -267,7 +269,7 @@ class SnapshotWriter:
 class _RepoState:
     name: str
     tags: list[str] = field(default_factory=list)
-    refs: dict[str, ManifestRef] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)  # tag -> digest (interned: many tags share one)
     bodies: dict[str, tuple[bytes, str | None]] = field(default_factory=dict)  # digest -> manifest, new repos
     pending: int = 0
     stage: str = "tags"
@@ -326,7 +328,14 @@ class _Walk:
                     state = self.open[name] = _RepoState(name)
                     self._submit(self._list_tags, (name,), lambda tags, s=state: self._on_tags(s, tags))
                 while self.queue and len(self.inflight) < self.limit:
-                    fn, args, then = self.queue.popleft()
+                    if isinstance(self.queue[0], tuple):
+                        fn, args, then = self.queue.popleft()
+                    else:  # a generator of jobs (one repository's tags): take the next one
+                        job = next(self.queue[0], None)
+                        if job is None:
+                            self.queue.popleft()
+                            continue
+                        fn, args, then = job
                     future = self.pool.submit(fn, *args)
                     self.inflight[future] = then
                     future.add_done_callback(self.done.put)
@@ -363,9 +372,14 @@ class _Walk:
         # same on a GET as on a HEAD, so this saves one request per new manifest. Re-syncs HEAD.
         fetch = not self.client.use_get_manifest and not self.writer.has_tags(state.name)
         resolve = self.client.fetch_tag if fetch else self.client.resolve
-        for tag in state.tags:
-            self._submit(resolve, (state.name, tag), lambda got, s=state, t=tag: self._on_ref(s, t, got))
-        if not state.tags:
+        if state.tags:
+            # A generator, not one queued job per tag: a repository of 100,000 tags then costs memory for the
+            # requests in flight, not for 100,000 waiting closures.
+            self.queue.append(
+                (resolve, (state.name, tag), lambda got, s=state, t=tag: self._on_ref(s, t, got))
+                for tag in state.tags
+            )
+        else:
             self._after_refs(state)
 
     def _on_ref(self, state: _RepoState, tag: str, got) -> None:
@@ -374,7 +388,7 @@ class _Walk:
             ref, body, media_type = got
             state.bodies.setdefault(ref.digest, (body, media_type))
         if ref is not None:  # None: the tag was deleted between tags/list and HEAD
-            state.refs[tag] = ref
+            state.refs[tag] = sys.intern(ref.digest)
         state.pending -= 1
         self.tags_seen += 1
         if state.pending == 0:
@@ -382,7 +396,7 @@ class _Walk:
 
     def _after_refs(self, state: _RepoState) -> None:
         state.stage = "manifests"
-        wanted = {ref.digest for ref in state.refs.values()}
+        wanted = set(state.refs.values())
         known = self.writer.lookup(wanted)
         state.pending = 0
         for digest in wanted - known.keys():
@@ -431,7 +445,7 @@ class _Walk:
                     self._after_manifests(waiter)
 
     def _after_manifests(self, state: _RepoState) -> None:
-        ids = self.writer.lookup({ref.digest for ref in state.refs.values()})
+        ids = self.writer.lookup(set(state.refs.values()))
         tagged = set(ids.values())
         present = tagged | self.writer.children_of(tagged)
         # Manifests we knew in this repository that no tag or index holds any more may still be there,
@@ -455,10 +469,10 @@ class _Walk:
             state.survivors.add(digest_id)
         state.pending -= 1
         if state.pending == 0:
-            self._write(state, self.writer.lookup({ref.digest for ref in state.refs.values()}))
+            self._write(state, self.writer.lookup(set(state.refs.values())))
 
     def _write(self, state: _RepoState, ids: dict[str, int]) -> None:
-        self.writer.write_repo(state.name, {tag: ids[ref.digest] for tag, ref in state.refs.items()}, state.survivors)
+        self.writer.write_repo(state.name, {tag: ids[digest] for tag, digest in state.refs.items()}, state.survivors)
         del self.open[state.name]
         self.repos_done += 1
         if self.progress:
