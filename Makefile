@@ -3,7 +3,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := docker-registry skopeo postgresql sqlite3
 
 .PHONY: help deps system-deps test demo bench clean
 
