@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from sqlalchemy import Engine, select
@@ -39,7 +38,7 @@ class Inventory:
     """An inventory of one or more registries in an SQLite file, ``:memory:``, or a SQLAlchemy URL."""
 
     def __init__(self, db: str | os.PathLike = MEMORY, *, readonly: bool = False):
-        self.target = str(db) if not isinstance(db, Path) else str(db)
+        self.target = str(db)
         self.readonly = readonly
         self.engine: Engine = create_inventory_engine(self.target, readonly=readonly)
         # Before the first connection, so every connection has regdb_match (selectors and hand-written SQL).

@@ -280,7 +280,7 @@ def test_queries_check_their_selectors_when_made():
 def test_the_plan_and_the_removal_are_the_same_on_postgresql(fresh_registry, fresh_pusher, pg_url, tmp_path):
     """The closure and byte count are SQL (a temporary table, NOT EXISTS, string functions): one dialect more."""
     p = fresh_pusher
-    index = p.push_index("multi", "2.1")
+    p.push_index("multi", "2.1")
     image = p.push_image("multi", "1.1")
     p.push_cosign_signature("multi", image.digest)
     keep = p.push_image("multi", "keep")

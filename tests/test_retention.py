@@ -282,7 +282,7 @@ def test_reclaimable_view_gives_what_the_removal_reported_and_gc_frees(fresh_reg
     p, repo = fresh_pusher, "app"
     shared = b"a layer both images use " * 50
     old = p.push_image(repo, "1.0", layers=[shared, b"only 1.0 " * 80], created=ago(100))
-    new = p.push_image(repo, "2.0", layers=[shared, b"only 2.0 " * 90], created=ago(1))
+    p.push_image(repo, "2.0", layers=[shared, b"only 2.0 " * 90], created=ago(1))
     db = tmp_path / "inv.db"
     inventory = synced(fresh_registry.url, db)
     result = inventory.remove(RegistryClient(fresh_registry.url),

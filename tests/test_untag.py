@@ -109,8 +109,8 @@ def test_a_failed_placeholder_delete_puts_the_tag_back_and_leaves_no_placeholder
         proxy.fail_deletes = 1
         result = regdb(proxy.url, tmp_path / "proxy.db", "untag", "-r", "app", "-t", "stable")
         assert result.exit_code == 1
-        assert f"Error: untag incomplete: 0 of 1 tags removed\n  not removed: app:stable (deleting the " \
-               f"placeholder failed (" in result.output
+        assert "Error: untag incomplete: 0 of 1 tags removed\n  not removed: app:stable (deleting the " \
+               "placeholder failed (" in result.output
         assert f"stable is back on {image.digest})" in result.output
         assert proxy.fail_deletes == 0
     finally:
