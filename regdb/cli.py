@@ -630,6 +630,15 @@ def echo_plan(plan, *, err: bool = False) -> None:
 
 
 def echo_result(result, fmt: str) -> None:
+    echo_outcomes(
+        result, fmt, "digest",
+        f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
+        f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}",
+    )
+
+
+def echo_outcomes(result, fmt: str, what: str, summary: str) -> None:
+    """A removal's or untag's result: one JSON document, or the rows that were not done and a summary line."""
     import json
 
     from . import output
@@ -639,12 +648,9 @@ def echo_result(result, fmt: str) -> None:
         return
     problems = [o.as_dict() for o in result.skipped + result.failed]
     if problems:
-        for chunk in output.render(problems, ["outcome", "repo", "digest", "error"], "text"):
+        for chunk in output.render(problems, ["outcome", "repo", what, "error"], "text"):
             click.echo(chunk, nl=False)
-    click.echo(
-        f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
-        f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}"
-    )
+    click.echo(summary)
 
 
 def human_bytes(count: int) -> str:
@@ -920,16 +926,8 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt)
 
 
 def echo_untag_result(result, fmt: str) -> None:
-    import json
-
-    from . import output
-
-    if fmt == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2))
-        return
-    problems = [o.as_dict() for o in result.skipped + result.failed]
-    if problems:
-        for chunk in output.render(problems, ["outcome", "repo", "tag", "error"], "text"):
-            click.echo(chunk, nl=False)
-    click.echo(f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
-               f"(run {result.run_id})")
+    echo_outcomes(
+        result, fmt, "tag",
+        f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
+        f"(run {result.run_id})",
+    )
