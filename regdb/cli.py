@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .address import normalize_url
 from .db import MEMORY
-from .errors import RegdbError, SelectorError
+from .errors import RegdbError, RemovalIncomplete, SelectorError
 from .inventory import Inventory, default_db_path
 
 log = logging.getLogger("regdb")
@@ -570,8 +570,6 @@ def asks_for_confirmation() -> bool:
 def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str) -> None:
     import json
 
-    from .errors import RemovalIncomplete
-
     if no_refresh or settings.refresh:
         # --refresh already re-read the whole registry; --no-refresh plans on the inventory as it is.
         inventory, refresh = settings.synced_inventory(), False
@@ -600,6 +598,11 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
         echo_plan(plan)
     elif confirm:
         echo_plan(plan, err=True)  # the person must see what they confirm; stdout stays one JSON document
+    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm)
+
+
+def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool) -> None:
+    """Ask (when regdb must), delete the plan, print the result; a partial failure prints it, then fails."""
     if confirm:
         click.confirm(
             f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True
@@ -795,7 +798,6 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
     """
     import json
 
-    from .errors import RemovalIncomplete
     from .policy import load_policy
 
     policy = load_policy(policy_file)  # a mistake in the file is reported before the registry is contacted
@@ -819,14 +821,7 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
         echo_policy_plan(planned)
     elif confirm:
         echo_policy_plan(planned, err=True)
-    if confirm:
-        click.confirm(f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True)
-    try:
-        result = inventory.remove(client, plan, jobs=settings.jobs)
-    except RemovalIncomplete as error:
-        echo_result(error.result, fmt)
-        raise
-    echo_result(result, fmt)
+    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm)
 
 
 def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
