@@ -556,7 +556,16 @@ def reference(registry: dict, query: dict):
 )
 def test_sql_selection_equals_the_python_reference(shared_inventory, case, other_registry):
     registry, query = case
-    with shared_inventory.engine.connect() as connection:
+    result = hold_against_reference(shared_inventory, registry, query, other_registry)
+    if result is not None:
+        labels = {digest(label): label for tags, untagged in registry.values() for label in [*tags.values(), *untagged]}
+        assert all(row.size == size_of(labels[row.digest]) and row.registry == NAME for row in result)
+
+
+def hold_against_reference(inventory, registry, query, other_registry):
+    """Populate both registries in a transaction that is rolled back, and hold query_tags equal to the
+    reference (the same rows, or the same IntersectionError). Returns the rows, None after an error."""
+    with inventory.engine.connect() as connection:
         transaction = connection.begin()
         try:
             # A second registry sharing digests and repository names must change nothing.
@@ -569,11 +578,10 @@ def test_sql_selection_equals_the_python_reference(shared_inventory, case, other
                     query_tags(connection, registry_id, **query)
                 assert (caught.value.repo, caught.value.digest, caught.value.others) == (
                     error.repo, error.digest, error.others)
-                return
+                return None
             result = query_tags(connection, registry_id, **query)
             assert ([(row.repo, row.digest, row.tags) for row in result], result.missing_repos) == expected
-            labels = {digest(label): label for tags, untagged in registry.values() for label in [*tags.values(), *untagged]}
-            assert all(row.size == size_of(labels[row.digest]) and row.registry == NAME for row in result)
+            return result
         finally:
             transaction.rollback()
 
@@ -592,20 +600,4 @@ def pg_inventory(pg_url):  # noqa: F811
 @given(case=cases(), other_registry=registries())
 def test_postgresql_selection_equals_the_python_reference(pg_inventory, case, other_registry):
     registry, query = case
-    with pg_inventory.engine.connect() as connection:
-        transaction = connection.begin()
-        try:
-            populate(connection, other_registry, url="https://other.test", name="other.test")
-            registry_id = populate(connection, registry)
-            try:
-                expected = reference(registry, query)
-            except IntersectionError as error:
-                with pytest.raises(IntersectionError) as caught:
-                    query_tags(connection, registry_id, **query)
-                assert (caught.value.repo, caught.value.digest, caught.value.others) == (
-                    error.repo, error.digest, error.others)
-                return
-            result = query_tags(connection, registry_id, **query)
-            assert ([(row.repo, row.digest, row.tags) for row in result], result.missing_repos) == expected
-        finally:
-            transaction.rollback()
+    hold_against_reference(pg_inventory, registry, query, other_registry)
