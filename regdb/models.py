@@ -71,6 +71,10 @@ class Repo(Base):
         ForeignKey("registries.id", ondelete="CASCADE"), doc="The registry holding the repository."
     )
     name: Mapped[str] = mapped_column(String, doc="Repository name (library/alpine, team/app).")
+    incomplete: Mapped[str | None] = mapped_column(
+        Text, doc="Why the last listing of this repository was incomplete (a name skipped as invalid, a listing "
+                  "cut off); NULL when it was complete. A removal touching it refuses."
+    )
 
 
 class Digest(Base):

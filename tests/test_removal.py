@@ -303,7 +303,7 @@ def test_the_plan_and_the_removal_are_the_same_on_postgresql(fresh_registry, fre
 
 def test_an_interrupted_removal_still_records_the_deletes_it_sent(fresh_registry, fresh_pusher, synced, monkeypatch,
                                                                   tmp_path):
-    import regdb.removal as removal
+    import regdb.cleanup.execute as removal
 
     p = fresh_pusher
     images = [p.push_image("app", f"1.{i}") for i in range(1, 4)]
