@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps system-deps test demo bench clean
+.PHONY: help deps system-deps test test-loaded demo bench clean
 
 help:
 	@echo "make demo   - throwaway local registry with sample images, synced and queried"
 	@echo "make test   - the whole test suite (real registry, real PostgreSQL)"
+	@echo "make test-loaded - the same beside two CPU hogs (timing must not matter)"
 	@echo "make bench  - performance figures side by side"
 
 $(VENV)/.installed: pyproject.toml
@@ -34,6 +35,10 @@ system-deps:
 
 test: deps
 	$(PY) -m pytest -q
+
+# The suite beside two busy processes: nothing in it may depend on timing.
+test-loaded: deps
+	scripts/with-cpu-hog $(PY) -m pytest -q
 
 demo: deps
 	$(PY) scripts/demo.py

@@ -147,10 +147,8 @@ def regdb_command() -> list[str]:
     beside = Path(sys.executable).parent / "regdb"
     if beside.exists():
         return [str(beside)]
-    found = shutil.which("regdb")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from regdb.cli import main; sys.exit(main())"]
+    # Never another regdb found on PATH: the figures must be this checkout's.
+    return [sys.executable, "-m", "regdb"]
 
 
 # --- the seed: docker-registry-util 1.0.3 in a venv of its own ---------------------------------------------------

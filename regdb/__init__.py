@@ -15,17 +15,22 @@ from .errors import (
     ScopeRefused,
     SelectorError,
 )
-from .inventory import Inventory, default_db_path
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # RegistryClient pulls in requests; importing it lazily keeps inventory-only commands fast to start.
+    # Imported on first use: RegistryClient pulls in requests, Inventory SQLAlchemy. ``import regdb`` stays
+    # standard-library only, so the console scripts' entry (regdb/entry.py) can catch a Ctrl-C during every
+    # later import, and inventory-only commands never import requests.
     if name == "RegistryClient":
         from .client import RegistryClient
 
         return RegistryClient
+    if name in ("Inventory", "default_db_path"):
+        from . import inventory
+
+        return getattr(inventory, name)
     raise AttributeError(f"module 'regdb' has no attribute {name!r}")
 
 __all__ = [

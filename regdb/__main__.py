@@ -1,5 +1,7 @@
 """``python -m regdb``: the same CLI as the ``regdb`` console script."""
 
-from .cli import main
+import sys
 
-main(prog_name="regdb")
+from .entry import regdb
+
+sys.exit(regdb())

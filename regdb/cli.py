@@ -171,6 +171,15 @@ class Settings:
 class RegdbGroup(click.Group):
     """Turns the library's named errors into one line and an exit status, at the one place they surface."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        # A Ctrl-C while the options are parsed: click alone would print "Aborted!" and exit 1.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except KeyboardInterrupt:
+            from .entry import interrupted
+
+            raise click.exceptions.Exit(interrupted(info_name or "regdb")) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -179,8 +188,10 @@ class RegdbGroup(click.Group):
         except RegdbError as error:
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt:
-            click.echo("regdb: interrupted; the inventory keeps its last complete snapshot", err=True)
-            ctx.exit(130)
+            from .entry import interrupted
+
+            ctx.exit(interrupted(ctx.find_root().info_name or "regdb",
+                                 "interrupted; the inventory keeps its last complete snapshot"))
         finally:
             if isinstance(ctx.obj, Settings):
                 ctx.obj.close()

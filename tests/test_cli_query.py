@@ -4,11 +4,12 @@ format with its exact text, and the errors a user can make."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -303,9 +304,11 @@ def test_first_query_syncs_and_refresh_resyncs(fresh_registry, fresh_pusher, tmp
 
 
 def test_dregutil_is_the_same_command(images):
-    dregutil = shutil.which("dregutil")
-    assert dregutil, "the dregutil console script is not installed (pip install -e .)"
-    run = subprocess.run([dregutil, "-reg", images.url, "--db", str(images.db), "query-tags", "-r", images.app,
+    # The console script of the venv running the tests, as a shell finds it after `pip install`: never
+    # whatever other dregutil happens to be on PATH.
+    dregutil = Path(sys.executable).parent / "dregutil"
+    assert dregutil.exists(), f"the dregutil console script is not installed beside {sys.executable}"
+    run = subprocess.run([str(dregutil), "-reg", images.url, "--db", str(images.db), "query-tags", "-r", images.app,
                           "-t", "1.0"], capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout, run.stderr) == (0, f"{images.app}  {images.old.digest}\n", "")
 

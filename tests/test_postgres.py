@@ -233,7 +233,14 @@ def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, mo
 
             thread = threading.Thread(target=second_writer)
             thread.start()
-            time.sleep(0.5)
+            # Wait until the second writer is blocked on the lock (PostgreSQL says so), not for a guessed time.
+            deadline = time.monotonic() + 30
+            with engine.connect() as watcher:
+                while not watcher.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )).scalar():
+                    assert time.monotonic() < deadline, "the second writer never waited for the lock"
+                    time.sleep(0.01)
             assert entered == []
             released = time.monotonic()
         thread.join(10)

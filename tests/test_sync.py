@@ -221,7 +221,7 @@ def test_reader_during_a_sync_sees_only_complete_snapshots(fresh_registry, fresh
     assert seen == {40, 120}
 
 
-def test_a_registry_dying_mid_sync_keeps_the_old_snapshot(fresh_registry, fresh_pusher, tmp_path):
+def test_a_registry_dying_mid_sync_keeps_the_old_snapshot(fresh_registry, fresh_pusher, tmp_path, monkeypatch):
     p = fresh_pusher
     image = p.push_image("app", "1.0")
     for i in range(1, 20):
@@ -232,7 +232,17 @@ def test_a_registry_dying_mid_sync_keeps_the_old_snapshot(fresh_registry, fresh_
     before = inventory_state(db)
     for i in range(20, 150):
         p.tag("app", f"1.{i}", image.digest)
-    killer = threading.Timer(0.5, fresh_registry.kill)
+    # Kill the registry once the sync is resolving tags (not after a guessed delay, which on a loaded machine
+    # could fire before the sync started): the first resolve() call is the signal.
+    resolving = threading.Event()
+    real_resolve = RegistryClient.resolve
+
+    def resolve(self, *args, **kwargs):
+        resolving.set()
+        return real_resolve(self, *args, **kwargs)
+
+    monkeypatch.setattr(RegistryClient, "resolve", resolve)
+    killer = threading.Thread(target=lambda: resolving.wait(60) and fresh_registry.kill())
     killer.start()
     result = CliRunner().invoke(
         main, ["-reg", fresh_registry.url, "--db", str(db), "--rate", "100", "sync"])
@@ -260,20 +270,54 @@ def test_a_killed_sync_leaves_the_previous_snapshot(fresh_registry, fresh_pusher
     before = inventory_state(db)
     for i in range(1, 150):
         p.tag("app", f"1.{i}", image.digest)
-    command = [sys.executable, "-m", "regdb", "-reg", fresh_registry.url, "--db", str(db), "--rate", "50",
-               "sync"]
+    command = [sys.executable, "-m", "regdb", "-l", "debug", "-reg", fresh_registry.url, "--db", str(db),
+               "--rate", "50", "sync"]
     sync = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # the write transaction is open and tags are being resolved (150 at 50/s: ~3 s)
-    assert sync.poll() is None, sync.communicate()
+    # Wait for the sync to be resolving tags (150 at 50/s: ~3 s), seen as its first tag HEAD on stderr at
+    # -l debug: a fixed sleep would, on a loaded machine, interrupt Python while it is still importing.
+    seen = wait_for_line(sync.stderr, "HEAD /v2/app/manifests/1.", timeout=60)
+    assert sync.poll() is None, (seen, sync.communicate())
     sync.send_signal(getattr(signal, signal_name))
-    _, err = sync.communicate(timeout=30)
-    assert sync.returncode != 0
+    _, rest = sync.communicate(timeout=30)
+    err = seen + rest
+    assert sync.returncode == (130 if signal_name == "SIGINT" else -signal.SIGKILL), err
     if signal_name == "SIGINT":  # Ctrl-C: one line, no traceback
-        assert "Traceback" not in err and err.strip().splitlines() == [
-            "regdb: interrupted; the inventory keeps its last complete snapshot"]
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1] == "regdb: interrupted; the inventory keeps its last complete snapshot"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert inventory_state(db) == before
     with Inventory(db) as inventory:  # and the next sync completes
         inventory.sync(RegistryClient(fresh_registry.url))
     assert inventory_state(db) == registry_state(p)
+
+
+def wait_for_line(stream, needle: str, *, timeout: float) -> str:
+    """Read ``stream`` (a child's stderr) until a line containing ``needle``; everything read so far.
+
+    Reads in a thread so that the deadline holds even while the child prints nothing."""
+    import queue
+    import threading
+
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def pump() -> None:
+        for line in iter(stream.readline, ""):
+            lines.put(line)
+            if needle in line:
+                break
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    read = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            raise AssertionError(f"no line with {needle!r} within {timeout} s:\n{''.join(read)}") from None
+        if line is None:
+            raise AssertionError(f"the stream ended before a line with {needle!r}:\n{''.join(read)}")
+        read.append(line)
+        if needle in line:
+            return "".join(read)
