@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .address import normalize_url
 from .db import MEMORY
-from .errors import RegdbError, RemovalIncomplete, SelectorError
+from .errors import RegdbError, RemovalIncomplete, RemovalInterrupted, SelectorError
 from .inventory import Inventory, default_db_path
 
 log = logging.getLogger("regdb")
@@ -497,7 +497,10 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
 def removal_options(func):
     options = [
         click.option("--dry-run", is_flag=True, help="Print the plan and stop: delete nothing."),
-        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
+        click.option("--yes", "-y", is_flag=True,
+                     help="Delete without asking; needed when stdin is not a terminal (a script, cron)."),
+        click.option("--max-delete", type=click.IntRange(min=0), metavar="N",
+                     help="Refuse, before deleting anything, a plan of more than N manifests (tags for untag)."),
         click.option("--no-refresh", is_flag=True,
                      help="Plan on the inventory as it is, without re-reading the repositories first."),
         click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -515,7 +518,7 @@ def removal_options(func):
 @click.pass_obj
 def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
                 raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, dry_run, yes,
-                no_refresh, fmt):
+                max_delete, no_refresh, fmt):
     """Delete the digests that the selected tags point at (the selection of query-tags).
 
     First the selected repositories are re-read from the registry and the selection is made on that state
@@ -536,14 +539,14 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
         retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged),
     )
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
 
 
 @main.command("remove-repos")
 @repo_option
 @removal_options
 @click.pass_obj
-def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
+def remove_repos(settings: Settings, repos, dry_run, yes, max_delete, no_refresh, fmt):
     """Delete every manifest of the repositories: tagged, untagged, index children and signatures.
 
     A digest also present in a repository not named fails the command (--no-raise-intersecting-repo leaves
@@ -556,18 +559,21 @@ def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
     from .removal import RepoQuery
 
     query = RepoQuery(repos, raise_intersecting_repo=settings.raise_intersecting_repo)
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
 
 
 PLAN_COLUMNS = ["repo", "digest", "tags", "media_type", "reason", "bytes"]
 
 
-def asks_for_confirmation() -> bool:
-    """A person at a terminal is asked; a pipe or a cron job proceeds, as docker-registry-util did."""
-    return sys.stdin.isatty()
+def asks_for_confirmation(yes: bool) -> bool:
+    """Whether to ask before deleting; without --yes and a terminal, exits 2 (see cli_removal)."""
+    from .cli_removal import confirm_or_refuse
+
+    return confirm_or_refuse(yes)
 
 
-def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str) -> None:
+def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
+                max_delete: int | None = None) -> None:
     import json
 
     if no_refresh or settings.refresh:
@@ -593,22 +599,30 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
         else:
             echo_plan(plan)
         return
-    confirm = asks_for_confirmation() and not yes
+    confirm = asks_for_confirmation(yes)
     if fmt == "text":
         echo_plan(plan)
     elif confirm:
         echo_plan(plan, err=True)  # the person must see what they confirm; stdout stays one JSON document
-    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm)
+    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm, max_delete=max_delete)
 
 
-def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool) -> None:
+def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool,
+                       max_delete: int | None = None) -> None:
     """Ask (when regdb must), delete the plan, print the result; a partial failure prints it, then fails."""
+    from .cli_removal import interrupted
+    from .removal import check_max_delete
+
+    check_max_delete(plan, max_delete)  # before the question: a plan that will be refused is not asked about
     if confirm:
         click.confirm(
             f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True
         )
     try:
-        result = inventory.remove(client, plan, jobs=settings.jobs)
+        result = inventory.remove(client, plan, jobs=settings.jobs, max_delete=max_delete)
+    except RemovalInterrupted as error:
+        echo_result(error.result, fmt)
+        interrupted(error)
     except RemovalIncomplete as error:
         echo_result(error.result, fmt)
         raise
@@ -783,7 +797,7 @@ def without_digest_tags(rows):
 @click.argument("policy_file", metavar="POLICY.toml")
 @removal_options
 @click.pass_obj
-def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
+def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh, fmt):
     """Apply a retention policy: remove what its rules select, keep what any rule keeps.
 
     POLICY.toml holds rules per repository pattern (glob or re:REGEX), each combining tags, keep_latest,
@@ -816,12 +830,14 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
             if dry_run and plan.rows:
                 click.echo("dry run: nothing deleted")
         return
-    confirm = asks_for_confirmation() and not yes
+    confirm = asks_for_confirmation(yes)
     if fmt == "text":
         echo_policy_plan(planned)
     elif confirm:
         echo_policy_plan(planned, err=True)
-    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm)
+    limits = [n for n in (max_delete, policy.max_delete) if n is not None]
+    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm,
+                       max_delete=min(limits) if limits else None)
 
 
 def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
@@ -869,7 +885,7 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
                    "delete that; auto: DELETE by tag, then the placeholder if the registry refuses.")
 @removal_options
 @click.pass_obj
-def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt):
+def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_refresh, fmt):
     """Remove tags while keeping their digests and the other tags on them.
 
     Deleting a digest takes every tag on it; untag removes just the tags named. On a registry that allows
@@ -907,7 +923,10 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt)
             show()
             click.echo("dry run: nothing untagged")
         return
-    confirm = asks_for_confirmation() and not yes
+    confirm = asks_for_confirmation(yes)
+    if max_delete is not None and len(plan.rows) > max_delete:
+        raise click.ClickException(f"the plan untags {len(plan.rows)} tags, more than the limit of {max_delete} "
+                                   "(--max-delete): nothing untagged")
     if fmt == "text" or confirm:
         show(err=fmt != "text")
     if confirm:
@@ -926,3 +945,6 @@ def echo_untag_result(result, fmt: str) -> None:
         f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id})",
     )
+
+
+from . import cli_removal  # noqa: E402,F401 - registers restore (removal safety, issue #12)

@@ -31,7 +31,7 @@ def shop(fresh_registry, fresh_pusher, tmp_path):
 
 
 def removal(proxy, db, *extra):
-    return run("-reg", proxy.url, "--db", db, *extra, "remove-tags", "-r", "app", "-t", "<2")
+    return run("-reg", proxy.url, "--db", db, *extra, "remove-tags", "--yes", "-r", "app", "-t", "<2")
 
 
 def survivors_intact(p, old, kept):
