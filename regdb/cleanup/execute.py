@@ -250,6 +250,9 @@ def _wind_down(inflight: dict[Future, tuple[PlannedDeletion, int]], recorder: "_
     with interrupts_held(deliver=False):
         for future in inflight:
             future.cancel()
+        if not quietly:
+            log.warning("interrupted: waiting for the DELETEs in flight (%d at most) to be answered and recorded; "
+                        "Ctrl-C again does not stop this", len(inflight))
         done, _ = wait(inflight)
         sent = []
         for future in done:
