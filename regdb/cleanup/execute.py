@@ -459,8 +459,8 @@ def _tags_or_none(client: RegistryClient, repo: str) -> list[str] | None:
 def incomplete_message(result: RemovalResult, plan: Plan, fatal: RegdbError | None, *, limit: int = 20) -> str:
     """What was and was not deleted, for a person: the first ``limit`` of each, then where to read the rest."""
     lines = [
-        f"tag {v.repo}:{v.tag} ({v.digest}) vanished during the removal without being planned: it was on a "
-        "digest deleted after it was verified; the run stopped"
+        f"tag {v.repo}:{v.tag} (on {v.digest} when verified) vanished during the removal without being "
+        "planned: it was moved onto a deleted digest, or deleted, after the verification; the run stopped"
         for v in result.vanished
     ]
     head = (f"removal incomplete: {len(result.deleted)} of {len(plan.rows)} manifests deleted"
