@@ -145,3 +145,18 @@ def test_the_journal_keeps_what_restore_needs(fresh_registry, fresh_pusher, tmp_
     assert set(by_digest[index.digest]["tags"].split(",")) == {"latest", "v1"}
     assert by_digest[index.digest]["media_type"] == index.media_type
     assert all(by_digest[child.digest]["tags"] is None for child in index.children.values())
+
+
+def test_untag_is_journaled_and_refuses_without_yes_too(fresh_registry, fresh_pusher, tmp_path):
+    p = fresh_pusher
+    image = p.push_image("app", "1.0")
+    p.tag("app", "stable", image.digest)
+    db = tmp_path / "inv.db"
+    refused = regdb(fresh_registry.url, db, "untag", "-r", "app", "-t", "stable", "--format", "json")
+    assert refused.exit_code == 2 and "pass --yes" in refused.stderr, refused.output
+    assert p.head_digest("app", "stable") == image.digest
+    result = regdb(fresh_registry.url, db, "untag", "--yes", "-r", "app", "-t", "stable")
+    assert result.exit_code == 0, result.output
+    [row] = deletions(db)
+    assert row["outcome"] == "untagged" and row["intent_at"] is not None and row["tags"] == "stable"
+    assert p.tags("app") == ["1.0"] and p.head_digest("app", "1.0") == image.digest

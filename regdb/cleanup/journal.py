@@ -119,7 +119,8 @@ def _registry_id(engine: Engine, url: str) -> int | None:
 def in_flight(engine: Engine, registry: str, *, limit: int = MAX_RESOLVED_PER_RUN) -> list[dict]:
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(
-            select(_deletions.c.id, _deletions.c.run_id, _deletions.c.repo, _deletions.c.digest)
+            select(_deletions.c.id, _deletions.c.run_id, _deletions.c.repo, _deletions.c.digest, _deletions.c.tags,
+                   _deletions.c.reason)
             .where(_deletions.c.outcome == IN_FLIGHT, _deletions.c.registry == registry)
             .order_by(_deletions.c.id).limit(limit)
         )]
@@ -132,25 +133,40 @@ def resolve_in_flight(engine: Engine, client: RegistryClient, *, run_id: str) ->
     if not rows:
         return []
     registry_id = _registry_id(engine, client.url)
-    settled: list[tuple[dict, bool]] = []
+    settled: list[tuple[dict, str, str]] = []
     for row in rows:
         try:
-            settled.append((row, client.manifest_exists(row["repo"], row["digest"])))
+            settled.append((row, *_ask(client, row)))
         except RegistryError:
             continue
     resolved = []
     with interrupts_held(), write_transaction(engine) as conn:
-        for row, present in settled:
-            outcome = "failed" if present else "deleted"
+        for row, outcome, why in settled:
             conn.execute(update(_deletions).where(_deletions.c.id == row["id"]).values(
-                at=utcnow(), outcome=outcome, resolved_by=run_id,
-                error=("interrupted before the DELETE was answered; the registry still has it" if present else
-                       "interrupted before the DELETE was answered; the registry no longer has it"),
+                at=utcnow(), outcome=outcome, resolved_by=run_id, error=why,
             ))
-            if not present and registry_id is not None:
+            if registry_id is not None and outcome == "deleted":
                 forget_pair(conn, registry_id, row["repo"], row["digest"])
+            if registry_id is not None and outcome == "untagged":
+                repo_id = select(_repos.c.id).where(_repos.c.registry_id == registry_id,
+                                                    _repos.c.name == row["repo"]).scalar_subquery()
+                conn.execute(delete(_tags).where(_tags.c.repo_id == repo_id, _tags.c.name == row["tags"]))
             resolved.append(Resolved(row["run_id"], row["repo"], row["digest"], outcome))
     return resolved
+
+
+def _ask(client: RegistryClient, row: dict) -> tuple[str, str]:
+    """(outcome, why) of an in-flight row, from the registry as it is now."""
+    if (row["reason"] or "").startswith("untag"):
+        # An untag's intent: the tag is the thing. Gone: untagged. Anything else (still on the digest, or on a
+        # placeholder left half-way) is recorded failed, and untag can be run again.
+        ref = client.resolve(row["repo"], row["tags"] or "")
+        if ref is None:
+            return "untagged", "interrupted before the untag was answered; the tag is gone"
+        return "failed", f"interrupted before the untag was answered; the tag names {ref.digest}: untag it again"
+    if client.manifest_exists(row["repo"], row["digest"]):
+        return "failed", "interrupted before the DELETE was answered; the registry still has it"
+    return "deleted", "interrupted before the DELETE was answered; the registry no longer has it"
 
 
 @contextmanager
