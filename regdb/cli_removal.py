@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .cli import Settings, main
+from .db import MEMORY
 
 PROCEED = "proceed"
 ASK = "ask"
@@ -75,7 +76,10 @@ def restore(settings: Settings, run_id, dry_run, fmt):
 
     from .cleanup.restore import plan_restore, restore as restore_run
 
-    settings.reach_before_creating()
+    target = settings.db_target()
+    if "://" not in target and target != MEMORY and not Path(target).exists():
+        # The journal lives in the inventory: without one there is nothing to restore, and none is created.
+        raise click.ClickException(f"no inventory {target}: restore reads the removal's journal from it")
     inventory = settings.inventory()
     client = settings.client()
     plan = plan_restore(inventory.engine, client, run_id)

@@ -113,7 +113,13 @@ def test_restore_does_not_move_a_tag_pushed_again_since(fresh_registry, fresh_pu
 
 
 def test_restore_of_an_unknown_run_is_one_line(fresh_registry, tmp_path):
-    result = regdb(fresh_registry.url, tmp_path / "inv.db", "restore", "20990101T000000Z-00000000")
+    db = tmp_path / "inv.db"
+    result = regdb(fresh_registry.url, db, "restore", "20990101T000000Z-00000000")
+    assert result.exit_code == 1 and result.output == f"Error: no inventory {db}: restore reads the removal's " \
+        "journal from it\n"
+    assert not db.exists()
+    assert regdb(fresh_registry.url, db, "sync").exit_code == 0
+    result = regdb(fresh_registry.url, db, "restore", "20990101T000000Z-00000000")
     assert result.exit_code == 1
     assert result.output.startswith("Error: no removal run 20990101T000000Z-00000000 for "), result.output
 

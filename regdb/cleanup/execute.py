@@ -212,7 +212,13 @@ def _delete_wave(pool: ThreadPoolExecutor, jobs: int, client: RegistryClient, ro
         recorder.record([got for got in fetched if isinstance(got, Outcome)])
         intents = [got for got in fetched if isinstance(got, Intent)]
         by_key = {(row.repo, row.digest): row for row in batch}
-        ids = recorder.intend(intents)
+        try:
+            ids = recorder.intend(intents)
+        except InventoryError as error:
+            # Nothing of this batch was sent; what was deleted before is recorded. Say so: finding 5 of #12.
+            result = recorder.result
+            raise InventoryError(f"{error}; the removal stopped before its next DELETE: {len(result.deleted)} "
+                                 f"manifests deleted so far, each recorded under run {result.run_id}") from None
         inflight: dict[Future, tuple[PlannedDeletion, int]] = {
             pool.submit(_delete_one, client, by_key[(i.repo, i.digest)]): (by_key[(i.repo, i.digest)], row_id)
             for i, row_id in zip(intents, ids)
