@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+from contextlib import closing
 
 import requests
 from click.testing import CliRunner
 
+from regdb import Inventory, RegistryClient
+from regdb.cleanup.restore import plan_restore, restore
 from regdb.cli import main
+from regdb.removal import TagQuery
+from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present
 from tests.rig import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, REGISTRY_BINARY, canonical_json
 
@@ -110,6 +115,22 @@ def test_restore_does_not_move_a_tag_pushed_again_since(fresh_registry, fresh_pu
     assert (f"these tags were pushed again since the removal and name another manifest: app:1.0 (now "
             f"{rebuilt.digest}, was {old[0].digest})") in result.output
     assert p.head_digest("app", "1.0") == rebuilt.digest and not manifest_present(p, "app", old[1].digest)
+
+
+def test_the_journal_and_restore_on_postgresql(fresh_registry, fresh_pusher, pg_url):
+    """The manifest bytes are a BYTEA there; intents, outcomes and restored_by are the same statements."""
+    p = fresh_pusher
+    old, kept, index, every = populate(p)
+    before = answers(p, ["app", "multi"], every)
+    with Inventory(pg_url) as inventory, closing(RegistryClient(fresh_registry.url)) as client:
+        inventory.sync(client)
+        result = inventory.remove(client, TagQuery(["app", "multi"], tags=["<2", "stable"]))
+        assert len(result.deleted) == 6 and p.tags("app") == ["2.0"]
+        plan = plan_restore(inventory.engine, client, result.run_id)
+        assert len(plan.items) == 6
+        restored = restore(inventory.engine, client, plan)
+        assert len(restored.pushed) == 6 and len(restored.tags) == 5
+    assert answers(p, ["app", "multi"], every) == before
 
 
 def test_restore_of_an_unknown_run_is_one_line(fresh_registry, tmp_path):
