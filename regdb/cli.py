@@ -565,6 +565,13 @@ def remove_repos(settings: Settings, repos, dry_run, yes, max_delete, no_refresh
 PLAN_COLUMNS = ["repo", "digest", "tags", "media_type", "reason", "bytes"]
 
 
+def settle_in_flight(inventory, client, *, dry_run: bool) -> None:
+    from .cli_removal import settle_in_flight as settle
+
+    if not dry_run:
+        settle(inventory, client)
+
+
 def asks_for_confirmation(yes: bool) -> bool:
     """Whether to ask before deleting; without --yes and a terminal, exits 2 (see cli_removal)."""
     from .cli_removal import confirm_or_refuse
@@ -582,6 +589,7 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
     for name in plan.missing_repos:
         click.echo(f"warning: repository {name} not found in {plan.registry_name}", err=True)
@@ -817,6 +825,7 @@ def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh,
     policy = load_policy(policy_file)  # a mistake in the file is reported before the registry is contacted
     inventory = settings.inventory()
     client = settings.client()
+    settle_in_flight(inventory, client, dry_run=dry_run)
     if settings.refresh:
         run_sync(settings, inventory, None)  # a full sync: no need to re-read the matched repositories again
     planned = inventory.plan_policy(client, policy, refresh=not (no_refresh or settings.refresh),
@@ -908,6 +917,7 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_untag(client, repo, tags, method=method, refresh=refresh, jobs=settings.jobs)
 
     def show(err: bool = False) -> None:

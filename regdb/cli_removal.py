@@ -48,6 +48,16 @@ def confirm_or_refuse(yes: bool) -> bool:
     return decision == ASK
 
 
+def settle_in_flight(inventory, client) -> None:
+    """Before planning: the DELETEs an interrupted run left in-flight, asked of the registry and recorded, so the
+    plan starts from what the registry did. One line each on stderr."""
+    from .cleanup.execute import new_run_id
+    from .cleanup.journal import resolve_in_flight
+
+    for row in resolve_in_flight(inventory.engine, client, run_id=new_run_id()):
+        click.echo(f"settled: {row.repo}@{row.digest} of interrupted run {row.run_id}: {row.outcome}", err=True)
+
+
 def interrupted(error) -> None:
     """Ctrl-C during the DELETEs: say which run it was and what was and was not deleted, exit 130."""
     click.echo(str(error), err=True)

@@ -141,10 +141,11 @@ def remove(engine: Engine, client: RegistryClient, plan: Plan, *, jobs: int = 16
     check_max_delete(plan, max_delete)
     run_id = run_id or new_run_id()
     result = RemovalResult(run_id=run_id, registry=plan.registry, bytes_planned=plan.bytes_freed)
+    # In-flight rows an interrupted run left: asked of the registry first (writes only if there are any).
+    result.resolved = journal.resolve_in_flight(engine, client, run_id=run_id)
     if not plan.rows:
         return result
     journal.check_writable(engine)
-    result.resolved = journal.resolve_in_flight(engine, client, run_id=run_id)
     recorder = _Recorder(engine, plan, result)
     known = _known_digests(engine, plan.registry_id, plan.repos)
     fatal: RegdbError | None = None
