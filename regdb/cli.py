@@ -525,7 +525,8 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
     (--no-refresh: on the inventory as it is). The plan lists every manifest to delete, with its tags and the
     bytes a garbage collection would then free; an index's now unreferenced children and cosign signatures
     (sha256-<hex>.sig/.att/.sbom) of a removed digest go with it. On a terminal regdb asks before deleting
-    (--yes does not). Right before deleting, a digest whose tags changed is skipped and reported.
+    (--yes does not); from a script it refuses without --yes. Right before each repository's DELETEs, a digest
+    whose tags changed is skipped and reported. Every DELETE is journaled; 'regdb restore RUN_ID' undoes a run.
 
     \b
       regdb -reg registry.example.com remove-tags -r app -t '<1.4' --dry-run

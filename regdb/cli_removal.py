@@ -60,8 +60,9 @@ def settle_in_flight(inventory, client) -> None:
 
 def interrupted(error) -> None:
     """Ctrl-C during the DELETEs: say which run it was and what was and was not deleted, exit 130."""
-    click.echo(str(error), err=True)
-    click.get_current_context().exit(EXIT_INTERRUPTED)
+    ctx = click.get_current_context()
+    click.echo(f"{ctx.find_root().info_name or 'regdb'}: {error}", err=True)
+    ctx.exit(EXIT_INTERRUPTED)
 
 
 @main.command()
