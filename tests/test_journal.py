@@ -160,3 +160,23 @@ def test_untag_is_journaled_and_refuses_without_yes_too(fresh_registry, fresh_pu
     [row] = deletions(db)
     assert row["outcome"] == "untagged" and row["intent_at"] is not None and row["tags"] == "stable"
     assert p.tags("app") == ["1.0"] and p.head_digest("app", "1.0") == image.digest
+
+
+def test_an_untag_left_in_flight_is_settled_by_resolving_its_tag(fresh_registry, fresh_pusher, tmp_path):
+    import sqlite3
+    from contextlib import closing
+
+    p = fresh_pusher
+    image = p.push_image("app", "1.0")
+    p.tag("app", "stable", image.digest)
+    p.tag("app", "rc", image.digest)
+    db = tmp_path / "inv.db"
+    assert regdb(fresh_registry.url, db, "untag", "--yes", "-r", "app", "-t", "stable", "rc").exit_code == 0
+    p.tag("app", "rc", image.digest)  # rc is back in the registry: its untag did not happen, as far as it shows
+    with closing(sqlite3.connect(db)) as conn, conn:  # as if the run had been killed before both answers
+        conn.execute("UPDATE deletions SET outcome = 'in-flight', reason = 'untag'")
+    result = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "nothing-selected")
+    assert result.exit_code == 0, result.output
+    outcomes = {r["tags"]: r["outcome"] for r in deletions(db)}
+    assert outcomes == {"stable": "untagged", "rc": "failed"}
+    assert "settled: app@" in result.output and ": untagged" in result.output
