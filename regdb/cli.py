@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .address import normalize_url
 from .db import MEMORY
-from .errors import RegdbError, RemovalIncomplete, SelectorError
+from .errors import RegdbError, RemovalIncomplete, RemovalInterrupted, SelectorError
 from .inventory import Inventory, default_db_path
 
 log = logging.getLogger("regdb")
@@ -508,7 +508,10 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
 def removal_options(func):
     options = [
         click.option("--dry-run", is_flag=True, help="Print the plan and stop: delete nothing."),
-        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
+        click.option("--yes", "-y", is_flag=True,
+                     help="Delete without asking; needed when stdin is not a terminal (a script, cron)."),
+        click.option("--max-delete", type=click.IntRange(min=0), metavar="N",
+                     help="Refuse, before deleting anything, a plan of more than N manifests (tags for untag)."),
         click.option("--no-refresh", is_flag=True,
                      help="Plan on the inventory as it is, without re-reading the repositories first."),
         click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -526,14 +529,15 @@ def removal_options(func):
 @click.pass_obj
 def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
                 raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, dry_run, yes,
-                no_refresh, fmt):
+                max_delete, no_refresh, fmt):
     """Delete the digests that the selected tags point at (the selection of query-tags).
 
     First the selected repositories are re-read from the registry and the selection is made on that state
     (--no-refresh: on the inventory as it is). The plan lists every manifest to delete, with its tags and the
     bytes a garbage collection would then free; an index's now unreferenced children and cosign signatures
     (sha256-<hex>.sig/.att/.sbom) of a removed digest go with it. On a terminal regdb asks before deleting
-    (--yes does not). Right before deleting, a digest whose tags changed is skipped and reported.
+    (--yes does not); from a script it refuses without --yes. Right before each repository's DELETEs, a digest
+    whose tags changed is skipped and reported. Every DELETE is journaled; 'regdb restore RUN_ID' undoes a run.
 
     \b
       regdb -reg registry.example.com remove-tags -r app -t '<1.4' --dry-run
@@ -547,14 +551,14 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
         retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged),
     )
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
 
 
 @main.command("remove-repos")
 @repo_option
 @removal_options
 @click.pass_obj
-def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
+def remove_repos(settings: Settings, repos, dry_run, yes, max_delete, no_refresh, fmt):
     """Delete every manifest of the repositories: tagged, untagged, index children and signatures.
 
     A digest also present in a repository not named fails the command (--no-raise-intersecting-repo leaves
@@ -567,18 +571,28 @@ def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
     from .removal import RepoQuery
 
     query = RepoQuery(repos, raise_intersecting_repo=settings.raise_intersecting_repo)
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
 
 
 PLAN_COLUMNS = ["repo", "digest", "tags", "media_type", "reason", "bytes"]
 
 
-def asks_for_confirmation() -> bool:
-    """A person at a terminal is asked; a pipe or a cron job proceeds, as docker-registry-util did."""
-    return sys.stdin.isatty()
+def settle_in_flight(inventory, client, *, dry_run: bool) -> None:
+    from .cli_removal import settle_in_flight as settle
+
+    if not dry_run:
+        settle(inventory, client)
 
 
-def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str) -> None:
+def asks_for_confirmation(yes: bool) -> bool:
+    """Whether to ask before deleting; without --yes and a terminal, exits 2 (see cli_removal)."""
+    from .cli_removal import confirm_or_refuse
+
+    return confirm_or_refuse(yes)
+
+
+def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
+                max_delete: int | None = None) -> None:
     import json
 
     if no_refresh or settings.refresh:
@@ -587,6 +601,7 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
     for name in plan.missing_repos:
         click.echo(f"warning: repository {name} not found in {plan.registry_name}", err=True)
@@ -604,22 +619,30 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
         else:
             echo_plan(plan)
         return
-    confirm = asks_for_confirmation() and not yes
+    confirm = asks_for_confirmation(yes)
     if fmt == "text":
         echo_plan(plan)
     elif confirm:
         echo_plan(plan, err=True)  # the person must see what they confirm; stdout stays one JSON document
-    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm)
+    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm, max_delete=max_delete)
 
 
-def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool) -> None:
+def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool,
+                       max_delete: int | None = None) -> None:
     """Ask (when regdb must), delete the plan, print the result; a partial failure prints it, then fails."""
+    from .cli_removal import interrupted
+    from .removal import check_max_delete
+
+    check_max_delete(plan, max_delete)  # before the question: a plan that will be refused is not asked about
     if confirm:
         click.confirm(
             f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True
         )
     try:
-        result = inventory.remove(client, plan, jobs=settings.jobs)
+        result = inventory.remove(client, plan, jobs=settings.jobs, max_delete=max_delete)
+    except RemovalInterrupted as error:
+        echo_result(error.result, fmt)
+        interrupted(error)
     except RemovalIncomplete as error:
         echo_result(error.result, fmt)
         raise
@@ -794,7 +817,7 @@ def without_digest_tags(rows):
 @click.argument("policy_file", metavar="POLICY.toml")
 @removal_options
 @click.pass_obj
-def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
+def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh, fmt):
     """Apply a retention policy: remove what its rules select, keep what any rule keeps.
 
     POLICY.toml holds rules per repository pattern (glob or re:REGEX), each combining tags, keep_latest,
@@ -814,6 +837,7 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
     policy = load_policy(policy_file)  # a mistake in the file is reported before the registry is contacted
     inventory = settings.inventory()
     client = settings.client()
+    settle_in_flight(inventory, client, dry_run=dry_run)
     if settings.refresh:
         run_sync(settings, inventory, None)  # a full sync: no need to re-read the matched repositories again
     planned = inventory.plan_policy(client, policy, refresh=not (no_refresh or settings.refresh),
@@ -827,12 +851,14 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
             if dry_run and plan.rows:
                 click.echo("dry run: nothing deleted")
         return
-    confirm = asks_for_confirmation() and not yes
+    confirm = asks_for_confirmation(yes)
     if fmt == "text":
         echo_policy_plan(planned)
     elif confirm:
         echo_policy_plan(planned, err=True)
-    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm)
+    limits = [n for n in (max_delete, policy.max_delete) if n is not None]
+    confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm,
+                       max_delete=min(limits) if limits else None)
 
 
 def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
@@ -880,7 +906,7 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
                    "delete that; auto: DELETE by tag, then the placeholder if the registry refuses.")
 @removal_options
 @click.pass_obj
-def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt):
+def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_refresh, fmt):
     """Remove tags while keeping their digests and the other tags on them.
 
     Deleting a digest takes every tag on it; untag removes just the tags named. On a registry that allows
@@ -903,6 +929,7 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt)
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_untag(client, repo, tags, method=method, refresh=refresh, jobs=settings.jobs)
 
     def show(err: bool = False) -> None:
@@ -918,7 +945,10 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, no_refresh, fmt)
             show()
             click.echo("dry run: nothing untagged")
         return
-    confirm = asks_for_confirmation() and not yes
+    confirm = asks_for_confirmation(yes)
+    if max_delete is not None and len(plan.rows) > max_delete:
+        raise click.ClickException(f"the plan untags {len(plan.rows)} tags, more than the limit of {max_delete} "
+                                   "(--max-delete): nothing untagged")
     if fmt == "text" or confirm:
         show(err=fmt != "text")
     if confirm:
@@ -937,3 +967,6 @@ def echo_untag_result(result, fmt: str) -> None:
         f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id})",
     )
+
+
+from . import cli_removal  # noqa: E402,F401 - registers restore (removal safety, issue #12)

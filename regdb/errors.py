@@ -99,6 +99,25 @@ class RemovalIncomplete(RegdbError):
         self.result = result
 
 
+class RemovalInterrupted(RemovalIncomplete, KeyboardInterrupt):
+    """Ctrl-C stopped a removal; the DELETEs already sent were recorded. ``result`` says what was done.
+
+    Still a ``KeyboardInterrupt``, so that code stopping on Ctrl-C goes on stopping."""
+
+
+class PlanTooLarge(RegdbError):
+    """A removal plan holds more manifests than ``max_delete`` allows; nothing was deleted."""
+
+    def __init__(self, message: str, *, count: int, limit: int):
+        super().__init__(message)
+        self.count = count
+        self.limit = limit
+
+
+class RestoreRefused(RegdbError):
+    """``restore`` cannot bring a run back (blobs gone, a tag moved since); nothing was pushed."""
+
+
 class PolicyError(RegdbError):
     """A retention policy file is invalid; the message names the line."""
 

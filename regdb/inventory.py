@@ -181,13 +181,15 @@ class Inventory:
 
         return removal.plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs)
 
-    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True):
+    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True,
+               max_delete: int | None = None):
         """Delete a plan (or plan ``selection`` first, as ``plan_removal``); returns a ``removal.RemovalResult``.
 
         Right before deleting, the tags of every planned repository are read again and a manifest whose tags
         changed is skipped (``result.skipped``). Every outcome is recorded in the ``deletions`` table together
         with the inventory change. Raises ``DeleteDisabled`` / ``ScopeRefused`` when the registry refuses to
-        delete at all, ``RemovalIncomplete`` (``.result``) when some planned deletions failed.
+        delete at all, ``RemovalIncomplete`` (``.result``) when some planned deletions failed,
+        ``PlanTooLarge`` before anything is deleted when the plan holds more than ``max_delete`` manifests.
 
             result = inventory.remove(client, plan)
             print(len(result.deleted), result.bytes_freed)
@@ -197,7 +199,7 @@ class Inventory:
         plan = plan_or_selection
         if not isinstance(plan, removal.Plan):
             plan = self.plan_removal(client, plan_or_selection, refresh=refresh, jobs=jobs)
-        return removal.remove(self.engine, client, plan, jobs=jobs)
+        return removal.remove(self.engine, client, plan, jobs=jobs, max_delete=max_delete)
 
     # --- raw SQL --------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    LargeBinary,
     Index,
     Integer,
     MetaData,
@@ -209,6 +210,23 @@ class Deletion(Base):
     media_type: Mapped[str | None] = mapped_column(String, doc="Manifest media type.")
     bytes: Mapped[int | None] = mapped_column(BigInteger, doc="Bytes a garbage collection frees for this plan row.")
     reason: Mapped[str | None] = mapped_column(String, doc="Why it was planned (selected, child of, signature of).")
-    outcome: Mapped[str] = mapped_column(String, doc="'deleted', 'skipped' or 'failed'.")
+    outcome: Mapped[str] = mapped_column(
+        String, index=True, doc="'deleted', 'skipped', 'failed', 'untagged', or 'in-flight': the DELETE was about to be sent "
+                    "when the run stopped (the next removal asks the registry and records what it finds)."
+    )
     http_status: Mapped[int | None] = mapped_column(Integer, doc="HTTP status of the DELETE.")
     error: Mapped[str | None] = mapped_column(Text, doc="Why it was skipped or failed.")
+    # The journal (issue #12): the intent is written before the DELETE is sent, the outcome after.
+    intent_at: Mapped[datetime | None] = mapped_column(
+        DateTime, doc="When the intent to delete was recorded, before the DELETE was sent (UTC)."
+    )
+    # nullable spelled out: in this class `bytes` names the column above, not the type.
+    manifest: Mapped[bytes | None] = mapped_column(
+        LargeBinary, nullable=True, doc="The manifest's bytes as the registry served them, so 'regdb restore' can push it back."
+    )
+    resolved_by: Mapped[str | None] = mapped_column(
+        String, doc="Run that settled an in-flight row by asking the registry whether the manifest was gone."
+    )
+    restored_by: Mapped[str | None] = mapped_column(
+        String, doc="Run of 'regdb restore' that pushed the manifest (and its tags) back."
+    )

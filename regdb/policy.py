@@ -4,6 +4,7 @@ A policy is a TOML file::
 
     # never touched, in any repository
     protect = ["latest", "prod-*", "re:^release-"]
+    max_delete = 500                  # refuse a plan deleting more manifests than this (unattended runs)
 
     [[rule]]
     name = "releases"                 # optional, for the plan
@@ -85,7 +86,7 @@ _tags = models.Tag.__table__
 _repos = models.Repo.__table__
 _digests = models.Digest.__table__
 
-TOP_KEYS = ("protect", "rule")
+TOP_KEYS = ("protect", "rule", "max_delete")
 RULE_KEYS = ("name", "repos", "tags", "keep", "keep_latest", "order_by", "older_than", "newer_than", "untagged",
              "match_all_tags")
 
@@ -204,9 +205,10 @@ class Policy:
     rules: tuple[Rule, ...]
     protect: tuple[str, ...] = ()
     source: str = "policy"
+    max_delete: int | None = None  # a plan deleting more manifests is refused before anything is deleted
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "protect": list(self.protect),
+        return {"source": self.source, "protect": list(self.protect), "max_delete": self.max_delete,
                 "rules": [{"index": r.index, "name": r.name, "describe": r.describe()} for r in self.rules]}
 
 
@@ -302,7 +304,11 @@ class _Validator:
         if not isinstance(rules_value, list) or not all(isinstance(r, dict) for r in rules_value):
             self.fail("'rule' must be tables: write each rule as [[rule]]", key="rule")
         rules = tuple(self.rule(index, value) for index, value in enumerate(rules_value, start=1))
-        return Policy(rules=rules, protect=protect, source=self.source)
+        max_delete = document.get("max_delete")
+        if max_delete is not None and (not isinstance(max_delete, int) or isinstance(max_delete, bool)
+                                       or max_delete < 0):
+            self.fail(f"max_delete must be a whole number of at least 0, not {max_delete!r}", key="max_delete")
+        return Policy(rules=rules, protect=protect, source=self.source, max_delete=max_delete)
 
     def rule(self, index: int, value: dict) -> Rule:
         name = value.get("name")

@@ -32,9 +32,10 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
-from sqlalchemy import Engine, and_, delete, insert, select
+from sqlalchemy import Engine, and_, delete, insert, select, update
 
 from . import models
+from .cleanup import journal
 from .client import OCI_MANIFEST, RegistryClient, digest_of
 from .db import write_transaction
 from .errors import (
@@ -204,9 +205,15 @@ def untag(engine: Engine, client: RegistryClient, plan: UntagPlan, *, run_id: st
     if client.url != plan.registry:
         raise RegdbError(f"this plan is for {plan.registry}, not {client.url}: plan again for that registry")
     result = UntagResult(run_id=run_id or new_run_id(), registry=plan.registry)
+    if plan.rows:
+        journal.check_writable(engine)  # "cannot write inventory" before any tag is touched
+        result_resolved = journal.resolve_in_flight(engine, client, run_id=result.run_id)
+        log.debug("settled %d in-flight rows of earlier runs", len(result_resolved))
     worker = _Untagger(engine, client, plan, result)
     for row in plan.rows:
-        worker.record(worker.untag_one(row))
+        # The journal: an in-flight row before the tag is touched, turned into the outcome after.
+        row_id = worker.intend(row)
+        worker.record(worker.untag_one(row), row_id)
     if result.failed:
         lines = [f"untag incomplete: {len(result.untagged)} of {len(plan.rows)} tags removed"]
         lines += [f"  not removed: {o.row.repo}:{o.row.tag} ({o.error})" for o in result.failed]
@@ -362,14 +369,21 @@ class _Untagger:
 
     # -- the record
 
-    def record(self, outcome: UntagOutcome) -> None:
+    def intend(self, row: Untag) -> int:
+        with journal.interrupts_held(), write_transaction(self.engine) as conn:
+            now = utcnow()
+            return conn.execute(insert(_deletions).values(
+                run_id=self.result.run_id, at=now, intent_at=now, registry=self.plan.registry, repo=row.repo,
+                digest=row.digest, tags=row.tag, media_type=row.media_type, bytes=0, reason="untag",
+                outcome=journal.IN_FLIGHT,
+            )).inserted_primary_key[0]
+
+    def record(self, outcome: UntagOutcome, row_id: int) -> None:
         row = outcome.row
-        with write_transaction(self.engine) as conn:
-            conn.execute(insert(_deletions).values(
-                run_id=self.result.run_id, at=utcnow(), registry=self.plan.registry, repo=row.repo,
-                digest=row.digest, tags=row.tag, media_type=row.media_type, bytes=0,
-                reason=f"untag via {outcome.method}" if outcome.method else "untag", outcome=outcome.outcome,
-                http_status=outcome.http_status, error=outcome.error,
+        with journal.interrupts_held(), write_transaction(self.engine) as conn:
+            conn.execute(update(_deletions).where(_deletions.c.id == row_id).values(
+                at=utcnow(), reason=f"untag via {outcome.method}" if outcome.method else "untag",
+                outcome=outcome.outcome, http_status=outcome.http_status, error=outcome.error,
             ))
             if outcome.outcome == "untagged":
                 # The tag is gone from the registry; the digest stays in repo_digests with its other tags.

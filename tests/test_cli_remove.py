@@ -57,7 +57,7 @@ def test_remove_tags_deletes_the_selection_and_nothing_else(app, tmp_path):
     # Pushed after the last sync: the inventory still thinks 1.4 is alone on its digest.
     p.tag("app", "hotfix", images["late"].digest)
 
-    result = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "<2", "-x", "1.3", "--format", "json")
+    result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "<2", "-x", "1.3", "--format", "json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     removed = {(row["repo"], row["digest"], tuple(row["tags"]), row["reason"]) for row in outcome["deleted"]}
@@ -94,7 +94,7 @@ def test_remove_tags_deletes_the_selection_and_nothing_else(app, tmp_path):
 
 def test_text_output_shows_the_plan_rows_and_a_summary(app):
     registry, p, db, images, signature = app
-    result = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "1.2")
+    result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "1.2")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["repo", "digest", "tags", "media_type", "reason", "bytes"]
@@ -125,7 +125,7 @@ def test_dry_run_deletes_nothing(app):
 
 def test_on_a_terminal_regdb_asks_first(app, monkeypatch):
     registry, p, db, images, signature = app
-    monkeypatch.setattr("regdb.cli.asks_for_confirmation", lambda: True)
+    monkeypatch.setattr("regdb.cli_removal.stdin_is_tty", lambda: True)
     before = registry_tags(p, ["app"])
     declined = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "1.2", input="n\n")
     assert declined.exit_code == 1, declined.output
@@ -153,23 +153,24 @@ def test_a_digest_shared_by_two_selected_repositories_goes_from_both(fresh_regis
     sync(fresh_registry.url, db)
 
     # team/c also holds the digest: naming only a and b is an intersection, and nothing is deleted.
-    refused = regdb(fresh_registry.url, db, "remove-tags", "-r", "team/a", "team/b", "-t", "1.1")
+    refused = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", "team/a", "team/b", "-t", "1.1")
     assert refused.exit_code == 1, refused.output
     assert "team/c" in refused.output
     assert manifest_present(p, "team/a", shared.digest) and manifest_present(p, "team/b", shared.digest)
 
-    result = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "-r", "team/a", "team/b",
+    result = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r", "team/a", "team/b",
                    "-t", "1.1")
     assert result.exit_code == 0, result.output
     assert "nothing to remove" in result.output  # dropped, as the option says, rather than half-deleted
-    as_json = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "-r", "team/a",
+    as_json = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r", "team/a",
                     "team/b", "-t", "1.1", "--format", "json")
     assert as_json.exit_code == 0, as_json.output
     assert {k: v for k, v in json.loads(as_json.stdout).items() if k not in ("run_id", "registry")} == {
-        "deleted": [], "skipped": [], "failed": [], "bytes_planned": 0, "bytes_freed": 0
+        "deleted": [], "skipped": [], "failed": [], "in_flight": [], "vanished": [], "resolved": [],
+        "bytes_planned": 0, "bytes_freed": 0
     }
 
-    result = regdb(fresh_registry.url, db, "remove-tags", "-r", "team/a", "team/b", "team/c", "-t", "1.1",
+    result = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", "team/a", "team/b", "team/c", "-t", "1.1",
                    "--format", "json")
     assert result.exit_code == 0, result.output
     assert sorted((row["repo"], row["digest"]) for row in json.loads(result.stdout)["deleted"]) == [
@@ -192,7 +193,7 @@ def test_remove_repos_takes_untagged_manifests_too(fresh_registry, fresh_pusher,
     sync(fresh_registry.url, db)
     assert ("old", first.digest) in inventory_manifests(db)
 
-    result = regdb(fresh_registry.url, db, "remove-repos", "-r", "old", "--format", "json")
+    result = regdb(fresh_registry.url, db, "remove-repos", "--yes", "-r", "old", "--format", "json")
     assert result.exit_code == 0, result.output
     deleted = {row["digest"]: row["reason"] for row in json.loads(result.stdout)["deleted"]}
     children = [child.digest for child in index.children.values()]
@@ -217,7 +218,7 @@ def test_deletion_disabled_says_how_to_enable_it(tmp_path, registry_binary):
         image = p.push_image("app", "1.1")
         db = tmp_path / "inv.db"
         sync(registry.url, db)
-        result = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "1.1")
+        result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "1.1")
         assert result.exit_code == 1, result.output
         error = result.output.strip().splitlines()[-1]
         assert error == (
@@ -249,7 +250,7 @@ def test_a_failed_delete_is_reported_and_stays_in_the_inventory(fresh_registry, 
     sync(proxy.url, db)
     proxy.fail[bad.digest] = 500
 
-    result = regdb(proxy.url, db, "remove-tags", "-r", "app", "-t", "<2")
+    result = regdb(proxy.url, db, "remove-tags", "--yes", "-r", "app", "-t", "<2")
     assert result.exit_code == 1, result.output
     assert f"Error: removal incomplete: 1 of 3 manifests deleted\n  deleted: app@{good.digest}\n" in result.output
     assert (f"  not deleted: app@{bad.digest} (failed: DELETE /v2/app/manifests/{bad.digest}: registry "
@@ -274,7 +275,7 @@ def test_a_refused_delete_scope_is_named(fresh_registry, fresh_pusher, proxy, tm
     db = tmp_path / "inv.db"
     sync(proxy.url, db)
     proxy.fail[image.digest] = proxy.fail[other.digest] = status
-    result = regdb(proxy.url, db, "-j", "1", "remove-tags", "-r", "team/app", "-t", "1.1", "1.2")
+    result = regdb(proxy.url, db, "-j", "1", "remove-tags", "--yes", "-r", "team/app", "-t", "1.1", "1.2")
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"Error: registry {proxy.url} refused scope repository:team/app:delete ({status})"

@@ -269,7 +269,7 @@ def test_a_signed_image_goes_with_its_signatures_and_signatures_are_never_counte
     result = regdb(fresh_registry.url, db, "remove-tags", "-r", repo, "--keep-latest", "1", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "dry run: nothing deleted" in result.output
-    result = regdb(fresh_registry.url, db, "remove-tags", "-r", repo, "--keep-latest", "1")
+    result = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", repo, "--keep-latest", "1")
     assert result.exit_code == 0, result.output
     assert "deleted 4, skipped 0, failed 0" in result.output
     assert registry_tags(p, [repo]) == {(repo, "3.0", v["3.0"].digest), (repo, sig_tag(v["3.0"].digest), sig_3)}

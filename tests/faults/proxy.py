@@ -118,6 +118,16 @@ class Answer(Rule):
 
 
 @dataclass
+class AnswerAfterForwarding(Answer):
+    """Forward to the registry, which does the request, then answer ``status`` instead of its answer: a proxy
+    or load balancer that times out or fails after the backend has acted."""
+
+    @property
+    def name(self) -> str:
+        return f"Answer {self.status} after forwarding"
+
+
+@dataclass
 class Reset(Rule):
     """Reset the connection (TCP RST) instead of answering."""
 
@@ -447,6 +457,8 @@ class _Handler(BaseHTTPRequestHandler):
                 rule.on_death()
             self._hang_up(reset=True)
             return
+        if isinstance(rule, AnswerAfterForwarding):
+            proxy.forward(method, path, [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP], body)
         if isinstance(rule, Answer):
             record(action, rule.status)
             self._send(Upstream(rule.status, "", [("Content-Type", "application/json"),

@@ -181,7 +181,7 @@ def test_a_long_reader_does_not_block_a_removal(setup):
         reader.execute("BEGIN")
         assert reader.execute("SELECT count(*) FROM images").fetchone()[0] == 6
         started = time.monotonic()
-        result = run("-reg", proxy.url, "--db", db, "remove-tags", "-r", "app", "-t", "<2")
+        result = run("-reg", proxy.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "<2")
         assert result.exit_code == 0, result.output
         assert time.monotonic() - started < 5
         assert reader.execute("SELECT count(*) FROM images").fetchone()[0] == 6

@@ -91,7 +91,7 @@ def test_an_inventory_on_a_read_only_volume_can_be_read_but_not_written(origin, 
     # depending on whether it gets as far as opening the file for writing).
     result = run("-reg", origin.url, "--db", db, "sync")
     assert error_line(result).startswith(f"cannot write inventory {db}: ")
-    result = run("-reg", origin.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.0")
+    result = run("-reg", origin.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "1.0")
     assert error_line(result).startswith(f"cannot write inventory {db}: ")
     assert Pusher(origin.url).tags("app") == [f"1.{minor}" for minor in range(6)]  # nothing deleted
     assert snapshot(db) == before and listing(volume.path) == files
@@ -124,7 +124,7 @@ def test_a_corrupt_inventory_is_one_line_and_left_as_it_is(origin, tmp_path, dam
 
     result = run("-reg", origin.url, "--db", db, "sync")
     assert error_line(result) == f"inventory {db}: database disk image is malformed"
-    result = run("-reg", origin.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.0")
+    result = run("-reg", origin.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "1.0")
     assert error_line(result) == f"inventory {db}: database disk image is malformed"
     assert "1.0" in Pusher(origin.url).tags("app")  # a removal that cannot record is not attempted
     assert db.read_bytes() == damaged  # never "repaired" behind the user's back

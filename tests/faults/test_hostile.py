@@ -54,7 +54,7 @@ def test_names_at_the_registry_limits_with_every_allowed_character(module_regist
     assert json.loads(result.output) == [{"tag": LONG_TAG}]
 
     # The 128-character tag goes, every odd one stays: the names survive the URL both ways.
-    result = run("-reg", module_registry.url, "--db", db, "remove-tags", "-r", LONG_REPO, "-t", LONG_TAG)
+    result = run("-reg", module_registry.url, "--db", db, "remove-tags", "--yes", "-r", LONG_REPO, "-t", LONG_TAG)
     assert result.exit_code == 0, result.output
     assert p.tags(LONG_REPO) == sorted(ODD_TAGS)
     assert all(p.head_digest(LONG_REPO, tag) == image.digest for tag, image in odd.items())
