@@ -1,4 +1,4 @@
-"""The command line: ``regdb`` and, for docker-registry-util's users, ``dregutil``.
+"""The command line: ``regdb`` (docker-registry-util's users have ``dregutil``, in regdb/dregutil.py).
 
 A thin layer: parse options, call the library, render. The library raises named errors; this module turns
 them into one line on stderr and exit status 1 (a failure) or 2 (a usage mistake). No tracebacks.

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -302,11 +304,11 @@ def test_first_query_syncs_and_refresh_resyncs(fresh_registry, fresh_pusher, tmp
     assert (fresh.exit_code, fresh.stdout) == (0, f"app  {second.digest}\n"), fresh.output
 
 
-def test_dregutil_is_the_same_command(images):
-    dregutil = shutil.which("dregutil")
-    assert dregutil, "the dregutil console script is not installed (pip install -e .)"
-    run = subprocess.run([dregutil, "-reg", images.url, "--db", str(images.db), "query-tags", "-r", images.app,
-                          "-t", "1.0"], capture_output=True, text=True, timeout=60)
+def test_dregutil_answers_as_regdb_does(images):
+    # dregutil is docker-registry-util's command line (tests/test_dregutil_*.py); here: the same inventory.
+    dregutil = Path(sys.executable).parent / "dregutil"
+    run = subprocess.run([str(dregutil), "-reg", images.url, "-c", str(images.db), "-l", "warning", "query-tags",
+                          "-r", images.app, "-t", "1.0"], capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout, run.stderr) == (0, f"{images.app}  {images.old.digest}\n", "")
 
 
