@@ -4,7 +4,6 @@ format with its exact text, and the errors a user can make."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import uuid
