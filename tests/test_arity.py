@@ -8,6 +8,13 @@ from click.testing import CliRunner
 
 from regdb.cli import main
 from tests.rig import Pusher
+from tests.test_dregutil_suite import kept_logging
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    with kept_logging():  # regdb's main() sets up its loggers; later tests read them through the root logger
+        yield
 
 
 def parsed(command: str, *args: str) -> dict:

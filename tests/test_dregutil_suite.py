@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,11 +55,25 @@ class Run:
     stderr: str
 
 
+@contextlib.contextmanager
+def kept_logging():
+    """Undo what a CLI run in this process does to the ``regdb`` and ``urllib3`` loggers (their level and
+    handler), so later tests that read regdb's debug records through the root logger still see them."""
+    loggers = [logging.getLogger(name) for name in ("regdb", "urllib3")]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, level, handlers in saved:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+
+
 def run_dregutil(argv: list[str]) -> Run:
     """``dregutil`` in this process (its main(), as the console script calls it): a second per run saved, so
     the whole suite fits the test-time budget; the console script itself is run in the removal test."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with kept_logging(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             dregutil_main(argv)
             code = 0
