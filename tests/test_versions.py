@@ -405,3 +405,21 @@ def test_keys_from_before_the_precision_field_select_nothing_and_still_protect(k
             rows = key_db.execute(select(_keys.c.id).where(
                 version_clause(_keys.c.version_key, selector, protects=protects))).scalars()
             assert sorted(names[i] for i in rows) == sorted(expected), (text, protects)
+
+
+def test_a_sync_rewrites_keys_from_before_the_precision_field(registry, repo_name, tmp_path):
+    from sqlalchemy import update
+
+    from regdb import Inventory, models
+    from tests.rig import Pusher
+
+    repo = f"{repo_name}/app"
+    Pusher(registry.url).push_image(repo, "1.4")
+    tags = models.Tag.__table__
+    with Inventory(tmp_path / "inv.db") as inventory:
+        inventory.sync(registry.url, [repo])
+        with inventory.engine.begin() as conn:
+            conn.execute(update(tags).values(version_key="10!.11.14-~_~"))  # as regdb wrote it before
+        inventory.sync(registry.url, [repo])
+        with inventory.engine.connect() as conn:
+            assert conn.execute(select(tags.c.version_key)).scalars().all() == [version_key("1.4")]
