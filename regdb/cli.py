@@ -1,4 +1,4 @@
-"""The command line: ``regdb`` and, for docker-registry-util's users, ``dregutil``.
+"""The command line: ``regdb`` (docker-registry-util's users have ``dregutil``, in regdb/dregutil.py).
 
 A thin layer: parse options, call the library, render. The library raises named errors; this module turns
 them into one line on stderr and exit status 1 (a failure) or 2 (a usage mistake). No tracebacks.
@@ -26,24 +26,40 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
 class GreedyOption(click.Option):
-    """An option that takes one or more values, as argparse's ``nargs='+'``: ``-t '<1.4' one``.
+    """A multi-value option with argparse's arities, as docker-registry-util had them: ``-t '<1.4' one``.
 
-    docker-registry-util was built on argparse, and its users type ``-r a b -t x y``; click alone would
-    need ``-t x -t y``. Both spellings work: values are gathered up to the next option.
+    ``nargs='*'`` by default (``-t``, ``-re``, ``-x``, ``-xre``): zero or more values, gathered up to the next
+    option, so ``-x -xre lat`` is an empty ``-x`` and an exclusion ``lat`` (a tag never begins with ``-`` in the
+    OCI grammar, so nothing is lost). ``at_least_one=True`` is ``nargs='+'`` (``-r``): ``-r`` with no value is a
+    usage error, never "all repositories". ``-t x -t y`` works too.
     """
+
+    def __init__(self, *args, at_least_one: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at_least_one = at_least_one
+        # click's hint for "the value may be omitted": it then hands process() a sentinel instead of taking
+        # the next option (or failing at the end of the line) as this option's value.
+        self._flag_needs_value = True
 
     def add_to_parser(self, parser, ctx):
         result = super().add_to_parser(parser, ctx)
+        wrapped = set()
         for name in self.opts:
             option = parser._long_opt.get(name) or parser._short_opt.get(name)
-            if option is None:
-                continue
+            if option is None or id(option) in wrapped:
+                continue  # one parser option answers to all of -r and --repo: wrap it once
+            wrapped.add(id(option))
             take_one = option.process
 
-            def process(value, state, take_one=take_one):
-                values = [value]
+            def process(value, state, take_one=take_one, name=self.opts[0], option=option):
+                values = [value] if isinstance(value, str) else []  # not a str: no value given
                 while state.rargs and not _looks_like_option(state.rargs[0]):
                     values.append(state.rargs.pop(0))
+                if not values and self.at_least_one:
+                    raise click.BadOptionUsage(name, f"Option '{name}' requires at least one value.", ctx)
+                if not values:
+                    state.opts.setdefault(option.dest, [])  # given, empty: as argparse's []
+                    state.order.append(option.obj)
                 for each in values:
                     take_one(each, state)
 
@@ -322,8 +338,8 @@ QUERY_TEXT_COLUMNS = ("repo", "digest")
 
 def repo_option(func):
     """``-r REPO...``: the repositories a query or removal works on (required, argparse-style greedy)."""
-    return click.option("-r", "--repo", "repos", cls=GreedyOption, multiple=True, required=True,
-                        metavar="REPO...", help="Repositories (one or more).")(func)
+    return click.option("-r", "--repo", "repos", cls=GreedyOption, at_least_one=True, multiple=True,
+                        required=True, metavar="REPO...", help="Repositories (one or more).")(func)
 
 
 def selector_options(func):

@@ -17,6 +17,10 @@ INTERRUPTED = 130
 
 def _run(prog_name: str) -> int:
     try:
+        if prog_name == "dregutil":
+            from .dregutil import main as dregutil_main
+
+            return dregutil_main()
         from .cli import main
 
         return main(prog_name=prog_name)

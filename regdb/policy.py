@@ -138,10 +138,12 @@ def split_patterns(patterns) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(tags), tuple(regex)
 
 
-def pattern_matches(pattern: str, name: str) -> bool:
-    """Plain-Python meaning of one tag pattern (for the plan's reasons; the selection itself is SQL)."""
+def pattern_matches(pattern: str, name: str, *, protects: bool = False) -> bool:
+    """Plain-Python meaning of one tag pattern (for the plan's reasons; the selection itself is SQL).
+    ``protects``: as a keep or protect pattern, whose versions also match by plain PEP 440 (regdb.versions)."""
     tags, regex = split_patterns([pattern])
-    return any(parse_tag_selector(t).matches(name) for t in tags) or any(regex_matches(r, name) for r in regex)
+    return any(parse_tag_selector(t).matches(name, protects=protects) for t in tags) or \
+        any(regex_matches(r, name) for r in regex)
 
 
 def repo_clause(patterns, column, dialect: str):
@@ -510,10 +512,10 @@ def _keep_pairs(conn: Connection, registry_id: int, policy: Policy, rule: Rule, 
         if not patterns:
             continue
         tags, regex = split_patterns(patterns)
-        rows = conn.execute(base.where(TagFilter.parse(tags, regex).clause(t, dialect)).order_by(
+        rows = conn.execute(base.where(TagFilter.parse(tags, regex, protects=True).clause(t, dialect)).order_by(
             _repos.c.name, t.c.name)).all()
         for repo, tag, digest in rows:
-            pattern = next(p for p in patterns if pattern_matches(p, tag))
+            pattern = next(p for p in patterns if pattern_matches(p, tag, protects=True))
             reason = f"protected: {tag} matches '{pattern}'" if what == "protect" else \
                 f"{rule.label}: keep, {tag} matches '{pattern}'"
             kept.setdefault((repo, digest), reason)

@@ -48,7 +48,14 @@ from sqlalchemy import (
 
 from . import models
 from .errors import IntersectionError, InventoryError, SelectorError
-from .versions import TagSelector, compile_regex, parse_tag_selector
+from .versions import (
+    ABOVE_PRECISION,
+    MAX_PRECISION,
+    TagSelector,
+    compile_regex,
+    parse_tag_selector,
+    precision_field,
+)
 
 __all__ = [
     "Selected",
@@ -203,15 +210,16 @@ class TagFilter:
 
     selectors: tuple[TagSelector, ...] = ()
     patterns: tuple[str, ...] = ()
+    protects: bool = False  # an exclusion or keep rule: versions match by PEP 440 too (regdb.versions)
 
     @classmethod
-    def parse(cls, tags=(), regex=()) -> "TagFilter":
+    def parse(cls, tags=(), regex=(), *, protects: bool = False) -> "TagFilter":
         """Raises SelectorError naming an invalid version or regular expression."""
         selectors = tuple(parse_tag_selector(text) for text in _values(tags))
         patterns = _values(regex)
         for pattern in patterns:
             compile_regex(pattern)
-        return cls(selectors, patterns)
+        return cls(selectors, patterns, protects)
 
     def __bool__(self) -> bool:
         return bool(self.selectors or self.patterns)
@@ -226,17 +234,35 @@ class TagFilter:
             if selector.op is not None:
                 # version_key IS NULL for a tag without a version: without the guard `NOT (key < :k)` would be
                 # NULL, and NOT EXISTS would wrongly treat such a tag as selected.
-                compare = {
-                    "==": tag.c.version_key == selector.key,
-                    "<": tag.c.version_key < selector.key,
-                    ">": tag.c.version_key > selector.key,
-                    "<=": tag.c.version_key <= selector.key,
-                    ">=": tag.c.version_key >= selector.key,
-                }[selector.op]
-                terms.append(and_(tag.c.version_key.is_not(None), compare))
+                terms.append(and_(tag.c.version_key.is_not(None), version_clause(tag.c.version_key, selector,
+                                                                                 protects=self.protects)))
         for pattern in self.patterns:
             terms.append(regex_match(tag.c.name, pattern, dialect_name))
         return or_(*terms) if terms else false()
+
+
+def version_clause(key, selector: TagSelector, *, protects: bool) -> ColumnElement[bool]:
+    """SQL for one version selector over a ``version_key`` column: plain byte comparisons on the key (an index
+    range), plus, for what selects, the precision field read from the key's last three characters.
+
+    Every precision of the operand's version lies in ``base + "#"`` .. ``base + "$"`` (regdb.versions), so plain
+    PEP 440 is a range comparison; keys written before the precision field existed (no ``#``) compare the
+    same way under these bounds, and never pass the precision check, so they select nothing until re-synced.
+    """
+    base, high = selector.base, selector.base + ABOVE_PRECISION
+    plain = {
+        "==": and_(key >= base, key < high),
+        "<": key < base,
+        ">": key > high,
+        "<=": key < high,
+        ">=": key >= base,
+    }[selector.op]
+    if protects:
+        return plain  # the precision rule only narrows PEP 440, so "either of the two" is PEP 440
+    if selector.op == "==":
+        return key == selector.key
+    field = func.substr(key, func.length(key) - 2)  # substr and length mean the same in SQLite and PostgreSQL
+    return and_(plain, field >= precision_field(selector.precision), field <= precision_field(MAX_PRECISION))
 
 
 # --- running statements ----------------------------------------------------------------------------------------
@@ -291,7 +317,7 @@ def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFil
     include = TagFilter.parse(tags, regex)
     if not include:
         raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
-    return include, TagFilter.parse(exclude, exclude_regex)
+    return include, TagFilter.parse(exclude, exclude_regex, protects=True)
 
 
 def query_tags(
@@ -323,7 +349,7 @@ def query_tags(
         include, excluded = parse_query(tags, regex, exclude, exclude_regex)
         retention = None
     else:
-        include, excluded = TagFilter.parse(tags, regex), TagFilter.parse(exclude, exclude_regex)
+        include, excluded = TagFilter.parse(tags, regex), TagFilter.parse(exclude, exclude_regex, protects=True)
         if retention.untagged:
             from .retention import query_untagged
 

@@ -31,7 +31,7 @@ from .client import RegistryClient
 from .db import write_transaction
 from .errors import RegdbError, RepositoryNotFound
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
-from .versions import version_key
+from .versions import is_current_key, version_key
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,20 @@ class SnapshotWriter:
         """Make the repository's tags and manifests exactly ``tags`` and ``present`` (digest ids)."""
         repo_id = self.repo_id(name)
         table = models.Tag.__table__
-        existing = {
-            row.name: (row.id, row.digest_id)
-            for row in self.conn.execute(
-                select(table.c.id, table.c.name, table.c.digest_id).where(table.c.repo_id == repo_id)
+        existing = {}
+        rekeyed = []
+        for row in self.conn.execute(
+            select(table.c.id, table.c.name, table.c.digest_id, table.c.version_key).where(table.c.repo_id == repo_id)
+        ):
+            existing[row.name] = (row.id, row.digest_id)
+            if row.version_key is not None and not is_current_key(row.version_key):
+                # A key written before the precision field (regdb.versions): selects nothing until re-keyed.
+                rekeyed.append({"tag_id": row.id, "new_key": version_key(row.name)})
+        if rekeyed:
+            self.conn.execute(
+                update(table).where(table.c.id == bindparam("tag_id")).values(version_key=bindparam("new_key")),
+                rekeyed,
             )
-        }
         gone = [tag_id for tag, (tag_id, _) in existing.items() if tag not in tags]
         moved = [
             {"tag_id": existing[tag][0], "new_digest": digest_id}

@@ -21,7 +21,24 @@ differs, and that field decides the order):
   sort before numbers and compare lexically; ``","`` sorts before any letter or digit, so ``ab < ab0 < abc``) or
   ``"n" N`` (numbers). A key without a local part is a prefix of the same key with one, so it sorts first.
 
-``1.4`` is ``10!.11.14-~_~``, ``1.0rc1`` is ``10!.11-c11_~``, ``2!1.0.post1.dev2`` is ``12!.11-~p11d12``.
+* Precision, always last: ``"#"`` and the number of release components as written, two digits (``1.4`` is
+  ``#02``, ``1.4.0`` is ``#03``). Versions equal in PEP 440 differ only here, so it breaks their ties
+  (``1.4`` sorts just before ``1.4.0``) and never changes the order of unequal versions. ``#`` sorts below
+  every other byte of a key, and ``$`` just above it: ``base + "#"`` .. ``base + "$"`` is the range of every
+  precision of one version, so the plain PEP 440 comparisons stay range comparisons.
+
+``1.4`` is ``10!.11.14-~_~#02``, ``1.0rc1`` is ``10!.11-c11_~#02``, ``2!1.0.post1.dev2`` is ``12!.11-~p11d12#02``.
+
+What a version selector matches (docs/versions.md has the table of examples, with LooseVersion's answers):
+
+* **Selecting** (``-t``, ``-re``, a policy's ``tags``) uses the precision rule: a tag whose version has fewer
+  release components than the operand never matches (``1.4`` against ``<1.4.0``; registries move such a tag
+  to the newest 1.4.x, so a rule about 1.4.0 must not reach it), and ``==`` also needs the same number of
+  components (``==1.4.0`` selects ``1.4.0``, ``v1.4.0``, ``1.4.0-alpine``, not ``1.4`` or ``1.4.0.0``).
+  Everything else is PEP 440: pre-releases, ``v``, suffixes, ``1.10 > 1.9``.
+* **Protecting** (``-x``, ``-xre``, a policy's ``keep`` and ``protect``) matches when either the precision rule
+  or plain PEP 440 does, which is plain PEP 440 (the precision rule only ever narrows it): nothing an exclusion
+  protected before this rule loses its protection.
 """
 
 from __future__ import annotations
@@ -35,7 +52,10 @@ from .errors import SelectorError
 
 __all__ = [
     "TagSelector",
+    "base_key",
+    "compare",
     "compile_regex",
+    "is_current_key",
     "key_of",
     "parse_tag_selector",
     "parse_tag_version",
@@ -44,6 +64,12 @@ __all__ = [
 ]
 
 OPERATORS = ("==", "<=", ">=", "<", ">")  # two-character operators first, so "<=" is not read as "<" + "=..."
+
+# The precision field is two digits. A tag has at most 128 characters (distribution's tag grammar), so at most
+# 64 release components; an operand with more than 99 could match no tag and is refused.
+MAX_PRECISION = 99
+PRECISION_MARK = "#"  # below every other byte of a key (the others are "!", "+", ",", "-", ".", digits, letters)
+ABOVE_PRECISION = "$"  # the next byte: base + "$" is above every key of that version, whatever its precision
 
 
 def parse_tag_version(tag: str) -> Version | None:
@@ -68,11 +94,31 @@ def parse_tag_version(tag: str) -> Version | None:
 def version_key(tag: str) -> str | None:
     """The sortable key of the tag's version (see the module docstring), None if the tag has no version."""
     version = parse_tag_version(tag)
-    return None if version is None else key_of(version)
+    if version is None or len(version.release) > MAX_PRECISION:
+        return None  # more components than a valid tag can hold: a registry's garbage, compared as no version
+    return key_of(version)
+
+
+def is_current_key(key: str) -> bool:
+    """Whether a stored key has the precision field (keys written by regdb before it existed do not)."""
+    return len(key) > 3 and key[-3] == PRECISION_MARK and key[-2:].isdigit()
 
 
 def key_of(version: Version) -> str:
-    """The sortable key of a parsed version: byte-wise order of keys is ``Version`` order, equal iff equal."""
+    """The sortable key of a parsed version: byte-wise order of keys is ``Version`` order (ties between equal
+    versions broken by precision), equal iff equal versions written with as many release components."""
+    return base_key(version) + precision_field(len(version.release))
+
+
+def precision_field(count: int) -> str:
+    """``#`` and the number of release components, two digits."""
+    if not 0 < count <= MAX_PRECISION:
+        raise SelectorError(f"a version has 1 to {MAX_PRECISION} release components, not {count}")
+    return f"{PRECISION_MARK}{count:02d}"
+
+
+def base_key(version: Version) -> str:
+    """The key without its precision: equal for all versions that PEP 440 holds equal (``1.4 == 1.4.0``)."""
     # Built from public attributes rather than packaging's private _key, whose shape changed across releases;
     # this mirrors packaging's _cmpkey (epoch, trimmed release, pre, post, dev, local).
     release = list(version.release)
@@ -121,34 +167,62 @@ class TagSelector:
     text: str  # as the user typed it
     op: str | None  # None for an exact tag name, else one of "==", "<", ">", "<=", ">="
     name: str | None  # exact tag name when op is None
-    key: str | None  # version key of the operand when op is set
+    key: str | None  # version key of the operand when op is set (with its precision)
     version: Version | None
 
-    def matches(self, tag: str) -> bool:
+    @property
+    def base(self) -> str | None:
+        """The operand's key without its precision field (every precision of the operand's version)."""
+        return None if self.key is None else self.key[: -len(precision_field(1))]
+
+    @property
+    def precision(self) -> int | None:
+        """The number of release components of the operand as written (``1.4.0``: 3)."""
+        return None if self.version is None else len(self.version.release)
+
+    def matches(self, tag: str, *, protects: bool = False) -> bool:
         """Plain-Python reference semantics, compared with ``Version`` rather than keys on purpose: the SQL
-        compares keys, so a test holding one against the other checks the key too."""
+        compares keys, so a test holding one against the other checks the key too.
+
+        ``protects=False`` is the precision rule of what selects; ``protects=True`` is what an exclusion or a
+        keep rule protects: the precision rule or plain PEP 440, whichever matches."""
         if self.op is None:
             return tag == self.name
         tag_version = parse_tag_version(tag)
         if tag_version is None:
             return False  # like SQL's NULL < :k, a tag without a version matches no version selector
         assert self.version is not None
-        if self.op == "==":
-            return tag_version == self.version
-        if self.op == "<":
-            return tag_version < self.version
-        if self.op == ">":
-            return tag_version > self.version
-        if self.op == "<=":
-            return tag_version <= self.version
-        return tag_version >= self.version
+        plain = compare(tag_version, self.op, self.version)
+        if protects:
+            return plain or self._precise(tag_version)
+        return self._precise(tag_version)
+
+    def _precise(self, tag_version: Version) -> bool:
+        assert self.version is not None and self.op is not None
+        written, wanted = len(tag_version.release), len(self.version.release)
+        if written < wanted or (self.op == "==" and written != wanted):
+            return False  # "1.4" is usually the moving alias of the newest 1.4.x: no rule about 1.4.0 reaches it
+        return compare(tag_version, self.op, self.version)
+
+
+def compare(left: Version, op: str, right: Version) -> bool:
+    """``left OP right`` in PEP 440."""
+    if op == "==":
+        return left == right
+    if op == "<":
+        return left < right
+    if op == ">":
+        return left > right
+    if op == "<=":
+        return left <= right
+    return left >= right
 
 
 def parse_tag_selector(text: str) -> TagSelector:
     """Parse a ``-t`` value: ``<1.4``, ``>= v2.0``, ``==1.0-rc1`` compare versions; anything else is a tag name.
 
-    ``1.4`` without an operator is the exact tag ``1.4``; ``==1.4`` also matches ``1.4.0``, ``v1.4`` and
-    ``1.4-alpine``. The operand must be a PEP 440 version as a whole: ``<1.2-alpine`` is refused rather than
+    ``1.4`` without an operator is the exact tag ``1.4``; ``==1.4`` also matches ``v1.4`` and ``1.4-alpine``, and
+    not ``1.4.0`` nor ``1`` (the precision rule, in the module docstring). The operand must be a PEP 440 version as a whole: ``<1.2-alpine`` is refused rather than
     silently read as ``<1.2``.
     """
     stripped = text.strip()
@@ -169,6 +243,8 @@ def parse_tag_selector(text: str) -> TagSelector:
     version = _parse(operand)
     if version is None:
         raise SelectorError(f"invalid version in selector '{stripped}': '{operand}'")
+    if len(version.release) > MAX_PRECISION:
+        raise SelectorError(f"too many release components in selector '{stripped}' (at most {MAX_PRECISION})")
     return TagSelector(text=text, op=op, name=None, key=key_of(version), version=version)
 
 

@@ -43,13 +43,18 @@ def test_wheel_installs_and_syncs_from_a_fresh_venv(tmp_path, fresh_registry, fr
     assert all(path.startswith(str(env_dir)) for path in where), where
 
     inventory = tmp_path / "inv.db"
-    for script in ("regdb", "dregutil"):
-        result = subprocess.run(
-            [str(env_dir / "bin" / script), "-reg", fresh_registry.url, "--db", str(inventory), "sync"],
-            capture_output=True, text=True, cwd=tmp_path, env=clean_env,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(f"synced {fresh_registry.url}: 1 repositories, 1 tags")
+    result = subprocess.run(
+        [str(env_dir / "bin" / "regdb"), "-reg", fresh_registry.url, "--db", str(inventory), "sync"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean_env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"synced {fresh_registry.url}: 1 repositories, 1 tags")
+    # dregutil is docker-registry-util's command line (no sync command; -c names the inventory).
+    result = subprocess.run(
+        [str(env_dir / "bin" / "dregutil"), "-reg", fresh_registry.url, "-c", str(inventory), "list-repo-names"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean_env,
+    )
+    assert (result.returncode, result.stdout) == (0, "app\n"), result.stderr
     with sqlite3.connect(inventory) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (db.SCHEMA_HEAD,)
         assert conn.execute("SELECT repo, tag FROM images").fetchall() == [("app", "1.0")]

@@ -150,10 +150,12 @@ VERSIONED = {
     ("selector", "expected"),
     [
         ("<1.2", ["0.9", "1.0", "1.1-keep", "v1.1"]),
-        ("<=1.2.3", ["0.9", "1.0", "1.1-keep", "v1.1", "1.2.3-alpine"]),
-        (">1.2.3", ["1.4.0", "2.0rc1"]),
+        # The precision rule (regdb.versions): fewer release components than the operand never select.
+        ("<=1.2.3", ["1.2.3-alpine"]),
+        (">1.2.3", ["1.4.0"]),
         (">=1.4", ["1.4.0", "2.0rc1"]),
-        ("==1.4", ["1.4.0"]),  # 1.4 == 1.4.0
+        ("==1.4.0", ["1.4.0"]),
+        ("==1.4", []),  # 1.4 == 1.4.0 in PEP 440, but == also needs as many release components
         ("==v1.1", ["1.1-keep", "v1.1"]),  # a leading v, and a -suffix that is no pre/post/dev part
         ("== 1.2.3", ["1.2.3-alpine"]),
         ("<2", ["0.9", "1.0", "1.1-keep", "v1.1", "1.2.3-alpine", "1.4.0", "2.0rc1"]),  # PEP 440: 2.0rc1 < 2.0
@@ -440,7 +442,7 @@ def test_debug_log_shows_the_sql_with_its_values(conn, caplog):
         query_tags(conn, registry_id, ["app"], tags=["<1.4"], regex=["v"], exclude=["0.1"])
     logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "regdb.selectors")
     assert "NOT (EXISTS" in logged
-    assert f"version_key < '{parse_tag_selector('<1.4').key}'" in logged
+    assert f"version_key < '{parse_tag_selector('<1.4').base}'" in logged
     assert "regdb_match('v', selected_tag.name)" in logged
     assert "repo_digests.repo_id NOT IN (1)" in logged
 
@@ -512,7 +514,8 @@ def reference(registry: dict, query: dict):
 
     def matches(tag, which):
         selectors, patterns = which
-        return any(s.matches(tag) for s in selectors) or any(regex_matches(p, tag) for p in patterns)
+        protects = which is exclude  # an exclusion protects by the precision rule or plain PEP 440
+        return any(s.matches(tag, protects=protects) for s in selectors) or any(regex_matches(p, tag) for p in patterns)
 
     def tags_of(repo, label):
         return sorted((t for t, d in registry[repo][0].items() if d == label), key=tag_order)

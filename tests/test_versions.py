@@ -18,6 +18,7 @@ from regdb.versions import (
     parse_tag_version,
     regex_matches,
     version_key,
+    base_key,
 )
 
 
@@ -106,21 +107,27 @@ def test_key_order_follows_the_chain(chain):
         ["0", "0.0", "v0.0.0-scratch"],
     ],
 )
-def test_equal_versions_have_equal_keys(tags):
-    assert len({version_key(t) for t in tags}) == 1, [version_key(t) for t in tags]
+def test_equal_versions_have_equal_base_keys(tags):
+    # The key without its precision field is the same for every spelling PEP 440 holds equal ...
+    assert len({version_key(t)[:-3] for t in tags}) == 1, [version_key(t) for t in tags]
+    # ... and the whole key also needs as many release components as written.
+    by_precision: dict[int, set[str]] = {}
+    for tag in tags:
+        by_precision.setdefault(len(parse_tag_version(tag).release), set()).add(version_key(tag))
+    assert all(len(keys) == 1 for keys in by_precision.values()), by_precision
 
 
 @pytest.mark.parametrize(
     ("version", "key"),
     [
-        ("1.4", "10!.11.14-~_~"),
-        ("1.0rc1", "10!.11-c11_~"),
-        ("1.0.dev0", "10!.11-__d10"),
-        ("2!1.0.post1.dev2", "12!.11-~p11d12"),
-        ("0", "10!-~_~"),
-        ("20240101", "10!.820240101-~_~"),
-        ("1.999999999999", "10!.11.9212999999999999-~_~"),
-        ("1.0+Ubuntu.01", "10!.11-~_~+aubuntu,n11"),
+        ("1.4", "10!.11.14-~_~#02"),
+        ("1.0rc1", "10!.11-c11_~#02"),
+        ("1.0.dev0", "10!.11-__d10#02"),
+        ("2!1.0.post1.dev2", "12!.11-~p11d12#02"),
+        ("0", "10!-~_~#01"),
+        ("20240101", "10!.820240101-~_~#01"),
+        ("1.999999999999", "10!.11.9212999999999999-~_~#02"),
+        ("1.0+Ubuntu.01", "10!.11-~_~+aubuntu,n11#02"),
     ],
 )
 def test_documented_key_format(version, key):
@@ -175,10 +182,16 @@ def versions(draw, local=True):
 def test_key_order_is_version_order(a, b):
     ka, kb = key_of(a), key_of(b)
     assert ka.isascii() and kb.isascii()
-    assert (ka < kb) == (a < b), (str(a), str(b), ka, kb)
-    assert (ka == kb) == (a == b), (str(a), str(b), ka, kb)
+    # Unequal versions: key order is version order; equal ones are ordered by precision, 1.4 before 1.4.0.
+    if a != b:
+        assert (ka < kb) == (a < b), (str(a), str(b), ka, kb)
+    else:
+        assert (ka < kb) == (len(a.release) < len(b.release)), (str(a), str(b), ka, kb)
+    assert (ka == kb) == (a == b and len(a.release) == len(b.release)), (str(a), str(b), ka, kb)
+    ba, bb = base_key(a), base_key(b)
+    assert (ba < bb) == (a < b) and (ba == bb) == (a == b), (str(a), str(b), ba, bb)
     # SQLite's BINARY collation and PostgreSQL's "C" compare bytes, not Python code points; the same for ASCII.
-    assert (ka.encode() < kb.encode()) == (a < b)
+    assert (ka.encode() < kb.encode()) == (ka < kb)
 
 
 @settings(max_examples=100, deadline=None)
@@ -187,7 +200,8 @@ def test_trailing_zeros_do_not_change_the_key(version, zeros):
     release = ".".join(str(r) for r in version.release + (0,) * zeros)
     padded = Version(f"{version.epoch}!{release}" + str(version)[len(version.base_version):])
     assert padded == version
-    assert key_of(padded) == key_of(version)
+    assert base_key(padded) == base_key(version)
+    assert key_of(padded) != key_of(version)  # the precision field tells them apart
 
 
 # --- selectors --------------------------------------------------------------------------------------------
@@ -201,7 +215,7 @@ def test_trailing_zeros_do_not_change_the_key(version, zeros):
         ("==1.0-rc1", "==", "1.0rc1"),
         ("<= 1.4", "<=", "1.4"),
         ("> 2!1.0", ">", "2!1.0"),
-        ("==  1.4.0 ", "==", "1.4"),
+        ("==  1.4.0 ", "==", "1.4.0"),
     ],
 )
 def test_parse_version_selector(text, op, operand):
@@ -242,49 +256,42 @@ def test_selector_errors(text, message):
     assert str(error.value) == message
 
 
-TAGS = ["1.3", "1.3.9-alpine", "1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.1", "1.4rc1", "1.5.dev0", "2!0.1",
-        "latest", "main", "sha256-abc.sig", "abc1.4"]
+TAGS = ["1", "1.3", "1.3.9-alpine", "1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine", "1.4.1", "1.4rc1",
+        "1.5.dev0", "2!0.1", "latest", "main", "sha256-abc.sig", "abc1.4"]
 
 
 @pytest.mark.parametrize(
-    ("text", "selected"),
+    ("text", "selected", "protected"),
     [
-        ("<1.4", ["1.3", "1.3.9-alpine", "1.4rc1"]),
-        ("<=1.4", ["1.3", "1.3.9-alpine", "1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4rc1"]),
-        ("==1.4", ["1.4", "1.4.0", "v1.4", "1.4-alpine"]),
-        ("==v1.4.0.0", ["1.4", "1.4.0", "v1.4", "1.4-alpine"]),
-        (">1.4", ["1.4.1", "1.5.dev0", "2!0.1"]),
-        (">=1.4.1", ["1.4.1", "1.5.dev0", "2!0.1"]),
-        ("1.4", ["1.4"]),
-        ("latest", ["latest"]),
+        # What selects: the precision rule. What protects: that rule or plain PEP 440.
+        ("<1.4", ["1.3", "1.3.9-alpine", "1.4rc1"], ["1", "1.3", "1.3.9-alpine", "1.4rc1"]),
+        ("<=1.4", ["1.3", "1.3.9-alpine", "1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine", "1.4rc1"],
+         ["1", "1.3", "1.3.9-alpine", "1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine", "1.4rc1"]),
+        ("==1.4", ["1.4", "v1.4", "1.4-alpine"], ["1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine"]),
+        ("==1.4.0", ["1.4.0", "1.4.0-alpine"], ["1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine"]),
+        ("==v1.4.0.0", [], ["1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine"]),
+        ("<1.4.0", ["1.3.9-alpine"], ["1", "1.3", "1.3.9-alpine", "1.4rc1"]),
+        ("<2", ["1", "1.3", "1.3.9-alpine", "1.4", "1.4.0", "v1.4", "1.4-alpine", "1.4.0-alpine", "1.4.1",
+                "1.4rc1", "1.5.dev0"], None),
+        (">1.4", ["1.4.1", "1.5.dev0", "2!0.1"], ["1.4.1", "1.5.dev0", "2!0.1"]),
+        (">=1.4.1", ["1.4.1"], ["1.4.1", "1.5.dev0", "2!0.1"]),
+        ("==1.0", [], ["1"]),
+        ("1.4", ["1.4"], ["1.4"]),
+        ("latest", ["latest"], ["latest"]),
     ],
 )
-def test_selector_matches(text, selected):
+def test_selector_matches(text, selected, protected):
     selector = parse_tag_selector(text)
     assert [t for t in TAGS if selector.matches(t)] == selected
-    if selector.op is not None:
-        # What the SQL does: compare stored keys, and a NULL key never matches.
-        compare = {"==": str.__eq__, "<": str.__lt__, ">": str.__gt__, "<=": str.__le__, ">=": str.__ge__}
-        by_key = [t for t in TAGS if version_key(t) is not None and compare[selector.op](version_key(t), selector.key)]
-        assert by_key == selected
+    if protected is None:
+        protected = selected
+    assert [t for t in TAGS if selector.matches(t, protects=True)] == protected
+    assert set(selected) <= set(protected)  # no tag protected by the plain rule loses its protection
 
 
-tag_names = st.one_of(
-    st.from_regex(r"[vV]?[0-9]{1,3}(\.[0-9]{1,3}){0,3}(-?(a|b|rc|alpha|dev|post)?[0-9]?)?(-[a-z]+[0-9.]*)?", fullmatch=True),
-    st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True),
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(tag_names, st.sampled_from(["==", "<", ">", "<=", ">="]), versions(local=False))
-def test_selector_matches_agrees_with_key_comparison(tag, op, operand):
-    # The SQL compiles "-t <op><version>" to "version_key <op> :key"; matches() is the reference it is held to.
-    selector = parse_tag_selector(f"{op}{operand}")
-    key = version_key(tag)
-    compare = {"==": str.__eq__, "<": str.__lt__, ">": str.__gt__, "<=": str.__le__, ">=": str.__ge__}[op]
-    assert selector.matches(tag) == (key is not None and compare(key, selector.key))
-    if key is not None:
-        assert key == key_of(parse_tag_version(tag))
+def test_an_operand_with_more_release_components_than_a_tag_can_hold_is_refused():
+    with pytest.raises(SelectorError, match="too many release components"):
+        parse_tag_selector("<" + ".".join(["1"] * 100))
 
 
 # --- regex ------------------------------------------------------------------------------------------------
@@ -318,3 +325,101 @@ def test_invalid_regex(pattern):
     assert str(error.value) == f"invalid regex '{pattern}': {reason}"
     with pytest.raises(SelectorError):
         regex_matches(pattern, "latest")
+
+
+# --- the precision rule in SQL, held against a plain-Python reference -------------------------------------
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select  # noqa: E402
+
+from regdb.selectors import version_clause  # noqa: E402
+
+_metadata = MetaData()
+_keys = Table("keys", _metadata, Column("id", Integer, primary_key=True), Column("version_key", String))
+
+
+@pytest.fixture(scope="module")
+def key_db():
+    engine = create_engine("sqlite://")
+    _metadata.create_all(engine)
+    with engine.connect() as conn:
+        yield conn
+
+
+def reference(tag: str, op: str, operand: Version, *, protects: bool) -> bool:
+    """The rule in the issue's words, written apart from regdb.versions: a tag with fewer release components
+    than the operand never selects; == also needs as many; everything else is PEP 440. Protection: either."""
+    version = parse_tag_version(tag)
+    if version is None:
+        return False
+    plain = {"==": version == operand, "<": version < operand, ">": version > operand,
+             "<=": version <= operand, ">=": version >= operand}[op]
+    narrow = plain and len(version.release) >= len(operand.release)
+    if op == "==":
+        narrow = narrow and len(version.release) == len(operand.release)
+    return (narrow or plain) if protects else narrow
+
+
+# Releases of one to four small components, so that 1.4 / 1.4.0 / 1.4.0.0 and equal versions come up often.
+small_release = st.lists(st.integers(0, 4), min_size=1, max_size=4).map(lambda r: ".".join(map(str, r)))
+version_tags = st.builds(
+    lambda v, release, pre, suffix: f"{v}{release}{pre}{suffix}",
+    st.sampled_from(["", "v"]), small_release, st.sampled_from(["", "rc1", "-rc2", ".post1", ".dev0", "a1"]),
+    st.sampled_from(["", "-alpine", "-slim-1.2"]),
+)
+any_tags = st.one_of(version_tags, st.sampled_from(["latest", "main", "sha256-abc.sig", "1.0_x"]))
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(any_tags, min_size=1, max_size=12, unique=True), st.sampled_from(["==", "<", ">", "<=", ">="]),
+       small_release, st.sampled_from(["", "rc1", ".post1"]))
+@example(["1.4", "1.4.0", "1.4.2", "v1.4.2"], "==", "1.4.0", "")
+@example(["1", "1.0.0", "1.0.0-alpine"], "==", "1.0", "")
+@example(["1.4", "1.3"], "<", "1.4.0", "")
+@example(["1", "2"], "<", "2", "")
+def test_sql_precision_rule_equals_the_reference(key_db, tags, op, release, pre):
+    operand = Version(release + pre)
+    selector = parse_tag_selector(f"{op}{release}{pre}")
+    key_db.execute(_keys.delete())
+    key_db.execute(insert(_keys), [{"id": i, "version_key": version_key(t)} for i, t in enumerate(tags)])
+    for protects in (False, True):
+        clause = version_clause(_keys.c.version_key, selector, protects=protects)
+        rows = key_db.execute(select(_keys.c.id).where(_keys.c.version_key.is_not(None), clause)).scalars()
+        by_sql = sorted(tags[i] for i in rows)
+        by_reference = sorted(t for t in tags if reference(t, op, operand, protects=protects))
+        by_matches = sorted(t for t in tags if selector.matches(t, protects=protects))
+        assert by_sql == by_reference == by_matches, (op, str(operand), protects)
+
+
+def test_keys_from_before_the_precision_field_select_nothing_and_still_protect(key_db):
+    # An inventory written by an older regdb holds keys without "#NN" until its next sync re-keys them: the
+    # narrow rule must not fall back to plain PEP 440 on them (that reached moving aliases), and exclusions
+    # must keep protecting.
+    old = {"1.4": "10!.11.14-~_~", "1.3": "10!.11.13-~_~"}
+    key_db.execute(_keys.delete())
+    key_db.execute(insert(_keys), [{"id": i, "version_key": k} for i, k in enumerate(old.values())])
+    names = list(old)
+    for text, selected, protected in (("<1.4.0", [], ["1.3"]), ("<=1.4", [], ["1.4", "1.3"]),
+                                      (">=1.4", [], ["1.4"]), ("==1.4", [], ["1.4"])):
+        selector = parse_tag_selector(text)
+        for protects, expected in ((False, selected), (True, protected)):
+            rows = key_db.execute(select(_keys.c.id).where(
+                version_clause(_keys.c.version_key, selector, protects=protects))).scalars()
+            assert sorted(names[i] for i in rows) == sorted(expected), (text, protects)
+
+
+def test_a_sync_rewrites_keys_from_before_the_precision_field(registry, repo_name, tmp_path):
+    from sqlalchemy import update
+
+    from regdb import Inventory, models
+    from tests.rig import Pusher
+
+    repo = f"{repo_name}/app"
+    Pusher(registry.url).push_image(repo, "1.4")
+    tags = models.Tag.__table__
+    with Inventory(tmp_path / "inv.db") as inventory:
+        inventory.sync(registry.url, [repo])
+        with inventory.engine.begin() as conn:
+            conn.execute(update(tags).values(version_key="10!.11.14-~_~"))  # as regdb wrote it before
+        inventory.sync(registry.url, [repo])
+        with inventory.engine.connect() as conn:
+            assert conn.execute(select(tags.c.version_key)).scalars().all() == [version_key("1.4")]
