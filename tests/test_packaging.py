@@ -35,9 +35,13 @@ def test_wheel_installs_and_syncs_from_a_fresh_venv(tmp_path, fresh_registry, fr
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
 
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    # Every subpackage of the source tree must be in the wheel: pyproject lists them by hand.
+    packages = sorted(
+        ".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "regdb").rglob("__init__.py")
+    )
     where = subprocess.run(
-        [str(python), "-c", "import regdb, regdb.migrations; print(regdb.__file__); "
-                            "print(regdb.migrations.__file__)"],
+        [str(python), "-c", "import importlib, sys; print(*(importlib.import_module(name).__file__ for name in "
+                            "sys.argv[1:]), sep='\\n')", "regdb.migrations", *packages],
         check=True, capture_output=True, text=True, cwd=tmp_path, env=clean_env,
     ).stdout.split()
     assert all(path.startswith(str(env_dir)) for path in where), where
