@@ -926,3 +926,6 @@ def echo_untag_result(result, fmt: str) -> None:
         f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id})",
     )
+
+
+from . import cli_live  # noqa: E402,F401 - registers listen, history, changes and status (issue 15)

@@ -1,0 +1,154 @@
+"""Tag history: where each tag pointed, from when to when, whoever saw the change.
+
+Three writers, one function: the listener (a push or delete event), the sync (a tag that moved between two
+snapshots) and regdb's own removals and untags (in the same transaction as their journal). Each change closes
+the tag's open row (``valid_to``) and, unless the tag is gone, opens a new one. A change that is no change (the
+sync finding what an event already recorded) writes nothing, so the listener and the sync can both run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from sqlalchemy import Connection, and_, insert, or_, select, update
+
+from .. import models
+
+SOURCES = ("event", "sync", "removal")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """A tag that now points at ``new`` (None: removed); ``old`` is what it pointed at, when known."""
+
+    tag: str
+    old: str | None
+    new: str | None
+
+
+def record_tag_history(conn: Connection, registry_id: int, repo: str, changes: Iterable[TagChange], *,
+                       source: str, at: datetime | None = None) -> int:
+    """Write the changes of one repository's tags into ``tag_history`` inside the caller's transaction.
+
+    Digests are strings (``sha256:...``). Returns the number of rows opened or closed. For the removal code:
+
+        record_tag_history(conn, registry_id, "team/app", [TagChange("1.0", "sha256:...", None)], source="removal")
+    """
+    if source not in SOURCES:
+        raise ValueError(f"tag history source must be one of {SOURCES}, not {source!r}")
+    at = at or utcnow()
+    table = models.TagHistory.__table__
+    changes = list(changes)
+    if not changes:
+        return 0
+    tags = [change.tag for change in changes]
+    open_rows = {
+        row.tag: row
+        for row in conn.execute(
+            select(table.c.id, table.c.tag, table.c.digest).where(
+                table.c.registry_id == registry_id, table.c.repo == repo, table.c.tag.in_(tags),
+                table.c.valid_to.is_(None),
+            )
+        )
+    }
+    written = 0
+    for change in changes:
+        current = open_rows.get(change.tag)
+        if (current.digest if current is not None else None) == change.new:
+            continue  # already recorded (an event, then the sync finding the same), or nothing to end
+        if current is not None:
+            conn.execute(update(table).where(table.c.id == current.id).values(valid_to=at, ended_by=source))
+            written += 1
+        if change.new is not None:
+            conn.execute(insert(table).values(
+                registry_id=registry_id, repo=repo, tag=change.tag, digest=change.new, valid_from=at,
+                source=source,
+            ))
+            written += 1
+    return written
+
+
+def record_repo_changes_by_id(conn: Connection, registry_id: int, repo: str,
+                              changes: Iterable[tuple[str, int | None, int | None]], *, source: str) -> int:
+    """The same for callers that hold digest ids (the sync): (tag, old id, new id)."""
+    changes = list(changes)
+    if not changes:
+        return 0
+    digests = models.Digest.__table__
+    ids = {i for _, old, new in changes for i in (old, new) if i is not None}
+    names = dict(conn.execute(select(digests.c.id, digests.c.digest).where(digests.c.id.in_(ids))).all())
+    return record_tag_history(
+        conn, registry_id, repo,
+        [TagChange(tag, names.get(old) if old else None, names.get(new) if new else None) for tag, old, new in changes],
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    repo: str
+    tag: str
+    digest: str
+    valid_from: datetime
+    valid_to: datetime | None
+    source: str
+    ended_by: str | None
+
+
+def tag_history(conn: Connection, registry_id: int, repo: str, tag: str | None = None) -> list[HistoryRow]:
+    """Every stretch of the repository's tags (or one tag), oldest first."""
+    table = models.TagHistory.__table__
+    query = select(table.c.repo, table.c.tag, table.c.digest, table.c.valid_from, table.c.valid_to,
+                   table.c.source, table.c.ended_by).where(table.c.registry_id == registry_id,
+                                                           table.c.repo == repo)
+    if tag is not None:
+        query = query.where(table.c.tag == tag)
+    return [HistoryRow(*row) for row in conn.execute(query.order_by(table.c.tag, table.c.valid_from, table.c.id))]
+
+
+@dataclass(frozen=True)
+class Change:
+    at: datetime
+    change: str  # added, moved, removed
+    repo: str
+    tag: str
+    old: str | None
+    new: str | None
+    source: str
+
+
+def changes_since(conn: Connection, registry_id: int, since: datetime) -> list[Change]:
+    """Tags added, moved and removed after ``since``, in time order.
+
+    A stretch that starts after ``since`` is an addition, or a move when the same tag's previous stretch ended
+    at that same moment; a stretch that ends after ``since`` with no successor is a removal."""
+    table = models.TagHistory.__table__
+    rows = conn.execute(
+        select(table).where(
+            table.c.registry_id == registry_id,
+            or_(table.c.valid_from > since, and_(table.c.valid_to.is_not(None), table.c.valid_to > since)),
+        ).order_by(table.c.repo, table.c.tag, table.c.valid_from, table.c.id)
+    ).all()
+    out: list[Change] = []
+    by_tag: dict[tuple[str, str], list] = {}
+    for row in rows:
+        by_tag.setdefault((row.repo, row.tag), []).append(row)
+    for (repo, tag), stretches in by_tag.items():
+        ended = {row.valid_to: row for row in stretches if row.valid_to is not None}
+        started = {row.valid_from for row in stretches}
+        for row in stretches:
+            if row.valid_from > since:
+                before = ended.get(row.valid_from)
+                if before is not None:
+                    out.append(Change(row.valid_from, "moved", repo, tag, before.digest, row.digest, row.source))
+                else:
+                    out.append(Change(row.valid_from, "added", repo, tag, None, row.digest, row.source))
+            if row.valid_to is not None and row.valid_to > since and row.valid_to not in started:
+                out.append(Change(row.valid_to, "removed", repo, tag, row.digest, None, row.ended_by or row.source))
+    return sorted(out, key=lambda c: (c.at, c.repo, c.tag))
