@@ -77,3 +77,176 @@ def test_push_move_pull_delete_reach_the_inventory_without_a_sync(live, tmp_path
     assert history == [("1.0", first, "event", 0, "event"), ("1.0", second, "event", 0, "event")]
     assert live.tags() == synced_state(live.registry.url, tmp_path / "reference.db") == set()
     assert live.query("SELECT count(*) FROM rejected_events") == [(0,)]
+
+
+def _event(repo="team/app", *, action="push", tag="1.0", digest=None, url=None, instance="instance-1", **extra):
+    target = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": repo,
+              "digest": digest or "sha256:" + uuid.uuid4().hex * 2, "size": 100, "length": 100}
+    if tag:
+        target["tag"] = tag
+    if url:
+        target["url"] = url
+    event = {"id": str(uuid.uuid4()), "timestamp": "2026-12-01T10:00:00.123456789Z", "action": action,
+             "target": target, "request": {"method": "GET" if action == "pull" else "PUT", "useragent": "test"},
+             "actor": {}, "source": {"addr": "x", "instanceID": instance}}
+    event.update(extra)
+    return event
+
+
+def test_bad_input_is_refused_or_rejected_and_later_events_still_apply(live, httpserver):
+    listener = live.listener
+    pull = _event(action="pull", digest="sha256:" + "a" * 64)
+    assert listener.post({"events": [pull]}, token=None).status_code == 401
+    assert listener.post({"events": [pull]}, token="wrong").status_code == 401
+    assert listener.post(b"x" * (1024 * 1024 + 1)).status_code == 413
+    assert listener.post(b"{not json").status_code == 400
+    assert listener.post(b"\xff\xfe").status_code == 400
+
+    # An event naming another host's URL: the listener fetches from its own registry only (where this digest
+    # does not exist), so the event is rejected and the other host never hears a request.
+    elsewhere = _event(url=httpserver.url_for("/v2/team/app/manifests/x"))
+    shapes = [
+        {"events": "not a list"},
+        {"events": [{"id": "no-action"}]},
+        {"events": [_event(repo="UPPER/case")]},
+        {"events": [_event(tag="bad tag!")]},
+        {"events": [_event(digest="sha256:short")]},
+        {"events": [elsewhere]},
+    ]
+    for body in shapes:
+        assert listener.post(body).status_code == 200, body
+    assert listener.post({"events": [pull]}).status_code == 200
+    assert listener.post({"events": [pull]}).status_code == 200  # the same id again: applied once
+    wait_for(lambda: live.query("SELECT gets FROM pulls") == [(1,)] and live.settled(), "the good event applied")
+    reasons = [row[0] for row in live.query("SELECT reason FROM rejected_events ORDER BY id")]
+    assert reasons[:5] == [
+        "envelope has no 'events' list", "event has no action", "invalid repository name 'UPPER/case'",
+        "invalid tag 'bad tag!'", "invalid digest 'sha256:short'"]
+    assert reasons[5].startswith(f"could not fetch team/app@{elsewhere['target']['digest']}")
+    assert len(reasons) == 6
+    assert httpserver.log == []
+    assert live.query("SELECT count(*) FROM tags") == [(0,)]  # nothing half-applied
+    metrics = requests.get(listener.url + "/metrics", timeout=5).text
+    assert "regdb_events_rejected_total 6.0" in metrics
+    assert 'regdb_requests_refused_total{status="401"} 2.0' in metrics
+    assert "token" not in listener.log() and "s3cret" not in listener.log()
+
+
+def test_the_listener_refuses_to_start_without_a_secret(tmp_path):
+    result = cli("-reg", "http://127.0.0.1:1", "--db", tmp_path / "x.db", "listen")
+    assert result.exit_code == 2
+    assert "no --token-file" in result.output
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_killed_during_a_burst_then_restarted_applies_every_event_once(live, tmp_path):
+    pusher = Pusher(live.registry.url)
+    pushed = {}
+    gets = 0
+    for i in range(24):
+        image = pusher.push_image("burst/app", f"v{i}")
+        pushed[f"v{i}"] = image.digest
+        if i % 3 == 0:
+            pusher.get_manifest("burst/app", f"v{i}")  # python-requests: a use
+            gets += 1
+        if i == 8:
+            live.listener.kill()  # mid-burst: the registry keeps what it could not deliver and re-sends it
+    live.listener.start()
+    expected = {("burst/app", tag, digest) for tag, digest in pushed.items()}
+    wait_for(lambda: live.tags() == expected and live.settled(), "every tag after the restart", timeout=30)
+    # Once more after the registry's retries have surely arrived: the last event applied is the last pushed.
+    wait_for(lambda: live.query("SELECT sum(gets) FROM pulls") == [(gets,)], "the pulls, counted once each")
+    assert live.tags() == synced_state(live.registry.url, tmp_path / "reference.db")
+    assert live.query("SELECT count(*) FROM tag_history") == [(24,)]
+    assert live.query("SELECT count(*) FROM rejected_events") == [(0,)]
+
+
+def test_events_wait_in_the_journal_while_a_sync_holds_the_write_lock(live, tmp_path):
+    pusher = Pusher(live.registry.url)
+    pusher.push_image("locked/app", "1.0")
+    wait_for(lambda: len(live.tags()) == 1, "the first push")
+    with Inventory(live.db) as inventory, write_transaction(inventory.engine):  # what a running sync holds
+        image = pusher.push_image("locked/app", "2.0")  # the registry hears 200 for each event meanwhile
+        wait_for(lambda: live.listener.pending() > 0, "events journaled while locked")
+        assert ("locked/app", "2.0", image.digest) not in live.tags()
+    wait_for(lambda: ("locked/app", "2.0", image.digest) in live.tags(), "the events applied after the lock")
+
+
+def test_an_event_regdb_cannot_apply_does_not_wedge_the_registry(registry_binary, tmp_path):
+    # The listener is down while an image is pushed and deleted again: the registry holds both events and
+    # re-sends them. When the listener comes up, the push cannot be applied (the manifest is gone): recorded
+    # as rejected, answered 200, and everything after it is delivered and applied.
+    live = start_live(tmp_path / "live", start_listener=False)
+    try:
+        pusher = Pusher(live.registry.url)
+        gone = pusher.push_image("wedge/app", "old")
+        assert pusher.delete("wedge/app", gone.digest) == 202
+        live.listener.start()
+        kept = pusher.push_image("wedge/app", "new")
+        wait_for(lambda: live.tags() == {("wedge/app", "new", kept.digest)} and live.settled(), "the later push")
+        reasons = live.query("SELECT reason FROM rejected_events")
+        assert len(reasons) == 1 and gone.digest in reasons[0][0]
+        assert live.query("SELECT tag, valid_to IS NULL FROM tag_history") == [("new", 1)]
+    finally:
+        live.stop()
+
+
+def test_distribution_delivery_facts(registry_binary, tmp_path, httpserver):
+    """Pinned facts of distribution 2.8's notifications, which the listener's answers are designed around:
+    one event per POST, the same event re-sent on a non-2xx answer, later events held back behind it."""
+    posts = []
+
+    def handler(request):
+        from werkzeug import Response
+
+        body = json.loads(request.data)
+        posts.append(body)
+        return Response("no", status=500 if len(posts) <= 3 else 200)
+
+    httpserver.expect_request("/events", method="POST").respond_with_handler(handler)
+    registry = start_registry(tmp_path / "registry", extra=notifications_config(httpserver.url_for("/events"),
+                                                                                  backoff="50ms"))
+    try:
+        pusher = Pusher(registry.url)
+        image = pusher.push_image("facts/app", "1.0")  # config, layer, manifest: three events
+        wait_for(lambda: len(posts) >= 3 + 3, "the events after the retries")
+    finally:
+        registry.stop()
+    assert all(len(body["events"]) == 1 for body in posts)
+    ids = [body["events"][0]["id"] for body in posts]
+    assert len(set(ids[:4])) == 1  # three 500s, then the same event once more, answered 200
+    # Serial: the manifest's event came only after the blobs' events were through, in push order.
+    delivered = [body["events"][0]["target"]["digest"] for body in posts[3:6]]
+    assert delivered == [image.config_digest, image.layers[0][0], image.digest]
+
+
+def test_history_changes_and_status_commands(live):
+    pusher = Pusher(live.registry.url)
+    first = pusher.push_image("cmd/app", "latest")
+    second = pusher.push_image("cmd/app", "latest")
+    pusher.push_image("cmd/app", "1.0")
+    wait_for(lambda: len(live.tags()) == 2 and live.settled(), "the pushes")
+    url = live.registry.url
+    result = cli("-reg", url, "--db", live.db, "history", "-r", "cmd/app", "-t", "latest", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["digest"], r["valid_to"] is None) for r in rows] == [(first.digest, False), (second.digest, True)]
+
+    result = cli("-reg", url, "--db", live.db, "changes", "--since", "1h", "--format", "json")
+    assert result.exit_code == 0, result.output
+    changes = sorted((c["change"], c["tag"], c["old"], c["new"]) for c in json.loads(result.output))
+    assert changes == sorted([("added", "latest", None, first.digest), ("moved", "latest", first.digest, second.digest),
+                              ("added", "1.0", None, pushed_digest(live, "1.0"))])
+    result = cli("-reg", url, "--db", live.db, "changes")
+    assert result.exit_code == 1 and "no record of a complete sync" in result.output
+
+    result = cli("--db", live.db, "status", "--format", "json")
+    assert result.exit_code == 0, result.output
+    [status] = json.loads(result.output)
+    assert status["tags"] == 2 and status["last_complete_sync"] is None and status["observed_since"]
+    assert status["observed_until"] is None and status["rejected_events"] == 0
+    assert cli("--db", live.db, "status").exit_code == 0
+
+
+def pushed_digest(live: Live, tag: str) -> str:
+    return live.query("SELECT digest FROM images WHERE tag = ?", tag)[0][0]

@@ -114,6 +114,8 @@ def parse_event(obj) -> Event:
     if event_id is None:
         raise EventShapeError("event has no id (a string of at most 256 characters)")
     action = obj.get("action")
+    if action is None:
+        raise EventShapeError("event has no action")
     if action not in ACTIONS:
         raise EventShapeError(f"unknown action {str(action)[:40]!r}")
     timestamp = parse_timestamp(obj.get("timestamp"))
