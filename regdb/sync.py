@@ -30,6 +30,7 @@ from . import models
 from .client import RegistryClient
 from .db import write_transaction
 from .errors import RegdbError, RepositoryNotFound
+from .live.history import end_repository_history, record_repo_changes_by_id
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
 from .versions import version_key
 
@@ -204,6 +205,12 @@ class SnapshotWriter:
                 select(table.c.id, table.c.name, table.c.digest_id).where(table.c.repo_id == repo_id)
             )
         }
+        # tag_history (issue 15): every tag added, moved or removed since the previous snapshot.
+        record_repo_changes_by_id(self.conn, self.registry_id, name, (
+            (tag, existing[tag][1] if tag in existing else None, tags.get(tag))
+            for tag in existing.keys() | tags.keys()
+            if (existing[tag][1] if tag in existing else None) != tags.get(tag)
+        ), source="sync")
         gone = [tag_id for tag, (tag_id, _) in existing.items() if tag not in tags]
         moved = [
             {"tag_id": existing[tag][0], "new_digest": digest_id}
@@ -244,6 +251,8 @@ class SnapshotWriter:
             select(table.c.id, table.c.name).where(table.c.registry_id == self.registry_id)
         ).all()
         doomed = [row.id for row in rows if (keep is not None and row.name not in keep) or row.name in set(names)]
+        end_repository_history(self.conn, self.registry_id, [row.name for row in rows if row.id in set(doomed)],
+                               source="sync")
         for start in range(0, len(doomed), BATCH):
             self.conn.execute(delete(table).where(table.c.id.in_(doomed[start : start + BATCH])))
 

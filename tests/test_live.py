@@ -250,3 +250,28 @@ def test_history_changes_and_status_commands(live):
 
 def pushed_digest(live: Live, tag: str) -> str:
     return live.query("SELECT digest FROM images WHERE tag = ?", tag)[0][0]
+
+
+def test_the_sync_writes_tag_history_from_snapshot_to_snapshot(fresh_registry, fresh_pusher, tmp_path):
+    db = tmp_path / "inv.db"
+    one = fresh_pusher.push_image("hist/app", "latest")
+    fresh_pusher.push_image("hist/app", "1.0")
+    fresh_pusher.push_image("hist/gone", "x")
+
+    def sync():
+        assert cli("-reg", fresh_registry.url, "--db", db, "sync").exit_code == 0
+
+    sync()
+    two = fresh_pusher.push_image("hist/app", "latest")
+    fresh_pusher.delete("hist/app", fresh_pusher.head_digest("hist/app", "1.0"))
+    sync()
+    sync()  # nothing changed: nothing written
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT repo, tag, digest, valid_to IS NULL, source, ended_by FROM tag_history "
+                            "WHERE repo = 'hist/app' ORDER BY tag, id").fetchall()
+        result = cli("-reg", fresh_registry.url, "--db", db, "changes", "--since-sync", 1, "--format", "json")
+    assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
+        ("1.0", rows[0][2], 0, "sync"), ("latest", one.digest, 0, "sync"), ("latest", two.digest, 1, None)]
+    assert result.exit_code == 0, result.output
+    assert sorted((c["change"], c["tag"]) for c in json.loads(result.output)) == [("moved", "latest"),
+                                                                                 ("removed", "1.0")]

@@ -103,6 +103,16 @@ def upgrade() -> None:
         sa.Column("event", sa.Text(), nullable=False),
     )
     op.execute(PULL_STATS_VIEW)
+    # Today's tags open their history, so the first move after the upgrade has a stretch to end.
+    op.execute("""
+INSERT INTO tag_history (registry_id, repo, tag, digest, valid_from, source)
+SELECT repos.registry_id, repos.name, tags.name, digests.digest,
+       COALESCE(registries.last_synced_at, CURRENT_TIMESTAMP), 'sync'
+FROM tags
+JOIN repos ON repos.id = tags.repo_id
+JOIN registries ON registries.id = repos.registry_id
+JOIN digests ON digests.id = tags.digest_id
+""")
 
 
 def downgrade() -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from .. import models
 
 SOURCES = ("event", "sync", "removal")
+BATCH = 500  # names per IN (...) list: well under SQLite's bound-parameter limit
 
 
 def utcnow() -> datetime:
@@ -36,7 +37,8 @@ def record_tag_history(conn: Connection, registry_id: int, repo: str, changes: I
                        source: str, at: datetime | None = None) -> int:
     """Write the changes of one repository's tags into ``tag_history`` inside the caller's transaction.
 
-    Digests are strings (``sha256:...``). Returns the number of rows opened or closed. For the removal code:
+    Digests are strings (``sha256:...``). Returns the number of rows opened or closed. For the removal code,
+    in the transaction that records its journal:
 
         record_tag_history(conn, registry_id, "team/app", [TagChange("1.0", "sha256:...", None)], source="removal")
     """
@@ -44,34 +46,49 @@ def record_tag_history(conn: Connection, registry_id: int, repo: str, changes: I
         raise ValueError(f"tag history source must be one of {SOURCES}, not {source!r}")
     at = at or utcnow()
     table = models.TagHistory.__table__
-    changes = list(changes)
+    changes = list({change.tag: change for change in changes}.values())  # the last word on each tag
     if not changes:
         return 0
     tags = [change.tag for change in changes]
-    open_rows = {
-        row.tag: row
-        for row in conn.execute(
-            select(table.c.id, table.c.tag, table.c.digest).where(
-                table.c.registry_id == registry_id, table.c.repo == repo, table.c.tag.in_(tags),
-                table.c.valid_to.is_(None),
+    open_rows: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(tags), BATCH):  # a first sync of a 100,000-tag repository: bounded IN lists
+        open_rows.update(
+            (row.tag, (row.id, row.digest))
+            for row in conn.execute(
+                select(table.c.id, table.c.tag, table.c.digest).where(
+                    table.c.registry_id == registry_id, table.c.repo == repo,
+                    table.c.tag.in_(tags[start : start + BATCH]), table.c.valid_to.is_(None),
+                )
             )
         )
-    }
-    written = 0
+    ended, opened = [], []
     for change in changes:
         current = open_rows.get(change.tag)
-        if (current.digest if current is not None else None) == change.new:
+        if (current[1] if current is not None else None) == change.new:
             continue  # already recorded (an event, then the sync finding the same), or nothing to end
         if current is not None:
-            conn.execute(update(table).where(table.c.id == current.id).values(valid_to=at, ended_by=source))
-            written += 1
+            ended.append({"row_id": current[0]})
         if change.new is not None:
-            conn.execute(insert(table).values(
-                registry_id=registry_id, repo=repo, tag=change.tag, digest=change.new, valid_from=at,
-                source=source,
-            ))
-            written += 1
-    return written
+            opened.append(dict(registry_id=registry_id, repo=repo, tag=change.tag, digest=change.new,
+                               valid_from=at, source=source))
+    if ended:
+        conn.execute(update(table).where(table.c.id == bindparam("row_id")).values(valid_to=at, ended_by=source),
+                     ended)
+    if opened:
+        conn.execute(insert(table), opened)
+    return len(ended) + len(opened)
+
+
+def end_repository_history(conn: Connection, registry_id: int, repos: Iterable[str], *, source: str,
+                           at: datetime | None = None) -> None:
+    """Close every open stretch of these repositories' tags: the repositories are gone."""
+    table = models.TagHistory.__table__
+    names = list(repos)
+    for start in range(0, len(names), BATCH):
+        conn.execute(update(table).where(
+            table.c.registry_id == registry_id, table.c.repo.in_(names[start : start + BATCH]),
+            table.c.valid_to.is_(None),
+        ).values(valid_to=at or utcnow(), ended_by=source))
 
 
 def record_repo_changes_by_id(conn: Connection, registry_id: int, repo: str,
@@ -82,7 +99,11 @@ def record_repo_changes_by_id(conn: Connection, registry_id: int, repo: str,
         return 0
     digests = models.Digest.__table__
     ids = {i for _, old, new in changes for i in (old, new) if i is not None}
-    names = dict(conn.execute(select(digests.c.id, digests.c.digest).where(digests.c.id.in_(ids))).all())
+    wanted = list(ids)
+    names: dict[int, str] = {}
+    for start in range(0, len(wanted), BATCH):
+        names.update(conn.execute(
+            select(digests.c.id, digests.c.digest).where(digests.c.id.in_(wanted[start : start + BATCH]))).all())
     return record_tag_history(
         conn, registry_id, repo,
         [TagChange(tag, names.get(old) if old else None, names.get(new) if new else None) for tag, old, new in changes],
