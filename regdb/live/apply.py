@@ -200,6 +200,7 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
         pulls: dict[tuple[str, str, str], list] = {}
         window = _Window(conn, registry_id)
         seen_ids: set[str] = set()
+        applied: list[dict] = []
         for row, event, problem in parsed:
             problem = problem or problems.get(row.seq)
             event_id = row.event_id
@@ -227,10 +228,10 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
                 result.last_event_at = max(result.last_event_at or event.timestamp, event.timestamp)
             if event_id is not None:
                 seen_ids.add(event_id)
-                conn.execute(insert(models.AppliedEvent.__table__).values(
-                    event_id=event_id, registry_id=registry_id, applied_at=now,
-                    action="rejected" if problem is not None else event.action,
-                ))
+                applied.append(dict(event_id=event_id, registry_id=registry_id, applied_at=now,
+                                    action="rejected" if problem is not None else event.action))
+        if applied:
+            conn.execute(insert(models.AppliedEvent.__table__), applied)
         _add_pulls(conn, registry_id, pulls)
         window.write()
         table = models.AppliedEvent.__table__

@@ -41,12 +41,24 @@ class Journaled:
     problem: str | None  # set when the listener already knew it cannot be applied (wrong shape)
 
 
+class _Waiter:
+    def __init__(self, events: list[tuple[str | None, str, str | None]], received_at: str):
+        self.events = events
+        self.received_at = received_at
+        self.new = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class EventStore:
     """Append-only inbox of notifications, one SQLite file. Thread-safe: one connection per thread."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._local = threading.local()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._committing = False
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(SCHEMA)
@@ -61,21 +73,50 @@ class EventStore:
         return conn
 
     def append(self, events: list[tuple[str | None, str, str | None]], received_at: str) -> int:
-        """Store (event id, JSON body, problem) rows in one commit; returns how many were new."""
+        """Store (event id, JSON body, problem) rows durably; returns how many were new (not seen before).
+
+        Group commit: one fsync costs milliseconds, so concurrent appends (several registries, or replicas,
+        sending at once) are written in one transaction by whichever caller finds no commit running; the
+        others wait for it. Each caller returns only once its own rows are committed."""
+        waiter = _Waiter(events, received_at)
+        with self._queue_lock:
+            self._queue.append(waiter)
+            lead = not self._committing
+            self._committing = True
+        if lead:
+            while True:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                    if not group:
+                        self._committing = False
+                        break
+                self._commit(group)
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.new
+
+    def _commit(self, group: list["_Waiter"]) -> None:
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO inbox (event_id, received_at, body, problem) VALUES (?, ?, ?, ?)",
-                [(event_id, received_at, body, problem) for event_id, body, problem in events],
-            )
-            new = conn.total_changes - before
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return new
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for waiter in group:
+                    before = conn.total_changes
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO inbox (event_id, received_at, body, problem) VALUES (?, ?, ?, ?)",
+                        [(event_id, waiter.received_at, body, problem) for event_id, body, problem in waiter.events],
+                    )
+                    waiter.new = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException as error:  # every waiter of the group hears it (a full disk: each answers 500)
+            for waiter in group:
+                waiter.error = error
+        for waiter in group:
+            waiter.done.set()
 
     def pending(self, limit: int) -> list[Journaled]:
         rows = self._connect().execute(
