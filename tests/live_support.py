@@ -36,10 +36,11 @@ def wait_for(condition, what: str, timeout: float = WAIT_SECONDS):
 class ListenerProcess:
     """``regdb -reg URL --db DB listen`` on 127.0.0.1:``port``, its stderr in a file."""
 
-    def __init__(self, root: Path, registry_url: str, db: Path, port: int, token: str | None):
+    def __init__(self, root: Path, registry_url: str, db: Path | str, port: int, token: str | None):
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.registry_url = registry_url
-        self.db = Path(db)
+        self.db = db  # a file, or a PostgreSQL URL
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.token = token

@@ -20,6 +20,7 @@ from regdb import Inventory, RegistryClient
 from regdb.cli import main
 from regdb.db import write_transaction
 from tests.live_support import Live, skopeo_pull, start_live, wait_for
+from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 from tests.rig import Pusher, make_oci_layout, notifications_config, skopeo_copy, start_registry
 
 
@@ -275,3 +276,48 @@ def test_the_sync_writes_tag_history_from_snapshot_to_snapshot(fresh_registry, f
     assert result.exit_code == 0, result.output
     assert sorted((c["change"], c["tag"]) for c in json.loads(result.output)) == [("moved", "latest"),
                                                                                  ("removed", "1.0")]
+
+
+def test_two_listeners_on_one_postgresql_inventory(registry_binary, tmp_path, pg_url):
+    """The registry notifies both; each event is applied once, whichever listener gets there first."""
+    from sqlalchemy import create_engine, text
+
+    from tests.live_support import ListenerProcess
+    from tests.rig import free_port
+
+    token = "pg-secret"
+    ports = [free_port(), free_port()]
+    endpoints = [notifications_config(f"http://127.0.0.1:{port}/events", token=token, name=f"regdb{i}",
+                                      backoff="100ms")["notifications"]["endpoints"][0]
+                 for i, port in enumerate(ports)]
+    registry = start_registry(tmp_path / "registry", extra={"notifications": {"endpoints": endpoints}})
+    listeners = [ListenerProcess(tmp_path / f"listener{i}", registry.url, pg_url, port, token)
+                 for i, port in enumerate(ports)]
+    engine = create_engine(pg_url)
+    try:
+        for listener in listeners:
+            listener.start()  # one after the other: the first creates the schema
+        pusher = Pusher(registry.url)
+        pulls = 0
+        for i in range(10):
+            pusher.push_image("pg/app", f"v{i}")
+            if i % 2:
+                pusher.get_manifest("pg/app", f"v{i}")
+                pulls += 1
+        pusher.push_image("pg/app", "v0")  # a move
+
+        def state():
+            with engine.connect() as conn:
+                return set(conn.execute(text("SELECT repo, tag, digest FROM images")).all())
+
+        expected = synced_state(registry.url, tmp_path / "reference.db")
+        wait_for(lambda: state() == expected and all(l.pending() == 0 for l in listeners), "both listeners")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT sum(gets) FROM pulls")).scalar() == pulls
+            assert conn.execute(text("SELECT count(*) FROM tag_history")).scalar() == 11
+            assert conn.execute(text("SELECT count(*) FROM rejected_events")).scalar() == 0
+    finally:
+        engine.dispose()
+        for listener in listeners:
+            listener.stop()
+        registry.stop()
