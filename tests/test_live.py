@@ -321,3 +321,40 @@ def test_two_listeners_on_one_postgresql_inventory(registry_binary, tmp_path, pg
         for listener in listeners:
             listener.stop()
         registry.stop()
+
+
+def test_retention_by_use_selects_only_what_nobody_pulled(live, tmp_path):
+    pusher = Pusher(live.registry.url)
+    pulled = pusher.push_image("use/app", "1.0")
+    idle = pusher.push_image("use/app", "2.0")
+    index = pusher.push_index("use/app", "multi")
+    child = next(iter(index.children.values()))
+    pusher.get_manifest("use/app", "1.0")
+    pusher.get_manifest("use/app", child.digest)  # a client reading the index pulls a child by digest
+    wait_for(lambda: live.query("SELECT count(*) FROM pulls") == [(2,)] and live.settled(), "the pulls")
+    url = live.registry.url
+
+    def query(*args):
+        return cli("-reg", url, "--db", live.db, "query-tags", "-r", "use/app", *args)
+
+    # The inventory has seen events for seconds, not 30 days: it cannot say what was unused for that long.
+    result = query("--not-pulled-for", "30d")
+    assert result.exit_code == 2
+    assert "--not-pulled-for 30d: the inventory has observed pulls only since" in result.output
+    assert "Traceback" not in result.output
+    result = query("-t", "2.0", "--keep-pulled-within", "30d")
+    assert result.exit_code == 2 and "--keep-pulled-within 30d" in result.output
+
+    with sqlite3.connect(live.db) as conn:  # as if the listener had been running for 40 days
+        conn.execute("UPDATE observed_windows SET started_at = datetime('now', '-40 days')")
+    result = query("--not-pulled-for", "30d", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [row["digest"] for row in json.loads(result.output)] == [idle.digest]
+    result = query("-t", "1.0", "2.0", "multi", "--keep-pulled-within", "7d", "--format", "json")
+    assert [row["digest"] for row in json.loads(result.output)] == [idle.digest]
+
+    result = cli("-reg", url, "--db", live.db, "remove-tags", "-r", "use/app", "--not-pulled-for", "30d", "--yes")
+    assert result.exit_code == 0, result.output
+    assert pusher.tags("use/app") == ["1.0", "multi"]  # on the registry itself: what was used survived
+    assert pusher.head_digest("use/app", "1.0") == pulled.digest
+    assert pusher.head_digest("use/app", "multi") == index.digest
