@@ -30,7 +30,7 @@ from . import models
 from .client import RegistryClient
 from .db import write_transaction
 from .errors import RegdbError, RepositoryNotFound
-from .live.history import end_repository_history, record_repo_changes_by_id
+from .live.history import end_repository_history, reconcile_repository
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
 from .versions import version_key
 
@@ -195,7 +195,7 @@ class SnapshotWriter:
             )
         return found
 
-    def write_repo(self, name: str, tags: dict[str, int], present: set[int]) -> None:
+    def write_repo(self, name: str, tags: dict[str, int], present: set[int], listed_at: datetime | None = None) -> None:
         """Make the repository's tags and manifests exactly ``tags`` and ``present`` (digest ids)."""
         repo_id = self.repo_id(name)
         table = models.Tag.__table__
@@ -205,12 +205,7 @@ class SnapshotWriter:
                 select(table.c.id, table.c.name, table.c.digest_id).where(table.c.repo_id == repo_id)
             )
         }
-        # tag_history (issue 15): every tag added, moved or removed since the previous snapshot.
-        record_repo_changes_by_id(self.conn, self.registry_id, name, (
-            (tag, existing[tag][1] if tag in existing else None, tags.get(tag))
-            for tag in existing.keys() | tags.keys()
-            if (existing[tag][1] if tag in existing else None) != tags.get(tag)
-        ), source="sync")
+        reconcile_repository(self.conn, self.registry_id, name, tags, at=listed_at)  # tag_history (issue 15)
         gone = [tag_id for tag, (tag_id, _) in existing.items() if tag not in tags]
         moved = [
             {"tag_id": existing[tag][0], "new_digest": digest_id}
@@ -283,6 +278,7 @@ class _RepoState:
     pending: int = 0
     stage: str = "tags"
     survivors: set[int] = field(default_factory=set)
+    listed_at: datetime = field(default_factory=utcnow)  # when its tags were asked for (tag_history)
 
 
 @dataclass
@@ -481,7 +477,8 @@ class _Walk:
             self._write(state, self.writer.lookup(set(state.refs.values())))
 
     def _write(self, state: _RepoState, ids: dict[str, int]) -> None:
-        self.writer.write_repo(state.name, {tag: ids[digest] for tag, digest in state.refs.items()}, state.survivors)
+        self.writer.write_repo(state.name, {tag: ids[digest] for tag, digest in state.refs.items()}, state.survivors,
+                               state.listed_at)
         del self.open[state.name]
         self.repos_done += 1
         if self.progress:

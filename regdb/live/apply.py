@@ -34,7 +34,7 @@ from ..errors import RegdbError, RegistryUnreachable
 from ..manifests import ManifestInfo, apply_config, parse_manifest, parse_timestamp
 from ..sync import SnapshotWriter
 from ..versions import version_key
-from .history import TagChange, record_tag_history
+from .history import TagChange, last_sync_change_at, record_tag_history
 from .store import Journaled
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,9 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
                 result.rejected += 1
             else:
                 assert event is not None
+                received_at = parse_timestamp(row.received_at) or now
                 if event.action == "push" and event.is_manifest:
-                    _apply_push(writer, event, fetched)
+                    _apply_push(writer, event, fetched, received_at)
                 elif event.action == "pull" and event.is_manifest and event.digest and not event.is_own_request \
                         and event.method in ("GET", "HEAD"):
                     key = (event.repo, event.digest, event.timestamp.strftime("%Y-%m-%d"))
@@ -221,7 +222,7 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
                     counts[0 if event.method == "GET" else 1] += 1
                     counts[2] = max(counts[2], event.timestamp)
                 elif event.action == "delete":
-                    _apply_delete(writer, event)
+                    _apply_delete(writer, event, received_at)
                 window.saw(event)
                 result.applied += 1
                 result.lags.append((now - event.timestamp).total_seconds())
@@ -289,7 +290,8 @@ def _store(writer: SnapshotWriter, digest: str, fetched: dict[str, ManifestInfo]
     return writer.store_manifest(info)
 
 
-def _apply_push(writer: SnapshotWriter, event: Event, fetched: dict[str, ManifestInfo]) -> None:
+def _apply_push(writer: SnapshotWriter, event: Event, fetched: dict[str, ManifestInfo],
+                received_at: datetime) -> None:
     conn = writer.conn
     digest_id = _store(writer, event.digest, fetched)
     if digest_id is None:
@@ -302,6 +304,8 @@ def _apply_push(writer: SnapshotWriter, event: Event, fetched: dict[str, Manifes
     if new:
         conn.execute(insert(rd), new)
     if event.tag is None:
+        return
+    if _stale(writer, event, received_at):
         return
     tags = models.Tag.__table__
     row = conn.execute(
@@ -320,7 +324,7 @@ def _apply_push(writer: SnapshotWriter, event: Event, fetched: dict[str, Manifes
                        source="event", at=event.timestamp)
 
 
-def _apply_delete(writer: SnapshotWriter, event: Event) -> None:
+def _apply_delete(writer: SnapshotWriter, event: Event, received_at: datetime) -> None:
     conn = writer.conn
     repos, tags = models.Repo.__table__, models.Tag.__table__
     repo_id = conn.execute(
@@ -346,6 +350,8 @@ def _apply_delete(writer: SnapshotWriter, event: Event) -> None:
                            [TagChange(tag, event.digest, None) for tag in ended], source="event",
                            at=event.timestamp)
         return
+    if _stale(writer, event, received_at):
+        return
     row = None
     if repo_id is not None:
         row = conn.execute(
@@ -356,6 +362,18 @@ def _apply_delete(writer: SnapshotWriter, event: Event) -> None:
     record_tag_history(conn, writer.registry_id, event.repo,
                        [TagChange(event.tag, _digest_name(conn, row.digest_id) if row else None, None)],
                        source="event", at=event.timestamp)
+
+
+def _stale(writer: SnapshotWriter, event: Event, received_at: datetime) -> bool:
+    """A sync listed the tag after this event was received (it waited in the journal while the sync held the
+    lock): the sync's state is newer, and applying the event would undo it until the next event.
+
+    Compared on regdb's own clock (the journal's receipt time against the sync's listing time), never the
+    registry's: a skewed clock must not make a newer event look stale. An event received after the listing is
+    applied even if it happened before it: events arrive in order, so what follows it puts the newer state back.
+    """
+    changed = last_sync_change_at(writer.conn, writer.registry_id, event.repo, event.tag)
+    return changed is not None and changed > received_at
 
 
 def _digest_name(conn: Connection, digest_id: int) -> str | None:

@@ -91,24 +91,50 @@ def end_repository_history(conn: Connection, registry_id: int, repos: Iterable[s
         ).values(valid_to=at or utcnow(), ended_by=source))
 
 
-def record_repo_changes_by_id(conn: Connection, registry_id: int, repo: str,
-                              changes: Iterable[tuple[str, int | None, int | None]], *, source: str) -> int:
-    """The same for callers that hold digest ids (the sync): (tag, old id, new id)."""
-    changes = list(changes)
-    if not changes:
-        return 0
+def reconcile_repository(conn: Connection, registry_id: int, repo: str, tags: dict[str, int], *,
+                         at: datetime | None = None) -> int:
+    """The sync's part: make the repository's open stretches match its listing (tag -> digest id), seen at
+    ``at`` (when the sync listed the repository's tags).
+
+    The diff is against the history's open rows, not the previous snapshot's tags, so the history heals
+    whatever happened in between: an untag or removal that wrote no history, events a restarting registry
+    dropped. (No event is applied while a sync runs: it holds the write lock, so nothing here is newer.)"""
+    table = models.TagHistory.__table__
+    open_rows = {
+        row.tag: row
+        for row in conn.execute(select(table.c.tag, table.c.digest, table.c.valid_from, table.c.source).where(
+            table.c.registry_id == registry_id, table.c.repo == repo, table.c.valid_to.is_(None)))
+    }
     digests = models.Digest.__table__
-    ids = {i for _, old, new in changes for i in (old, new) if i is not None}
-    wanted = list(ids)
+    wanted = list(set(tags.values()))
     names: dict[int, str] = {}
     for start in range(0, len(wanted), BATCH):
         names.update(conn.execute(
             select(digests.c.id, digests.c.digest).where(digests.c.id.in_(wanted[start : start + BATCH]))).all())
-    return record_tag_history(
-        conn, registry_id, repo,
-        [TagChange(tag, names.get(old) if old else None, names.get(new) if new else None) for tag, old, new in changes],
-        source=source,
-    )
+    at = at or utcnow()
+    changes = []
+    for tag in open_rows.keys() | tags.keys():
+        row = open_rows.get(tag)
+        new = names.get(tags[tag]) if tag in tags else None
+        if row is not None and row.digest == new:
+            continue
+        changes.append(TagChange(tag, row.digest if row is not None else None, new))
+    return record_tag_history(conn, registry_id, repo, changes, source="sync", at=at)
+
+
+def last_sync_change_at(conn: Connection, registry_id: int, repo: str, tag: str) -> datetime | None:
+    """When a sync last changed the tag's history (regdb's clock), if the newest change was a sync's."""
+    table = models.TagHistory.__table__
+    row = conn.execute(
+        select(table.c.valid_from, table.c.valid_to, table.c.source, table.c.ended_by).where(
+            table.c.registry_id == registry_id, table.c.repo == repo, table.c.tag == tag)
+        .order_by(table.c.id.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    if row.valid_to is not None:
+        return row.valid_to if row.ended_by == "sync" else None
+    return row.valid_from if row.source == "sync" else None
 
 
 @dataclass(frozen=True)
