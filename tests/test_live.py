@@ -353,6 +353,15 @@ def test_retention_by_use_selects_only_what_nobody_pulled(live, tmp_path):
     result = query("-t", "1.0", "2.0", "multi", "--keep-pulled-within", "7d", "--format", "json")
     assert [row["digest"] for row in json.loads(result.output)] == [idle.digest]
 
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nrepos = ["use/*"]\nnot_pulled_for = "30d"\n')
+    result = cli("-reg", url, "--db", live.db, "apply", policy, "--dry-run", "--format", "json")
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.output)
+    assert [row["digest"] for row in planned["plan"]["rows"]] == [idle.digest]
+    kept = {row["tag"]: row["reason"] for row in planned["rules"][0]["kept"]}
+    assert kept["1.0"].startswith("pulled since") and kept["multi"].startswith("pulled since")
+
     result = cli("-reg", url, "--db", live.db, "remove-tags", "-r", "use/app", "--not-pulled-for", "30d", "--yes")
     assert result.exit_code == 0, result.output
     assert pusher.tags("use/app") == ["1.0", "multi"]  # on the registry itself: what was used survived
