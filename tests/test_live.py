@@ -399,3 +399,38 @@ def test_an_event_older_than_a_sync_listing_does_not_undo_it(fresh_registry, fre
             assert conn.execute("SELECT digest FROM images WHERE tag = '1.0'").fetchall() == [(old.digest,)]
             assert conn.execute("SELECT digest, source, valid_to IS NULL FROM tag_history WHERE tag = '1.0' "
                                 "ORDER BY id").fetchall() == [(new.digest, "sync", 0), (old.digest, "event", 1)]
+
+
+def test_an_event_that_fails_unexpectedly_is_rejected_and_later_events_apply(tmp_path, monkeypatch):
+    """A bug in applying one event must not stop every later one: after two failed tries the listener applies
+    the first event alone, then records it as rejected and goes on."""
+    import regdb.live.app as app_module
+    from regdb.live.app import Listener
+    from regdb.live.store import EventStore
+
+    poison = _event(action="pull", digest="sha256:" + "b" * 64)
+    good = _event(action="pull", digest="sha256:" + "c" * 64)
+    real = app_module.apply_batch
+
+    def failing(engine, client, batch):
+        if any(row.event_id == poison["id"] for row in batch):
+            raise RuntimeError("a bug")
+        return real(engine, client, batch)
+
+    monkeypatch.setattr(app_module, "apply_batch", failing)
+    monkeypatch.setattr(app_module, "RETRY_DELAY", 0.01)
+    with Inventory(tmp_path / "inv.db") as inventory:
+        store = EventStore(tmp_path / "journal")
+        listener = Listener(inventory.engine, RegistryClient("http://127.0.0.1:9"), store, token=None)
+        rows = Listener._journal_rows({"events": [poison]}, b"") + Listener._journal_rows({"events": [good]}, b"")
+        store.append(rows, "2026-12-01T10:00:00")
+        listener.start()
+        try:
+            wait_for(lambda: store.count() == 0, "the journal drained")
+        finally:
+            listener.stop()
+            store.close()
+        with sqlite3.connect(tmp_path / "inv.db") as conn:
+            assert conn.execute("SELECT event_id, reason FROM rejected_events").fetchall() == [
+                (poison["id"], "internal error applying it: RuntimeError")]
+            assert conn.execute("SELECT digest, gets FROM pulls").fetchall() == [(good["target"]["digest"], 1)]

@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 
 from ..client import RegistryClient
 from ..errors import InventoryBusy, RegdbError, RegistryUnreachable
-from .apply import apply_batch, event_id_of, parse_event, EventShapeError
+from .apply import EventShapeError, apply_batch, event_id_of, parse_event, reject_batch
 from .store import EventStore
 
 log = logging.getLogger(__name__)
@@ -186,9 +186,9 @@ class Listener:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def drain_once(self) -> int:
-        """Apply up to one batch of journaled events; returns how many were taken from the journal."""
-        batch = self.store.pending(APPLY_BATCH)
+    def drain_once(self, limit: int = APPLY_BATCH) -> int:
+        """Apply up to ``limit`` journaled events in one commit; returns how many were taken from the journal."""
+        batch = self.store.pending(limit)
         if not batch:
             return 0
         result = apply_batch(self.engine, self.client, batch)
@@ -202,10 +202,29 @@ class Listener:
             self.metrics.last_event.set(result.last_event_at.replace(tzinfo=timezone.utc).timestamp())
         return len(batch)
 
+    def _skip_poison(self) -> None:
+        """A batch failed unexpectedly twice: apply its first event alone, and if that fails too, record it as
+        rejected and go on. The registry has its 200 already; what must not happen is every later event
+        waiting behind one that can never be applied."""
+        try:
+            self.drain_once(limit=1)
+        except (InventoryBusy, RegistryUnreachable):
+            raise
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            log.exception("event cannot be applied; recording it as rejected")
+            batch = self.store.pending(1)
+            if batch:
+                reject_batch(self.engine, self.client, batch, f"internal error applying it: {type(error).__name__}")
+                self.store.done(batch[-1].seq)
+                self.metrics.rejected.inc()
+
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
-                taken = self.drain_once()
+                taken = self._skip_poison() if failures >= 2 else self.drain_once()
+                taken = 1 if taken is None else taken
+                failures = 0
                 self.last_error = None
             except InventoryBusy:
                 self.metrics.busy.inc()
@@ -223,6 +242,7 @@ class Listener:
                 self._stop.wait(RETRY_DELAY)
                 continue
             except Exception:  # noqa: BLE001 - a bug must not stop the listener answering; it logs and retries
+                failures += 1
                 self.last_error = "internal error (see the log)"
                 log.exception("applying events failed")
                 self._stop.wait(RETRY_DELAY)

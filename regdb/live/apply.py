@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from .. import models
 from ..client import USER_AGENT, RegistryClient
 from ..db import write_transaction
-from ..errors import RegdbError, RegistryUnreachable
+from ..errors import AuthenticationFailed, RegdbError, RegistryUnreachable
 from ..manifests import ManifestInfo, apply_config, parse_manifest, parse_timestamp
 from ..sync import SnapshotWriter
 from ..versions import version_key
@@ -63,6 +63,8 @@ MAX_EVENT_ID_LENGTH = 256
 MAX_FIELD_LENGTH = 1024
 # What ``rejected_events.event`` keeps of an event: enough to see its shape.
 MAX_REJECTED_EVENT_BYTES = 8 * 1024
+# An index lists images; an index of indexes happens (attestation layouts), deeper nesting is someone's loop.
+MAX_INDEX_DEPTH = 4
 # ``applied_events`` is only needed while the registry may still re-send an id: it retries from an in-memory
 # queue, so a week covers any listener outage one would not notice anyway; older ids are pruned.
 APPLIED_EVENTS_KEPT = timedelta(days=7)
@@ -187,8 +189,8 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
             continue
         try:
             _fetch_missing(client, event.repo, event.digest, known, fetched)
-        except RegistryUnreachable:
-            raise
+        except (RegistryUnreachable, AuthenticationFailed):
+            raise  # the registry, or regdb's credentials for it, will be back: retry rather than lose the push
         except RegdbError as error:
             problems[row.seq] = f"could not fetch {event.repo}@{event.digest}: {error}"
     result = BatchResult(lags=[])
@@ -240,6 +242,22 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
     return result
 
 
+def reject_batch(engine: Engine, client: RegistryClient, batch: list[Journaled], reason: str) -> None:
+    """Record events as rejected without applying them: the way past an event that fails for a reason regdb
+    did not foresee, so one bad event never stops every later one."""
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        registry_id = SnapshotWriter(conn, client.url, client.name).registry_id
+        done = _already_applied(conn, [row.event_id for row in batch if row.event_id])
+        for row in batch:
+            if row.event_id in done:
+                continue
+            _reject(conn, registry_id, row, reason)
+            if row.event_id is not None:
+                conn.execute(insert(models.AppliedEvent.__table__).values(
+                    event_id=row.event_id, registry_id=registry_id, applied_at=now, action="rejected"))
+
+
 def _already_applied(conn: Connection, ids: Iterable[str]) -> set[str]:
     table = models.AppliedEvent.__table__
     ids = list(dict.fromkeys(ids))
@@ -267,8 +285,8 @@ def _fetch_missing(client: RegistryClient, repo: str, digest: str, known: set[st
     """Fetch a manifest (and an index's unknown children) as the sync does: once, ever, by digest."""
     if digest in known or digest in fetched:
         return
-    if depth > 1:  # an index's children are images: an index of indexes is not a shape registries store
-        return
+    if depth > MAX_INDEX_DEPTH:
+        raise EventShapeError(f"indexes nested deeper than {MAX_INDEX_DEPTH} levels under {digest}")
     body, media_type = client.manifest(repo, digest)
     info = parse_manifest(digest, body, media_type)
     if info.wants_config:
