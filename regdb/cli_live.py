@@ -59,10 +59,13 @@ def _journal_path(settings: Settings, journal: str | None) -> str:
 @click.option("--insecure-no-auth", is_flag=True, help="Accept notifications without a secret.")
 @click.option("--journal", metavar="PATH", help="The listener's journal of accepted events "
                                                 "[default: the inventory file + '.events'].")
+@click.option("--journal-sync", type=click.Choice(["full", "normal"]), default="full", show_default=True,
+              help="full: an accepted event survives a power cut; normal: it survives the listener crashing "
+                   "(faster where fsync is slow).")
 @click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Threads answering requests.")
 @click.pass_obj
-def listen(settings: Settings, bind, token_file, insecure_no_auth, journal, threads):
+def listen(settings: Settings, bind, token_file, insecure_no_auth, journal, journal_sync, threads):
     """Receive the registry's notifications and keep the inventory current as they arrive.
 
     Point the registry's notifications.endpoints at http://HOST:PORT/events with the header
@@ -84,7 +87,7 @@ def listen(settings: Settings, bind, token_file, insecure_no_auth, journal, thre
     inventory = settings.inventory()
     client = settings.client()
     try:
-        store = EventStore(journal_path)
+        store = EventStore(journal_path, synchronous=journal_sync)
     except Exception as error:  # sqlite3.Error and OSError: one line, no traceback
         raise click.ClickException(f"cannot open journal {journal_path}: {error}") from None
     listener = Listener(inventory.engine, client, store, token=token)

@@ -36,7 +36,8 @@ def wait_for(condition, what: str, timeout: float = WAIT_SECONDS):
 class ListenerProcess:
     """``regdb -reg URL --db DB listen`` on 127.0.0.1:``port``, its stderr in a file."""
 
-    def __init__(self, root: Path, registry_url: str, db: Path | str, port: int, token: str | None):
+    def __init__(self, root: Path, registry_url: str, db: Path | str, port: int, token: str | None,
+                 extra_args: tuple[str, ...] = ()):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry_url = registry_url
@@ -47,6 +48,7 @@ class ListenerProcess:
         self.log_path = self.root / "listener.log"
         self.journal = self.root / "listener.events"
         self.proc: subprocess.Popen | None = None
+        self.extra_args = extra_args
         if token is not None:
             self.token_file = self.root / "token"
             self.token_file.write_text(token + "\n")
@@ -54,7 +56,7 @@ class ListenerProcess:
     def command(self) -> list[str]:
         auth = ["--token-file", str(self.token_file)] if self.token is not None else ["--insecure-no-auth"]
         return [str(REGDB), "-reg", self.registry_url, "--db", str(self.db), "-l", "info", "listen", "--bind",
-                f"127.0.0.1:{self.port}", "--journal", str(self.journal), *auth]
+                f"127.0.0.1:{self.port}", "--journal", str(self.journal), *auth, *self.extra_args]
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -123,14 +125,14 @@ class Live:
 
 
 def start_live(root: Path, *, token: str | None = "s3cret-token", backoff: str = "100ms",
-               start_listener: bool = True) -> Live:
+               start_listener: bool = True, listener_args: tuple[str, ...] = ()) -> Live:
     """A registry whose notifications go to a ``regdb listen`` of its own, both on loopback."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     registry = start_registry(root / "registry", extra=notifications_config(
         f"http://127.0.0.1:{port}/events", token=token, backoff=backoff))
-    listener = ListenerProcess(root, registry.url, root / "inventory.db", port, token)
+    listener = ListenerProcess(root, registry.url, root / "inventory.db", port, token, listener_args)
     if start_listener:
         listener.start()
     return Live(registry, listener, root / "inventory.db")
