@@ -809,8 +809,6 @@ def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
     import statistics
     import uuid
 
-    import requests
-
     from tests.live_support import start_live, wait_for
     from tests.rig import Pusher, make_oci_layout, skopeo_copy
 
