@@ -433,3 +433,22 @@ def test_an_event_that_fails_unexpectedly_is_rejected_and_later_events_apply(tmp
             assert conn.execute("SELECT event_id, reason FROM rejected_events").fetchall() == [
                 (poison["id"], "internal error applying it: RuntimeError")]
             assert conn.execute("SELECT digest, gets FROM pulls").fetchall() == [(good["target"]["digest"], 1)]
+
+
+def test_record_tag_history_is_the_hook_for_removals(tmp_path):
+    from regdb import models
+    from regdb.live.history import record_tag_history, tag_history
+
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    with Inventory(tmp_path / "inv.db") as inventory, write_transaction(inventory.engine) as conn:
+        registry_id = conn.execute(models.Registry.__table__.insert().values(
+            url="http://r", name="r")).inserted_primary_key[0]
+        assert record_tag_history(conn, registry_id, "app", [("1.0", None, a)], source="event") == 1
+        assert record_tag_history(conn, registry_id, "app", [("1.0", a, a)], source="sync") == 0  # no change
+        assert record_tag_history(conn, registry_id, "app", [("1.0", a, b)], source="sync") == 2
+        assert record_tag_history(conn, registry_id, "app", [("1.0", b, None)], source="removal") == 1
+        rows = tag_history(conn, registry_id, "app", "1.0")
+        with pytest.raises(ValueError):
+            record_tag_history(conn, registry_id, "app", [("1.0", None, a)], source="someone")
+    assert [(r.digest, r.source, r.ended_by, r.valid_to is None) for r in rows] == [
+        (a, "event", "sync", False), (b, "sync", "removal", False)]

@@ -33,19 +33,22 @@ class TagChange:
     new: str | None
 
 
-def record_tag_history(conn: Connection, registry_id: int, repo: str, changes: Iterable[TagChange], *,
+def record_tag_history(conn: Connection, registry_id: int, repo: str,
+                       changes: Iterable[TagChange | tuple[str, str | None, str | None]], *,
                        source: str, at: datetime | None = None) -> int:
     """Write the changes of one repository's tags into ``tag_history`` inside the caller's transaction.
 
-    Digests are strings (``sha256:...``). Returns the number of rows opened or closed. For the removal code,
-    in the transaction that records its journal:
+    A change is a ``TagChange`` or a plain (tag, old digest, new digest) tuple; digests are strings
+    (``sha256:...``), None for "no tag". Returns the number of rows opened or closed. For the removal and untag
+    code, in the transaction that records its journal:
 
-        record_tag_history(conn, registry_id, "team/app", [TagChange("1.0", "sha256:...", None)], source="removal")
+        record_tag_history(conn, registry_id, "team/app", [("1.0", "sha256:...", None)], source="removal")
     """
     if source not in SOURCES:
         raise ValueError(f"tag history source must be one of {SOURCES}, not {source!r}")
     at = at or utcnow()
     table = models.TagHistory.__table__
+    changes = [change if isinstance(change, TagChange) else TagChange(*change) for change in changes]
     changes = list({change.tag: change for change in changes}.values())  # the last word on each tag
     if not changes:
         return 0
