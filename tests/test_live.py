@@ -158,6 +158,10 @@ def test_killed_during_a_burst_then_restarted_applies_every_event_once(live, tmp
     wait_for(lambda: live.query("SELECT sum(gets) FROM pulls") == [(gets,)], "the pulls, counted once each")
     assert live.tags() == synced_state(live.registry.url, tmp_path / "reference.db")
     assert live.query("SELECT count(*) FROM tag_history") == [(15,)]
+    # The listener was down: whatever a registry gave up re-sending meanwhile would be missing, so the window
+    # of observed events ends there and a new one begins.
+    windows = live.query("SELECT ended_at IS NULL, end_reason FROM observed_windows ORDER BY id")
+    assert windows == [(0, "the listener was not running between these events"), (1, None)]
     assert live.query("SELECT count(*) FROM rejected_events") == [(0,)]
 
 
@@ -411,10 +415,10 @@ def test_an_event_that_fails_unexpectedly_is_rejected_and_later_events_apply(tmp
     good = _event(action="pull", digest="sha256:" + "c" * 64)
     real = app_module.apply_batch
 
-    def failing(engine, client, batch):
+    def failing(engine, client, batch, **kwargs):
         if any(row.event_id == poison["id"] for row in batch):
             raise RuntimeError("a bug")
-        return real(engine, client, batch)
+        return real(engine, client, batch, **kwargs)
 
     monkeypatch.setattr(app_module, "apply_batch", failing)
     monkeypatch.setattr(app_module, "RETRY_DELAY", 0.01)

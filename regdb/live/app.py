@@ -87,6 +87,10 @@ class Listener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # Until the first batch after this start is applied: the listener was down before it, and whatever a
+        # registry gave up re-sending meanwhile would be missing, so the observed window ends there. (2.8 re-sends
+        # forever, but other registries may not, and "nobody pulled it" must never rest on a guess.)
+        self._gap: str | None = "the listener was not running between these events"
 
     # --- the HTTP side ----------------------------------------------------------------------------------------
 
@@ -191,7 +195,9 @@ class Listener:
         batch = self.store.pending(limit)
         if not batch:
             return 0
-        result = apply_batch(self.engine, self.client, batch)
+        result = apply_batch(self.engine, self.client, batch, gap=self._gap)
+        if result.applied:
+            self._gap = None
         self.store.done(batch[-1].seq)
         self.metrics.applied.inc(result.applied)
         self.metrics.rejected.inc(result.rejected)

@@ -165,9 +165,13 @@ class BatchResult:
     last_event_at: datetime | None = None
 
 
-def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) -> BatchResult:
+def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled], *,
+                gap: str | None = None) -> BatchResult:
     """Apply journaled events in order, in one transaction. Raises ``RegistryUnreachable`` (nothing applied:
-    retry later) and ``InventoryBusy`` (a sync holds the write lock: retry later)."""
+    retry later) and ``InventoryBusy`` (a sync holds the write lock: retry later).
+
+    ``gap``: why the events may not follow on from the last ones applied (the listener was down): the
+    observed window ends there and the first event of this batch opens a new one."""
     parsed: list[tuple[Journaled, Event | None, str | None]] = []
     for row in batch:
         if row.problem is not None:
@@ -200,7 +204,7 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled]) 
         registry_id = writer.registry_id
         done = _already_applied(conn, [row.event_id for row, _, _ in parsed if row.event_id])
         pulls: dict[tuple[str, str, str], list] = {}
-        window = _Window(conn, registry_id)
+        window = _Window(conn, registry_id, gap)
         seen_ids: set[str] = set()
         applied: list[dict] = []
         for row, event, problem in parsed:
@@ -424,9 +428,10 @@ def _reject(conn: Connection, registry_id: int, row: Journaled, reason: str) -> 
 class _Window:
     """The registry's current observed window, moved on by a batch and written once at its end."""
 
-    def __init__(self, conn: Connection, registry_id: int):
+    def __init__(self, conn: Connection, registry_id: int, gap: str | None = None):
         self.conn = conn
         self.registry_id = registry_id
+        self.gap = gap
         table = models.ObservedWindow.__table__
         self.row = conn.execute(
             select(table).where(table.c.registry_id == registry_id, table.c.ended_at.is_(None))
@@ -439,16 +444,17 @@ class _Window:
 
     def saw(self, event: Event) -> None:
         instance = event.instance_id or "(none)"
-        if self.id is not None and instance == self.instance:
+        if self.id is not None and instance == self.instance and self.gap is None:
             self.last = max(self.last, event.timestamp)
             return
         table = models.ObservedWindow.__table__
         if self.id is not None:
+            reason = self.gap if self.gap is not None and instance == self.instance else \
+                f"the registry restarted (source.instanceID {self.instance} -> {instance}): events queued in it " \
+                "were lost"
             self.conn.execute(update(table).where(table.c.id == self.id).values(
-                last_event_at=self.last, ended_at=self.last,
-                end_reason=f"the registry restarted (source.instanceID {self.instance} -> {instance}): "
-                           "events queued in it were lost",
-            ))
+                last_event_at=self.last, ended_at=self.last, end_reason=reason))
+        self.gap = None
         self.id = self.conn.execute(insert(table).values(
             registry_id=self.registry_id, instance_id=instance, started_at=event.timestamp,
             last_event_at=event.timestamp,
