@@ -14,6 +14,10 @@ Figures, and the targets the issues set:
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
    on that inventory, process start included; beside them the seed's own query code loading its JSON cache
    of the same data. Targets: < 0.5 s each, regdb >= 20x faster than the seed.
+4. Listener (issue 15): a `regdb listen` on SQLite fed 20,000 notifications by the benchmark itself over 8
+   connections (separate processes, as several registry replicas would send), with the journal fsynced per
+   commit and without; then the lag from each of 200 skopeo pushes to its tag being in the inventory.
+   Targets: >= 2,000 events/s, median lag < 1 s. BENCH_LISTENER_EVENTS / BENCH_LISTENER_PUSHES shrink it.
 
 This machine is noisy (2 cores shared with the registry and other work): every figure is the best of a few
 runs, ratios are printed beside absolute times, and nothing here is asserted by a test. Fixtures that are slow
