@@ -14,6 +14,10 @@ Figures, and the targets the issues set:
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
    on that inventory, process start included; beside them the seed's own query code loading its JSON cache
    of the same data. Targets: < 0.5 s each, regdb >= 20x faster than the seed.
+4. Listener (issue 15): a `regdb listen` on SQLite fed 20,000 notifications by the benchmark itself over 8
+   connections (separate processes, as several registry replicas would send), with the journal fsynced per
+   commit and without; then the lag from each of 200 skopeo pushes to its tag being in the inventory.
+   Targets: >= 2,000 events/s, median lag < 1 s. BENCH_LISTENER_EVENTS / BENCH_LISTENER_PUSHES shrink it.
 
 This machine is noisy (2 cores shared with the registry and other work): every figure is the best of a few
 runs, ratios are printed beside absolute times, and nothing here is asserted by a test. Fixtures that are slow
@@ -772,9 +776,108 @@ def bench_queries(db: Path | None) -> None:
 # === main ===================================================================================================
 
 
+# --- part 4: the listener (issue 15) -----------------------------------------------------------------------------
+
+LISTENER_EVENTS = int(os.environ.get("BENCH_LISTENER_EVENTS", "20000"))
+LISTENER_CONNECTIONS = 8  # several registry replicas at once: one 2.8 registry sends serially
+LISTENER_PUSHES = int(os.environ.get("BENCH_LISTENER_PUSHES", "200"))
+
+
+def _send_events(part) -> int:
+    """POST each body over one keep-alive connection (http.client: the least client work per request)."""
+    import http.client
+
+    port, headers, bodies = part
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    ok = 0
+    for body in bodies:
+        conn.request("POST", "/events", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        ok += response.status == 200
+    conn.close()
+    return ok
+
+
+def bench_listener() -> None:
+    """Events applied per second from a burst the benchmark sends itself over several connections (mostly
+    pulls, one in ten a tag move), with the journal fsynced per commit (the default) and without
+    (--journal-sync normal), and the lag from a skopeo push to its tag being in the inventory."""
+    for sync in ("full", "normal"):
+        bench_listener_burst(sync, lag=sync == "full")
+
+
+def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
+    import statistics
+    import uuid
+
+    from tests.live_support import start_live, wait_for
+    from tests.rig import Pusher, make_oci_layout, skopeo_copy
+
+    root = Path(tempfile.mkdtemp(prefix="regdb-bench-listener-"))
+    live = start_live(root, listener_args=("--journal-sync", journal_sync))
+    try:
+        pusher = Pusher(live.registry.url)
+        images = [pusher.push_image("bench/app", f"seed{i}").digest for i in range(20)]
+        wait_for(lambda: len(live.tags()) == 20 and live.settled(), "the seed pushes", timeout=60)
+        media = "application/vnd.docker.distribution.manifest.v2+json"
+
+        def event(i: int) -> dict:
+            digest = images[i % len(images)]
+            move = i % 10 == 0
+            return {"id": str(uuid.uuid4()), "timestamp": datetime.utcnow().isoformat() + "Z",
+                    "action": "push" if move else "pull",
+                    "target": {"mediaType": media, "repository": "bench/app", "digest": digest,
+                               "tag": f"moving{i % 50}" if move else f"seed{i % len(images)}"},
+                    "request": {"method": "PUT" if move else "GET", "useragent": "bench"},
+                    "source": {"instanceID": "bench"}}
+
+        bodies = [json.dumps({"events": [event(i)]}) for i in range(LISTENER_EVENTS)]
+        headers = {"Authorization": f"Bearer {live.listener.token}",
+                   "Content-Type": "application/vnd.docker.distribution.events.v1+json"}
+
+        started = time.perf_counter()
+        # Sender processes, not threads: one Python process cannot drive more than a few hundred requests a
+        # second through requests on this machine, and would measure itself instead of the listener.
+        import multiprocessing
+
+        parts = [(live.listener.port, headers, bodies[i::LISTENER_CONNECTIONS]) for i in range(LISTENER_CONNECTIONS)]
+        with multiprocessing.get_context("fork").Pool(LISTENER_CONNECTIONS) as pool:
+            if sum(pool.map(_send_events, parts)) != LISTENER_EVENTS:
+                raise RuntimeError("the listener refused benchmark events")
+        answered = time.perf_counter() - started
+        wait_for(lambda: live.settled(), "the burst applied", timeout=600)
+        applied = time.perf_counter() - started
+        pulls = live.query("SELECT sum(gets) FROM pulls")[0][0]
+        expected_pulls = sum(1 for i in range(LISTENER_EVENTS) if i % 10)
+        rate = LISTENER_EVENTS / applied
+        row(f"listener: events applied/s (SQLite, journal {journal_sync})", f"{rate:,.0f}/s",
+            ">= 2,000/s", verdict(rate >= 2000))
+        row(f"listener: burst answered in (journal {journal_sync})",
+            f"{secs(answered)} ({LISTENER_EVENTS / answered:,.0f}/s journaled)",
+            f"{LISTENER_EVENTS:,} events, {LISTENER_CONNECTIONS} connections",
+            "pulls exact" if pulls == expected_pulls else f"PULLS {pulls} != {expected_pulls}")
+
+        lags = []
+        for i in range(LISTENER_PUSHES if lag else 0):
+            layout = make_oci_layout(root / f"layout{i}", "v1")
+            digest = skopeo_copy(layout, "v1", live.registry.host, "bench/lag", f"t{i}")
+            pushed = time.perf_counter()
+            wait_for(lambda: live.query("SELECT 1 FROM images WHERE repo = 'bench/lag' AND tag = ? AND digest = ?",
+                                        f"t{i}", digest), "the pushed tag", timeout=60)
+            lags.append(time.perf_counter() - pushed)
+        if lags:
+            median = statistics.median(lags)
+            row("listener: skopeo push -> inventory lag", f"median {secs(median)}, worst {secs(max(lags))}",
+                f"median < 1 s ({LISTENER_PUSHES} pushes)", verdict(median < 1.0))
+    finally:
+        live.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["sync", "memory", "queries"], help="run one part only")
+    parser.add_argument("--only", choices=["sync", "memory", "queries", "listener"], help="run one part only")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of regdb's first sync and re-sync")
     parser.add_argument("--rebuild-million", action="store_true", help="rebuild the million-tag inventory")
     parser.add_argument("--build-million", metavar="PATH", help=argparse.SUPPRESS)  # the child of part 2
@@ -786,7 +889,7 @@ def main() -> int:
     BENCH.mkdir(exist_ok=True)
     started = time.perf_counter()
     say(f"regdb bench on {os.cpu_count()} CPUs, {sys.executable} (Python {sys.version.split()[0]})")
-    parts = [args.only] if args.only else ["sync", "memory", "queries"]
+    parts = [args.only] if args.only else ["sync", "memory", "queries", "listener"]
     try:
         if "sync" in parts:
             bench_registry(args.profile)
@@ -795,6 +898,8 @@ def main() -> int:
             db = bench_memory(args.rebuild_million)
         if "queries" in parts:
             bench_queries(db)
+        if "listener" in parts:
+            bench_listener()
     finally:
         print_table()
         say(f"\nbench ran {time.perf_counter() - started:.0f} s; best-of-N times on a noisy machine, "

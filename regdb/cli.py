@@ -366,6 +366,9 @@ def selector_options(func):
         click.option("--newer-than", metavar="AGE", help="Images built after AGE ago (12h, 90d, 4w) or a date."),
         click.option("--untagged", is_flag=True,
                      help="Select the manifests no tag and no index holds, instead of tags."),
+        # Retention by use (issue 15): from the pulls `regdb listen` records.
+        click.option("--not-pulled-for", metavar="AGE", help="Images nobody pulled for AGE (30d); needs `regdb listen`."),
+        click.option("--keep-pulled-within", metavar="AGE", help="Never select an image pulled within AGE (7d)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -483,8 +486,8 @@ def query_repos(settings: Settings, repos, fmt):
 @format_option
 @click.pass_obj
 def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
-               raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, omit_digest_tags,
-               fmt):
+               raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, not_pulled_for,
+               keep_pulled_within, omit_digest_tags, fmt):
     """List the digests that the selected tags point at: one row per (repository, digest).
 
     -t takes exact tag names or version comparisons (==, <, >, <=, >= and a version, 'v' allowed;
@@ -500,7 +503,8 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
     from .selectors import parse_query
 
     # Bad selectors are reported before anything is synced or read.
-    retention = as_usage_error(retention_of, keep_latest, order_by, older_than, newer_than, untagged)
+    retention = as_usage_error(retention_of, keep_latest, order_by, older_than, newer_than, untagged,
+                               not_pulled_for, keep_pulled_within)
     if retention is None:
         as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
     inventory = settings.synced_inventory()
@@ -544,8 +548,8 @@ def removal_options(func):
 @removal_options
 @click.pass_obj
 def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
-                raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, dry_run, yes,
-                max_delete, no_refresh, fmt):
+                raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, not_pulled_for,
+                keep_pulled_within, dry_run, yes, max_delete, no_refresh, fmt):
     """Delete the digests that the selected tags point at (the selection of query-tags).
 
     First the selected repositories are re-read from the registry and the selection is made on that state
@@ -565,7 +569,8 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
     query = RetentionQuery(
         repos, tags, regex, exclude, exclude_regex, match_all_tags=not no_match_all_tags,
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
-        retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged),
+        retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged, not_pulled_for,
+                               keep_pulled_within),
     )
     run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
 
@@ -799,14 +804,16 @@ def schema(fmt):
 # --- retention: apply, untag ---------------------------------------------------------------------------------
 
 
-def retention_of(keep_latest, order_by, older_than, newer_than, untagged):
+def retention_of(keep_latest, order_by, older_than, newer_than, untagged, not_pulled_for=None,
+                 keep_pulled_within=None):
     """The ``Retention`` of the command-line options, or None when none is given."""
-    if keep_latest is None and order_by is None and older_than is None and newer_than is None and not untagged:
+    if keep_latest is None and order_by is None and older_than is None and newer_than is None and not untagged \
+            and not_pulled_for is None and keep_pulled_within is None:
         return None
     from .retention import Retention
 
     return Retention(keep_latest=keep_latest, order_by=order_by, older_than=older_than, newer_than=newer_than,
-                     untagged=untagged)
+                     untagged=untagged, not_pulled_for=not_pulled_for, keep_pulled_within=keep_pulled_within)
 
 
 def without_digest_tags(rows):
@@ -986,3 +993,4 @@ def echo_untag_result(result, fmt: str) -> None:
 
 
 from . import cli_removal  # noqa: E402,F401 - registers restore (removal safety, issue #12)
+from . import cli_live  # noqa: E402,F401 - registers listen, history, changes and status (issue 15)

@@ -230,3 +230,80 @@ class Deletion(Base):
     restored_by: Mapped[str | None] = mapped_column(
         String, doc="Run of 'regdb restore' that pushed the manifest (and its tags) back."
     )
+
+
+# --- the live inventory (issue 15): registry notifications, tag history, pulls ---------------------------------
+
+
+class TagHistory(Base):
+    """Where a tag pointed, and from when to when: one row per (tag, digest) stretch."""
+
+    __tablename__ = "tag_history"
+    __table_args__ = (Index("ix_tag_history_registry_id_repo_tag", "registry_id", "repo", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
+    repo: Mapped[str] = mapped_column(String, doc="Repository name.")
+    tag: Mapped[str] = mapped_column(String, doc="Tag name.")
+    digest: Mapped[str] = mapped_column(ByteString, doc="The manifest the tag pointed at.")
+    valid_from: Mapped[datetime] = mapped_column(
+        DateTime, index=True, doc="When regdb saw the tag start pointing there (UTC): the event's time, or the "
+                                  "sync's when a sync found it."
+    )
+    valid_to: Mapped[datetime | None] = mapped_column(
+        DateTime, index=True, doc="When it stopped pointing there (UTC); NULL while it still does."
+    )
+    source: Mapped[str] = mapped_column(String, doc="Who saw it start: 'event', 'sync' or 'removal'.")
+    ended_by: Mapped[str | None] = mapped_column(String, doc="Who saw it end: 'event', 'sync' or 'removal'.")
+
+
+class Pull(Base):
+    """Manifest pulls per (repository, digest) and day (UTC), from the registry's notifications."""
+
+    __tablename__ = "pulls"
+
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True)
+    repo: Mapped[str] = mapped_column(String, primary_key=True, doc="Repository name.")
+    digest: Mapped[str] = mapped_column(ByteString, primary_key=True, doc="The manifest pulled.")
+    day: Mapped[str] = mapped_column(String, primary_key=True, doc="UTC day, YYYY-MM-DD.")
+    gets: Mapped[int] = mapped_column(Integer, default=0, doc="GET requests for the manifest that day.")
+    heads: Mapped[int] = mapped_column(Integer, default=0, doc="HEAD requests for the manifest that day.")
+    last_pulled_at: Mapped[datetime] = mapped_column(DateTime, doc="The last of them (UTC).")
+
+
+class ObservedWindow(Base):
+    """A stretch of time over which the inventory received every notification of a registry instance."""
+
+    __tablename__ = "observed_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[str] = mapped_column(String, doc="source.instanceID of the registry process sending.")
+    started_at: Mapped[datetime] = mapped_column(DateTime, doc="The first event of the window (UTC).")
+    last_event_at: Mapped[datetime] = mapped_column(DateTime, doc="The newest event applied in it (UTC).")
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, doc="When the window ended (UTC); NULL while open.")
+    end_reason: Mapped[str | None] = mapped_column(Text, doc="Why it ended (the registry restarted, ...).")
+
+
+class AppliedEvent(Base):
+    """Notification ids already applied: delivery is at least once, applying is exactly once."""
+
+    __tablename__ = "applied_events"
+
+    event_id: Mapped[str] = mapped_column(ByteString, primary_key=True, doc="The event's id.")
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
+    applied_at: Mapped[datetime] = mapped_column(DateTime, index=True, doc="When it was applied (UTC).")
+    action: Mapped[str] = mapped_column(String, doc="push, pull, delete, mount, or 'rejected'.")
+
+
+class RejectedEvent(Base):
+    """A notification regdb received (and answered 200, so the registry's queue moves on) but could not apply."""
+
+    __tablename__ = "rejected_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
+    event_id: Mapped[str | None] = mapped_column(String, doc="The event's id, when it had one.")
+    received_at: Mapped[datetime] = mapped_column(DateTime, doc="When the listener received it (UTC).")
+    reason: Mapped[str] = mapped_column(Text, doc="Why it could not be applied (one line).")
+    event: Mapped[str] = mapped_column(Text, doc="The event as received (JSON), cut at 8 KiB.")

@@ -88,7 +88,7 @@ _digests = models.Digest.__table__
 
 TOP_KEYS = ("protect", "rule", "max_delete")
 RULE_KEYS = ("name", "repos", "tags", "keep", "keep_latest", "order_by", "older_than", "newer_than", "untagged",
-             "match_all_tags")
+             "match_all_tags", "not_pulled_for", "keep_pulled_within")
 
 
 # --- patterns -------------------------------------------------------------------------------------------------
@@ -175,6 +175,8 @@ class Rule:
     newer_than: str | None = None
     untagged: bool = False
     match_all_tags: bool = True
+    not_pulled_for: str | None = None  # retention by use (issue 15): see regdb.live.use
+    keep_pulled_within: str | None = None
 
     @property
     def label(self) -> str:
@@ -184,11 +186,12 @@ class Rule:
     def removes(self) -> bool:
         """A rule with no selector only protects (its ``keep``)."""
         return bool(self.tags or self.keep_latest is not None or self.older_than or self.newer_than
-                    or self.untagged)
+                    or self.untagged or self.not_pulled_for)
 
     def retention(self, *, within=None, now=None) -> Retention:
         return Retention(keep_latest=self.keep_latest, order_by=self.order_by, older_than=self.older_than,
-                         newer_than=self.newer_than, untagged=self.untagged, within=within, now=now)
+                         newer_than=self.newer_than, untagged=self.untagged, within=within, now=now,
+                         not_pulled_for=self.not_pulled_for, keep_pulled_within=self.keep_pulled_within)
 
     def describe(self) -> str:
         parts = [f"repos {', '.join(self.repos)}"]
@@ -345,7 +348,7 @@ class _Validator:
                 self.fail("order_by only orders keep_latest: give keep_latest too", index, "order_by",
                           label=label)
         ages = {}
-        for key in ("older_than", "newer_than"):
+        for key in ("older_than", "newer_than", "not_pulled_for", "keep_pulled_within"):
             ages[key] = self.age(value.get(key), index, key, label)
         flags = {}
         for key, default in (("untagged", False), ("match_all_tags", True)):
@@ -360,7 +363,8 @@ class _Validator:
                               "put it in a rule of its own", index, key, label=label)
         return Rule(index=index, name=name, line=self.line_of(index), repos=repos, tags=tags, keep=keep,
                     keep_latest=keep_latest, order_by=order_by, older_than=ages["older_than"],
-                    newer_than=ages["newer_than"], untagged=flags["untagged"], match_all_tags=flags["match_all_tags"])
+                    newer_than=ages["newer_than"], untagged=flags["untagged"], match_all_tags=flags["match_all_tags"],
+                    not_pulled_for=ages["not_pulled_for"], keep_pulled_within=ages["keep_pulled_within"])
 
     def strings(self, value: Any, rule: int | None, key: str, label: str | None) -> tuple[str, ...]:
         items = [value] if isinstance(value, str) else value
@@ -560,6 +564,12 @@ def _explain(conn: Connection, registry_id: int, policy: Policy, report: RuleRep
     else:
         columns.append(literal(1))
     columns.append(flag(retention.age_clause(t.c.digest_id)) if (rule.older_than or rule.newer_than) else literal(1))
+    if retention.unused_since is not None:  # retention by use (issue 15)
+        from .live.use import used_since
+
+        columns.append(flag(used_since(t.c.repo_id, t.c.digest_id, retention.unused_since)))
+    else:
+        columns.append(literal(0))
     rows = conn.execute(
         select(*columns)
         .select_from(t.join(_repos, _repos.c.id == t.c.repo_id).join(_digests, _digests.c.id == t.c.digest_id))
@@ -570,7 +580,7 @@ def _explain(conn: Connection, registry_id: int, policy: Policy, report: RuleRep
     for repo, tag, digest, *_ in rows:
         tags_of[(repo, digest)].append(tag)
     result = []
-    for repo, tag, digest, created, version_key, matched, beyond, aged in rows:
+    for repo, tag, digest, created, version_key, matched, beyond, aged, used in rows:
         if (repo, digest) in removed:
             continue
         if is_digest_tag(tag):
@@ -588,6 +598,8 @@ def _explain(conn: Connection, registry_id: int, policy: Policy, report: RuleRep
         elif (rule.keep_latest is not None and rule.order_by == "created" or rule.older_than or rule.newer_than) \
                 and created is None:
             reason = "no build time in its config"
+        elif used:
+            reason = f"pulled since {retention.unused_since:%Y-%m-%d %H:%M} ({retention.unused_option})"
         elif not aged:
             reason = " and ".join(
                 f"not {word} {value}" for word, value in (("older than", rule.older_than),

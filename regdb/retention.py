@@ -136,6 +136,11 @@ class Retention:
     now: datetime | None = field(default=None, compare=False)
     older_cutoff: datetime | None = field(default=None, init=False)
     newer_cutoff: datetime | None = field(default=None, init=False)
+    # Retention by use (issue 15, regdb.live.use): select / keep by the registry's pull notifications.
+    not_pulled_for: str | None = None
+    keep_pulled_within: str | None = None
+    unused_since: datetime | None = field(default=None, init=False)
+    unused_option: str | None = field(default=None, init=False)
 
     def __post_init__(self):
         if self.keep_latest is not None and (isinstance(self.keep_latest, bool) or self.keep_latest < 1):
@@ -157,6 +162,16 @@ class Retention:
                 object.__setattr__(self, name.replace("_than", "_cutoff"), cutoff)
         if self.within is not None:
             object.__setattr__(self, "within", tuple(self.within))
+        for name, option in (("not_pulled_for", "--not-pulled-for"), ("keep_pulled_within", "--keep-pulled-within")):
+            text = getattr(self, name)
+            if text is not None:  # both leave out what was used since the cutoff: the earlier one wins
+                try:
+                    cutoff = parse_age(text, now=now)
+                except SelectorError as error:
+                    raise SelectorError(f"{option}: {error}") from None
+                if self.unused_since is None or cutoff < self.unused_since:
+                    object.__setattr__(self, "unused_since", cutoff)
+                    object.__setattr__(self, "unused_option", f"{option} {text}")
 
     @property
     def ordering(self) -> str:
@@ -166,7 +181,7 @@ class Retention:
     def selects(self) -> bool:
         """True when any selector is set (a query may then go without ``-t`` / ``-re``)."""
         return self.keep_latest is not None or self.older_than is not None or self.newer_than is not None \
-            or self.untagged
+            or self.untagged or self.not_pulled_for is not None
 
     def describe(self) -> str:
         """One line for plans: ``newest 10 by version kept, older than 90d``."""
@@ -179,7 +194,16 @@ class Retention:
             parts.append(f"older than {self.older_than}")
         if self.newer_than is not None:
             parts.append(f"newer than {self.newer_than}")
+        if self.unused_option is not None:
+            parts.append(f"not pulled since {self.unused_since:%Y-%m-%d %H:%M}")
         return ", ".join(parts)
+
+    def check_observed(self, conn: Connection, registry_id: int) -> None:
+        """Refuse (``SelectorError``) a selection by use over a longer time than the inventory has observed."""
+        if self.unused_since is not None:
+            from .live.use import check_observed
+
+            check_observed(conn, registry_id, self.unused_since, self.unused_option or "")
 
     # -- SQL, for regdb.selectors and the policy report
 
@@ -199,6 +223,10 @@ class Retention:
                 terms.append(tag.c.version_key.is_not(None))  # a tag that is no version has no place in the order
         if self.older_cutoff is not None or self.newer_cutoff is not None:
             terms.append(self.age_clause(tag.c.digest_id))
+        if self.unused_since is not None:
+            from .live.use import used_since
+
+            terms.append(not_(used_since(tag.c.repo_id, tag.c.digest_id, self.unused_since)))
         return and_(*terms)
 
     def age_clause(self, digest_id) -> ColumnElement[bool]:
@@ -307,6 +335,10 @@ def query_untagged(conn: Connection, registry_id: int, repos, retention: Retenti
         terms.append(rd.c.repo_id.in_(retention._within_ids(registry_id)))
     if retention.older_cutoff is not None or retention.newer_cutoff is not None:
         terms.append(retention.age_clause(rd.c.digest_id))
+    if retention.unused_since is not None:
+        from .live.use import used_since
+
+        terms.append(not_(used_since(rd.c.repo_id, rd.c.digest_id, retention.unused_since)))
 
     rd_other = _repo_digests.alias("rd_other")
     r_other = _repos.alias("r_other")

@@ -347,9 +347,13 @@ def query_tags(
     """
     if retention is None or not retention.selects:
         include, excluded = parse_query(tags, regex, exclude, exclude_regex)
-        retention = None
+        if retention is not None and retention.unused_since is not None:  # --keep-pulled-within alone protects
+            retention.check_observed(conn, registry_id)
+        else:
+            retention = None
     else:
         include, excluded = TagFilter.parse(tags, regex), TagFilter.parse(exclude, exclude_regex, protects=True)
+        retention.check_observed(conn, registry_id)  # --not-pulled-for: only as far back as pulls were seen
         if retention.untagged:
             from .retention import query_untagged
 

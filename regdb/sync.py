@@ -30,6 +30,7 @@ from . import models
 from .client import RegistryClient
 from .db import write_transaction
 from .errors import RegdbError, RepositoryNotFound
+from .live.history import end_repository_history, reconcile_repository
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
 from .versions import is_current_key, version_key
 
@@ -194,7 +195,7 @@ class SnapshotWriter:
             )
         return found
 
-    def write_repo(self, name: str, tags: dict[str, int], present: set[int]) -> None:
+    def write_repo(self, name: str, tags: dict[str, int], present: set[int], listed_at: datetime | None = None) -> None:
         """Make the repository's tags and manifests exactly ``tags`` and ``present`` (digest ids)."""
         repo_id = self.repo_id(name)
         table = models.Tag.__table__
@@ -212,6 +213,7 @@ class SnapshotWriter:
                 update(table).where(table.c.id == bindparam("tag_id")).values(version_key=bindparam("new_key")),
                 rekeyed,
             )
+        reconcile_repository(self.conn, self.registry_id, name, tags, at=listed_at)  # tag_history (issue 15)
         gone = [tag_id for tag, (tag_id, _) in existing.items() if tag not in tags]
         moved = [
             {"tag_id": existing[tag][0], "new_digest": digest_id}
@@ -252,6 +254,8 @@ class SnapshotWriter:
             select(table.c.id, table.c.name).where(table.c.registry_id == self.registry_id)
         ).all()
         doomed = [row.id for row in rows if (keep is not None and row.name not in keep) or row.name in set(names)]
+        end_repository_history(self.conn, self.registry_id, [row.name for row in rows if row.id in set(doomed)],
+                               source="sync")
         for start in range(0, len(doomed), BATCH):
             self.conn.execute(delete(table).where(table.c.id.in_(doomed[start : start + BATCH])))
 
@@ -282,6 +286,7 @@ class _RepoState:
     pending: int = 0
     stage: str = "tags"
     survivors: set[int] = field(default_factory=set)
+    listed_at: datetime = field(default_factory=utcnow)  # when its tags were asked for (tag_history)
 
 
 @dataclass
@@ -480,7 +485,8 @@ class _Walk:
             self._write(state, self.writer.lookup(set(state.refs.values())))
 
     def _write(self, state: _RepoState, ids: dict[str, int]) -> None:
-        self.writer.write_repo(state.name, {tag: ids[digest] for tag, digest in state.refs.items()}, state.survivors)
+        self.writer.write_repo(state.name, {tag: ids[digest] for tag, digest in state.refs.items()}, state.survivors,
+                               state.listed_at)
         del self.open[state.name]
         self.repos_done += 1
         if self.progress:

@@ -292,3 +292,37 @@ GROUP BY registry_id, registry, blob_digest
 
 VIEWS: tuple[View, ...] = (IMAGES, DIGEST_USAGE, REPO_STATS, BLOB_USAGE, SIGNATURES, RECLAIMABLE)
 
+
+
+PULL_STATS = View(
+    name="pull_stats",
+    doc="One row per (repository, digest) the registry's notifications showed pulled (regdb's own requests "
+        "never count): how often and how lately.",
+    columns={
+        "registry": "Host[:port] of the registry.",
+        "repo": "Repository name.",
+        "digest": "The manifest pulled (by tag or by digest); an index child pulled by digest is its own row.",
+        "last_pulled_at": "The last pull seen (UTC).",
+        "gets": "GET requests for the manifest, all days together.",
+        "heads": "HEAD requests for the manifest (a client checking a tag), all days together.",
+        "days": "Days (UTC) with at least one pull.",
+        "first_day": "The first such day (YYYY-MM-DD).",
+    },
+    sql="""
+CREATE VIEW pull_stats AS
+SELECT registries.name AS registry,
+       pulls.repo AS repo,
+       pulls.digest AS digest,
+       MAX(pulls.last_pulled_at) AS last_pulled_at,
+       SUM(pulls.gets) AS gets,
+       SUM(pulls.heads) AS heads,
+       COUNT(*) AS days,
+       MIN(pulls.day) AS first_day
+FROM pulls
+JOIN registries ON registries.id = pulls.registry_id
+GROUP BY registries.name, pulls.repo, pulls.digest
+""",
+)
+
+# Appended rather than edited into the tuple above, so parallel additions of views merge cleanly.
+VIEWS = VIEWS + (PULL_STATS,)

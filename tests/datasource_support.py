@@ -132,7 +132,8 @@ class Dataset:
     def expected_views(self) -> dict[str, set[tuple]]:
         # The dataset has no signatures and nothing deleted, so the retention views are empty for it.
         return {"images": self.images(), "digest_usage": self.digest_usage(), "repo_stats": self.repo_stats(),
-                "blob_usage": self.blob_usage(), "signatures": set(), "reclaimable": set()}
+                "blob_usage": self.blob_usage(), "signatures": set(), "reclaimable": set(),
+                "pull_stats": set()}  # no notifications: tests/test_live.py fills pull_stats
 
 
 def push_dataset(pusher: Pusher, registry_host: str, registry_url: str) -> Dataset:
@@ -216,6 +217,9 @@ def example_params(example: Example, data: Dataset) -> dict[str, str]:
     return {
         "tags-older-than-a-cutoff": {"cutoff": (datetime.now(timezone.utc) - timedelta(days=90)).date().isoformat()},
         "space-a-repository-holds-alone": {"repo": data.repo("app")},
+        "where-a-tag-pointed-at-a-time": {"repo": data.repo("app"), "tag": "latest",
+                                          "at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")},
+        "tags-not-pulled-since": {"cutoff": (datetime.now(timezone.utc) - timedelta(days=30)).date().isoformat()},
     }.get(example.name, {})
 
 
@@ -237,6 +241,10 @@ def example_expected(example: Example, data: Dataset) -> list[tuple]:
         ],
         "space-a-repository-holds-alone": [(data.registry, app[1], app[5], app[4])],
         "most-shared-blobs": blobs[:10],
+        # The dataset was synced, not pushed under a listener: the sync opened each tag's history, nothing
+        # was pulled (tests/test_live.py checks both against notifications).
+        "where-a-tag-pointed-at-a-time": [(data.registry, data.b.digest)],
+        "tags-not-pulled-since": sorted((r, repo, tag, None) for r, repo, tag, *_ in data.images()),
         "totals-per-registry": [
             (data.registry, 4, sum(row[2] for row in stats), sum(row[4] for row in stats))
         ],

@@ -233,6 +233,18 @@ def registry_config(root: Path, port: int, *, delete_enabled: bool = True, extra
     return config
 
 
+def notifications_config(url: str, *, token: str | None = None, name: str = "regdb",
+                         timeout: str = "2s", threshold: int = 1, backoff: str = "200ms") -> dict:
+    """``extra`` for ``start_registry`` that makes the registry send its notifications to ``url``.
+
+    ``threshold``/``backoff``: after ``threshold`` failed tries the registry waits ``backoff`` between tries
+    (distribution 2.8 re-sends the same event forever); small values keep redelivery tests quick."""
+    endpoint: dict = {"name": name, "url": url, "timeout": timeout, "threshold": threshold, "backoff": backoff}
+    if token is not None:
+        endpoint["headers"] = {"Authorization": [f"Bearer {token}"]}
+    return {"notifications": {"endpoints": [endpoint]}}
+
+
 def start_registry(
     root: Path,
     *,
