@@ -15,17 +15,20 @@ from .errors import (
     ScopeRefused,
     SelectorError,
 )
-from .inventory import Inventory, default_db_path
-
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # RegistryClient pulls in requests; importing it lazily keeps inventory-only commands fast to start.
+    # Imported on first use: RegistryClient pulls in requests, Inventory SQLAlchemy. `regdb --version` and
+    # `--help` need neither, and inventory-only commands never need requests (tests/test_startup.py).
     if name == "RegistryClient":
         from .client import RegistryClient
 
         return RegistryClient
+    if name in ("Inventory", "default_db_path"):
+        from . import inventory
+
+        return getattr(inventory, name)
     raise AttributeError(f"module 'regdb' has no attribute {name!r}")
 
 __all__ = [

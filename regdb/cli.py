@@ -11,14 +11,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .address import normalize_url
-from .db import MEMORY
 from .errors import RegdbError, RemovalIncomplete, SelectorError
-from .inventory import Inventory, default_db_path
+
+if TYPE_CHECKING:  # imported where used: --version and --help load neither SQLAlchemy nor requests
+    from .client import RegistryClient
+    from .inventory import Inventory
+
+# regdb.db.MEMORY, spelled out: naming it must not import SQLAlchemy (tests/test_startup.py holds them equal).
+MEMORY = ":memory:"
 
 log = logging.getLogger("regdb")
 
@@ -132,6 +138,8 @@ class Settings:
             return MEMORY
         if self.db:
             return self.db
+        from .inventory import default_db_path
+
         return default_db_path(self.registry_url())
 
     def inventory(self, *, readonly: bool = False) -> Inventory:
@@ -140,6 +148,8 @@ class Settings:
             readonly = False  # one throwaway inventory for the whole run
         key = (target, readonly)
         if key not in self._inventories:
+            from .inventory import Inventory
+
             self._inventories[key] = Inventory(target, readonly=readonly)
         return self._inventories[key]
 
