@@ -272,18 +272,20 @@ def setup_logging(level: str) -> None:
 
 
 def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = True):
-    """Sync with a progress line on a terminal (stderr), nothing extra when piped."""
+    """Sync with a progress bar on a terminal (stderr: tags done of the total, rate, ETA), nothing extra when
+    piped or at -l debug."""
     started = time.monotonic()
-    show = sys.stderr.isatty()
+    # A bar only for a person watching: not in a pipe, and not over -l debug's log lines.
+    watch = None
+    if sys.stderr.isatty() and not log.isEnabledFor(logging.DEBUG):
+        from .progress import SyncProgress
 
-    def progress(repos_done: int, tags_seen: int) -> None:
-        click.echo(f"\rsyncing {settings.client().name}: {repos_done} repositories, {tags_seen} tags",
-                   err=True, nl=False)
-
-    result = inventory.sync(settings.client(), repos or None, jobs=settings.jobs,
-                            progress=progress if show else None)
-    if show:
-        click.echo("\r\033[K", err=True, nl=False)
+        watch = SyncProgress(settings.client().name, sys.stderr)
+    try:
+        result = inventory.sync(settings.client(), repos or None, jobs=settings.jobs, watch=watch)
+    finally:
+        if watch is not None:
+            watch.close()
     for name in result.missing_repos:
         click.echo(f"warning: repository {name} not found in {result.registry}", err=True)
     if not quiet:
