@@ -938,3 +938,6 @@ def echo_untag_result(result, fmt: str) -> None:
         f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id})",
     )
+
+
+from . import cli_du  # noqa: E402,F401 - regdb du (registers itself on main)
