@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -79,6 +79,7 @@ class Settings:
     rate: float | None = None
     use_get_manifest: bool = False
     raise_intersecting_repo: bool = True
+    password_source: "Callable[[], str] | None" = field(default=None, repr=False)  # a profile's, read when needed
     _client: "RegistryClient | None" = field(default=None, repr=False)
     _inventories: dict = field(default_factory=dict, repr=False)
 
@@ -110,6 +111,8 @@ class Settings:
         from .credentials import docker_credentials
 
         user, password = self.user, self.password
+        if password is None and self.password_source is not None:
+            password = self.password_source()
         if not user:
             found = docker_credentials(url)
             if found:
@@ -220,10 +223,12 @@ class RegdbGroup(click.Group):
               help="Resolve tags with GET instead of HEAD (for registries whose HEAD is broken).")
 @click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning",
               show_default=True, help="Log level on stderr; debug shows requests (secrets redacted) and SQL.")
+@click.option("--profile", envvar="REGDB_PROFILE", metavar="NAME",
+              help="Profile of the config file ($XDG_CONFIG_HOME/regdb/config.toml) to take settings from.")
 @click.version_option(__version__, "--version", prog_name="regdb")
 @click.pass_context
 def main(ctx, registry, user, password, digest_auth, client_cert, client_key, verify, db, refresh, count,
-         no_raise_intersecting_repo, jobs, rate, use_get_manifest, log_level):
+         no_raise_intersecting_repo, jobs, rate, use_get_manifest, log_level, profile):
     """Mirror a Docker Registry v2 / OCI registry into an SQLite inventory, query it, clean it up safely.
 
     \b
@@ -238,6 +243,26 @@ def main(ctx, registry, user, password, digest_auth, client_cert, client_key, ve
         client_key=client_key, verify=verify, db=db, refresh=refresh, count=count, jobs=jobs, rate=rate,
         use_get_manifest=use_get_manifest, raise_intersecting_repo=not no_raise_intersecting_repo,
     )
+    apply_profile(ctx, ctx.obj, profile)
+
+
+def apply_profile(ctx, settings: Settings, named: str | None) -> None:
+    """Fill in what the flags left open from the config file's profiles (regdb/profiles.py has the order)."""
+    from .profiles import SETTINGS, load_config, resolve
+
+    config = load_config()
+    if config is None and not named:
+        return
+    sources = {click.core.ParameterSource.COMMANDLINE: "command line",
+               click.core.ParameterSource.ENVIRONMENT: "environment"}
+    resolved = resolve(ctx.params, lambda name: sources.get(ctx.get_parameter_source(name), "default"), named,
+                       config)
+    for name in SETTINGS:
+        if name != "log_level" and resolved.values.get(name) != ctx.params.get(name):
+            setattr(settings, name, resolved.values[name])
+    settings.password_source = resolved.password
+    if resolved.values["log_level"] != ctx.params["log_level"]:
+        setup_logging(resolved.values["log_level"])
 
 
 class StderrHandler(logging.StreamHandler):
