@@ -10,6 +10,7 @@ import json
 from click.testing import CliRunner
 
 from regdb.cli import main
+from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 
 def regdb(url: str, db, *args: str):
@@ -84,3 +85,17 @@ def test_garbage_collect_removes_deleted_manifests_blobs(fresh_registry, fresh_p
     assert not (manifest_blob.parent.parent / gone.config_digest[7:9] / gone.config_digest[7:]).exists()
     kept = fresh_registry.storage_path / "docker/registry/v2/blobs/sha256" / keep.digest[7:9] / keep.digest[7:]
     assert kept.exists()
+
+
+def test_du_on_postgresql_matches_sqlite(registry, pusher, repo_name, pg_url, tmp_path):
+    shared = b"P" * 5_000
+    pusher.push_image(f"{repo_name}/one", "1", layers=[shared, b"1" * 7_000])
+    pusher.push_image(f"{repo_name}/two", "1", layers=[shared, b"2" * 3_000])
+    repos = [f"{repo_name}/one", f"{repo_name}/two"]
+    answers = []
+    for db in (tmp_path / "inventory.db", pg_url):
+        regdb(registry.url, db, "sync", *repos)
+        answers.append(du_rows(registry.url, db, "-r", *repos))
+    assert answers[0] == answers[1]
+    assert list(answers[0]) == repos and answers[0][repos[0]]["unique_bytes"] > answers[0][repos[1]]["unique_bytes"]
+    assert all(isinstance(row["reclaimable_bytes"], int) for row in answers[1].values())
