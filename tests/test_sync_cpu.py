@@ -57,3 +57,43 @@ def test_a_direct_head_that_meets_trouble_goes_the_full_way(fresh_registry, fres
     assert result.tags == 3 and images(db) == before
     # 3 tags, one 503 and one reset: each retried once through requests, nothing asked twice otherwise.
     assert len(heads) == 5, heads
+
+
+def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_binary, tmp_path):
+    """On distribution with TLS from our own CA, a mandatory client certificate and htpasswd: the re-sync's
+    direct HEADs verify the server with -v's CA, present the certificate and carry Basic credentials."""
+    from tests.pki import make_pki
+    from tests.reach_support import start_secure_registry, tls_session, write_htpasswd
+    from tests.rig import Pusher
+
+    pki = make_pki(tmp_path / "pki")
+    secure = start_secure_registry(tmp_path / "registry", pki, write_htpasswd(tmp_path / "htpasswd",
+                                                                              {"alice": "pw-direct"}))
+    try:
+        pusher = Pusher(secure.url, tls_session(pki, auth=("alice", "pw-direct")))
+        image = pusher.push_image("tls/app", "1.0")
+        pusher.tag("tls/app", "latest", image.digest)
+        db = tmp_path / "inventory.db"
+
+        def client() -> RegistryClient:
+            from regdb.auth import build_auth
+
+            return RegistryClient(secure.url, auth=build_auth("alice", "pw-direct"), verify=str(pki.ca.cert_path),
+                                  cert=(str(pki.client.cert_path), str(pki.client.key_path)), jobs=2)
+
+        with Inventory(db) as inventory, closing(client()) as first:
+            inventory.sync(first)
+        through_requests = []
+        real = requests.Session.request
+
+        def counting(self, method, url, *args, **kwargs):
+            through_requests.append(method)
+            return real(self, method, url, *args, **kwargs)
+
+        with mock.patch.object(requests.Session, "request", counting), Inventory(db) as inventory, \
+                closing(client()) as again:
+            result = inventory.sync(again)
+        assert result.tags == 2 and again.stats["head"] == 2 and "HEAD" not in through_requests
+        assert images(db) == {("tls/app", "1.0", image.digest), ("tls/app", "latest", image.digest)}
+    finally:
+        secure.stop()
