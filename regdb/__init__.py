@@ -15,12 +15,14 @@ from .errors import (
     ScopeRefused,
     SelectorError,
 )
+
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Imported on first use: RegistryClient pulls in requests, Inventory SQLAlchemy. `regdb --version` and
-    # `--help` need neither, and inventory-only commands never need requests (tests/test_startup.py).
+    # Imported on first use: RegistryClient pulls in requests, Inventory SQLAlchemy. ``import regdb`` stays
+    # standard-library only, so the console scripts' entry (regdb/entry.py) can catch a Ctrl-C during every
+    # later import, and inventory-only commands never import requests.
     if name == "RegistryClient":
         from .client import RegistryClient
 
