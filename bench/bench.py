@@ -1,19 +1,24 @@
-"""`make bench`: the performance figures of issues 2 and 3, printed side by side in one run.
+"""`make bench`: the performance figures of issues 2, 3 and 17, printed side by side in one run.
 
     python3 bench/bench.py              # everything (about 3 to 6 minutes; the first run also builds fixtures)
-    python3 bench/bench.py --only sync  # one part: sync, memory or queries
+    python3 bench/bench.py --only sync  # one part: startup, sync, memory or queries
     python3 bench/bench.py --profile    # also a cProfile of regdb's first sync and re-sync
 
 Figures, and the targets the issues set:
+0. Start-up (issue 17): `regdb --version` beside a minimal click program's `--version` (a group with
+   click.version_option: the floor for any click CLI). Target <= 1.5x. regdb's bytecode is written first
+   (compile_regdb), as an installed wheel has it.
 1. Registry (issue 2): a local docker-registry with 99 repositories x 50 tags (4,950 tags, 990 distinct
    digests). The floor is a bare HEAD sweep of every tag with a minimal threaded urllib3 client; then regdb's
    first sync, its re-sync with nothing changed, and docker-registry-util 1.0.3's full refresh (run from its own
-   venv, .bench/seed-venv). Targets: re-sync <= 1.5x the floor, first sync <= half the seed's time.
+   venv, .bench/seed-venv). Targets: re-sync <= 1.5x the floor, first sync <= half the seed's time; client
+   CPU per request on the re-sync <= 1.5x the sweep's (issue 17), printed beside each figure.
 2. Memory (issue 2): peak RSS of building a 1,000,000-tag inventory through regdb's own SnapshotWriter in a
    child process. Target < 300 MB.
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
    on that inventory, process start included; beside them the seed's own query code loading its JSON cache
-   of the same data. Targets: < 0.5 s each, regdb >= 20x faster than the seed.
+   of the same data. Targets: < 0.5 s each, regdb >= 15x faster than the seed end to end (issue 17; issue 3
+   asked 20x), with the same rows.
 4. Listener (issue 15): a `regdb listen` on SQLite fed 20,000 notifications by the benchmark itself over 8
    connections (separate processes, as several registry replicas would send), with the journal fsynced per
    commit and without; then the lag from each of 200 skopeo pushes to its tag being in the inventory.
@@ -331,9 +336,14 @@ def timed(registry, fn) -> Run:
     return Run(wall, process_cpu(pid) - registry_before, own_cpu() - client_before, result)
 
 
-def cpu_note(run: Run, client_cpu: float | None = None) -> str:
+def cpu_note(run: Run, client_cpu: float | None = None, requests: int | None = None) -> str:
     client = run.client_cpu if client_cpu is None else client_cpu
-    return f"CPU: registry {run.registry_cpu:.1f} s, client {client:.1f} s"
+    per = f" = {per_request_ms(client, requests):.2f} ms per request" if requests else ""
+    return f"CPU: registry {run.registry_cpu:.1f} s, client {client:.1f} s{per}"
+
+
+def per_request_ms(cpu_seconds: float, requests: int) -> float:
+    return 1000 * cpu_seconds / max(requests, 1)
 
 
 def bench_registry(profile: bool) -> None:
@@ -402,27 +412,43 @@ def bench_registry(profile: bool) -> None:
             profile_sync(lambda: sync_into(inventory_path), "re-sync")
 
         row("1a floor: HEAD sweep, urllib3 x16", f"{secs(floor)} ({len(refs)} tags, {floor_run.result} digests; "
-            f"{cpu_note(floor_run)}; {spread([r.wall for r in floor_runs])})", "reference", "")
+            f"{cpu_note(floor_run, requests=len(refs))}; {spread([r.wall for r in floor_runs])})", "reference", "")
         first_kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(first_stats.items()))
         row("1b regdb first sync", f"{secs(first)} = {first / floor:.1f}x floor ({first_result.tags} tags, "
             f"{first_result.digests_fetched} manifests; {sum(first_stats.values())} requests: {first_kinds}; "
-            f"{cpu_note(first_run)}; {spread([r.wall for r in first_runs])})", "<= 0.5x seed",
+            f"{cpu_note(first_run, requests=sum(first_stats.values()))}; {spread([r.wall for r in first_runs])})",
+            "<= 0.5x seed",
             (verdict(first <= 0.5 * seed_run.wall) + f" ({first / seed_run.wall:.2f}x seed)") if seed_run
             else "no seed figure")
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(again_stats.items()))
         row("1c regdb re-sync, nothing changed", f"{secs(again)} = {again / floor:.2f}x floor (round by round "
-            f"{pairs}x, median {sorted(ratios)[1]:.2f}x; {sum(again_stats.values())} requests: {kinds}; {cpu_note(again_run)}; "
+            f"{pairs}x, median {sorted(ratios)[1]:.2f}x; {sum(again_stats.values())} requests: {kinds}; "
+            f"{cpu_note(again_run, requests=sum(again_stats.values()))}; "
             f"{spread([r.wall for r in again_runs])})", "<= 1.5x floor", verdict(again <= 1.5 * floor))
         if seed_run is not None:
             row("1d seed full refresh (dregutil 1.0.3)", f"{secs(seed_run.wall)} = {seed_run.wall / floor:.1f}x floor "
                 f"({seed_note}; sequential, Accept: schema 2 only; {cpu_note(seed_run)})", "reference", "")
         else:
             row("1d seed full refresh (dregutil 1.0.3)", f"not measured: {seed_note}", "reference", "")
+        row_client_cpu(floor_runs, len(refs), again_runs, first_runs)
         if again_result.digests_fetched or again_stats.get("manifest") or again_stats.get("blob"):
             row("1c' re-sync fetched nothing", f"fetched {again_result.digests_fetched} manifests", "0", "MISSED")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         registry.stop()
+
+
+def row_client_cpu(floor_runs: list[Run], floor_requests: int, again_runs: list[Run], first_runs: list[Run]) -> None:
+    """Issue 17: regdb's own CPU per request on a re-sync within 1.5x of the bare urllib3 sweep's. The least CPU
+    of each side's runs: CPU is steadier than wall time on shared cores, and the least is the least disturbed."""
+    floor = min(per_request_ms(run.client_cpu, floor_requests) for run in floor_runs)
+
+    def ours(runs: list[Run]) -> float:
+        return min(per_request_ms(run.client_cpu, sum(run.result[1].values())) for run in runs)
+
+    again, first = ours(again_runs), ours(first_runs)
+    row("1e client CPU per request: re-sync / floor", f"{again / floor:.2f}x ({again:.2f} ms vs the sweep's "
+        f"{floor:.2f} ms; first sync {first:.2f} ms)", "<= 1.5x", verdict(again <= 1.5 * floor))
 
 
 def profile_sync(fn, label: str) -> None:
@@ -738,8 +764,9 @@ def bench_queries(db: Path | None) -> None:
                 verdict(run.wall < 0.5))
             if seed_run is not None:
                 ratio = seed_run.wall / run.wall
+                # Issue 17 sets 15x for these end-to-end runs (process start included; issue 3 had 20x).
                 row(f"{figure}' seed time / regdb time", f"{ratio:.1f}x (CPU {seed_run.cpu / run.cpu:.1f}x)",
-                    ">= 20x", verdict(ratio >= 20))
+                    ">= 15x", verdict(ratio >= 15))
         if seed_run is not None:
             answer = seed_run.stdout
             row(f"{figure}s seed's own code, {command.split()[0]}",
@@ -771,6 +798,60 @@ def bench_queries(db: Path | None) -> None:
             f"{parts['list']:.3f} s ({timing(run, done)})", "reference", "")
     else:
         row("3d library in a fresh python (phases)", f"failed: {library[-1].error}", "reference", "")
+
+
+# === part 0: start-up ========================================================================================
+
+# The floor for a click CLI (issue 17): a group with click.version_option and nothing else.
+MINIMAL_CLICK = """
+import click
+
+
+@click.group()
+@click.version_option("0.1.0", "--version", prog_name="minimal")
+def main():
+    pass
+
+
+main()
+"""
+
+
+def compile_regdb() -> None:
+    """Write regdb's bytecode before anything is timed. An installed wheel has it (pip compiles at install); an
+    editable checkout under PYTHONDONTWRITEBYTECODE=1 (set on the development machines) never writes it, and
+    then every regdb command compiles its modules from source again: tens of milliseconds per command."""
+    import compileall
+
+    for folder in ("regdb", "migrations"):
+        compileall.compile_dir(str(ROOT / folder), quiet=1)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        say("start-up: PYTHONDONTWRITEBYTECODE is set: regdb's bytecode written once with compileall, as pip does")
+
+
+def bench_startup() -> None:
+    script = BENCH / "minimal_click.py"
+    script.write_text(MINIMAL_CLICK)
+    theirs: list[Child] = []
+    ours: dict[str, list[Child]] = {"--version": [], "--help": []}
+    say("start-up: regdb --version and --help beside a minimal click program's --version (15 rounds) ...")
+    for _ in range(15):  # alternated, so a burst of other load lands on both sides
+        theirs.append(run_child([sys.executable, str(script), "--version"]))
+        for flag, runs in ours.items():
+            runs.append(run_child([*regdb_command(), flag]))
+    floor = best(theirs)
+    row("0a minimal click program --version", f"{secs(floor.wall)} (CPU {min(r.cpu for r in theirs):.3f} s; best of "
+        f"{len(theirs)})", "reference", "")
+    for figure, flag in (("0b", "--version"), ("0c", "--help")):
+        runs = [r for r in ours[flag] if not r.error]
+        if not runs:
+            row(f"{figure} regdb {flag}", f"failed: {ours[flag][-1].error}", "<= 1.5x", "MISSED")
+            continue
+        run = best(runs)
+        ratio = run.wall / floor.wall
+        cpu_ratio = min(r.cpu for r in runs) / max(min(r.cpu for r in theirs), 1e-6)
+        row(f"{figure} regdb {flag} / minimal click", f"{ratio:.2f}x ({secs(run.wall)}, CPU {cpu_ratio:.2f}x)",
+            "<= 1.5x" if flag == "--version" else "reference", verdict(ratio <= 1.5) if flag == "--version" else "")
 
 
 # === main ===================================================================================================
@@ -877,7 +958,7 @@ def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["sync", "memory", "queries", "listener"], help="run one part only")
+    parser.add_argument("--only", choices=["startup", "sync", "memory", "queries", "listener"], help="run one part only")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of regdb's first sync and re-sync")
     parser.add_argument("--rebuild-million", action="store_true", help="rebuild the million-tag inventory")
     parser.add_argument("--build-million", metavar="PATH", help=argparse.SUPPRESS)  # the child of part 2
@@ -889,8 +970,11 @@ def main() -> int:
     BENCH.mkdir(exist_ok=True)
     started = time.perf_counter()
     say(f"regdb bench on {os.cpu_count()} CPUs, {sys.executable} (Python {sys.version.split()[0]})")
-    parts = [args.only] if args.only else ["sync", "memory", "queries", "listener"]
+    parts = [args.only] if args.only else ["startup", "sync", "memory", "queries", "listener"]
+    compile_regdb()
     try:
+        if "startup" in parts:
+            bench_startup()
         if "sync" in parts:
             bench_registry(args.profile)
         db = None

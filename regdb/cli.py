@@ -11,14 +11,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from . import __version__
 from .address import normalize_url
-from .db import MEMORY
 from .errors import RegdbError, RemovalIncomplete, RemovalInterrupted, SelectorError
-from .inventory import Inventory, default_db_path
+
+if TYPE_CHECKING:  # imported where used: --version and --help load neither SQLAlchemy nor requests
+    from .client import RegistryClient
+    from .inventory import Inventory
+
+# regdb.db.MEMORY, spelled out: naming it must not import SQLAlchemy (tests/test_startup.py holds them equal).
+MEMORY = ":memory:"
 
 log = logging.getLogger("regdb")
 
@@ -89,6 +95,7 @@ class Settings:
     rate: float | None = None
     use_get_manifest: bool = False
     raise_intersecting_repo: bool = True
+    password_source: "Callable[[], str] | None" = field(default=None, repr=False)  # a profile's, read when needed
     _client: "RegistryClient | None" = field(default=None, repr=False)
     _inventories: dict = field(default_factory=dict, repr=False)
 
@@ -120,6 +127,8 @@ class Settings:
         from .credentials import docker_credentials
 
         user, password = self.user, self.password
+        if password is None and self.password_source is not None:
+            password = self.password_source()
         if not user:
             found = docker_credentials(url)
             if found:
@@ -148,6 +157,8 @@ class Settings:
             return MEMORY
         if self.db:
             return self.db
+        from .inventory import default_db_path
+
         return default_db_path(self.registry_url())
 
     def inventory(self, *, readonly: bool = False) -> Inventory:
@@ -156,6 +167,8 @@ class Settings:
             readonly = False  # one throwaway inventory for the whole run
         key = (target, readonly)
         if key not in self._inventories:
+            from .inventory import Inventory
+
             self._inventories[key] = Inventory(target, readonly=readonly)
         return self._inventories[key]
 
@@ -237,10 +250,12 @@ class RegdbGroup(click.Group):
               help="Resolve tags with GET instead of HEAD (for registries whose HEAD is broken).")
 @click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning",
               show_default=True, help="Log level on stderr; debug shows requests (secrets redacted) and SQL.")
+@click.option("--profile", envvar="REGDB_PROFILE", metavar="NAME",
+              help="Profile of the config file ($XDG_CONFIG_HOME/regdb/config.toml) to take settings from.")
 @click.version_option(__version__, "--version", prog_name="regdb")
 @click.pass_context
 def main(ctx, registry, user, password, digest_auth, client_cert, client_key, verify, db, refresh, count,
-         no_raise_intersecting_repo, jobs, rate, use_get_manifest, log_level):
+         no_raise_intersecting_repo, jobs, rate, use_get_manifest, log_level, profile):
     """Mirror a Docker Registry v2 / OCI registry into an SQLite inventory, query it, clean it up safely.
 
     \b
@@ -255,6 +270,26 @@ def main(ctx, registry, user, password, digest_auth, client_cert, client_key, ve
         client_key=client_key, verify=verify, db=db, refresh=refresh, count=count, jobs=jobs, rate=rate,
         use_get_manifest=use_get_manifest, raise_intersecting_repo=not no_raise_intersecting_repo,
     )
+    apply_profile(ctx, ctx.obj, profile)
+
+
+def apply_profile(ctx, settings: Settings, named: str | None) -> None:
+    """Fill in what the flags left open from the config file's profiles (regdb/profiles.py has the order)."""
+    from .profiles import SETTINGS, load_config, resolve
+
+    config = load_config()
+    if config is None and not named:
+        return
+    sources = {click.core.ParameterSource.COMMANDLINE: "command line",
+               click.core.ParameterSource.ENVIRONMENT: "environment"}
+    resolved = resolve(ctx.params, lambda name: sources.get(ctx.get_parameter_source(name), "default"), named,
+                       config)
+    for name in SETTINGS:
+        if name != "log_level" and resolved.values.get(name) != ctx.params.get(name):
+            setattr(settings, name, resolved.values[name])
+    settings.password_source = resolved.password
+    if resolved.values["log_level"] != ctx.params["log_level"]:
+        setup_logging(resolved.values["log_level"])
 
 
 class StderrHandler(logging.StreamHandler):
@@ -289,18 +324,20 @@ def setup_logging(level: str) -> None:
 
 
 def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = True):
-    """Sync with a progress line on a terminal (stderr), nothing extra when piped."""
+    """Sync with a progress bar on a terminal (stderr: tags done of the total, rate, ETA), nothing extra when
+    piped or at -l debug."""
     started = time.monotonic()
-    show = sys.stderr.isatty()
+    # A bar only for a person watching: not in a pipe, and not over -l debug's log lines.
+    watch = None
+    if sys.stderr.isatty() and not log.isEnabledFor(logging.DEBUG):
+        from .progress import SyncProgress
 
-    def progress(repos_done: int, tags_seen: int) -> None:
-        click.echo(f"\rsyncing {settings.client().name}: {repos_done} repositories, {tags_seen} tags",
-                   err=True, nl=False)
-
-    result = inventory.sync(settings.client(), repos or None, jobs=settings.jobs,
-                            progress=progress if show else None)
-    if show:
-        click.echo("\r\033[K", err=True, nl=False)
+        watch = SyncProgress(settings.client().name, sys.stderr)
+    try:
+        result = inventory.sync(settings.client(), repos or None, jobs=settings.jobs, watch=watch)
+    finally:
+        if watch is not None:
+            watch.close()
     for name in result.missing_repos:
         click.echo(f"warning: repository {name} not found in {result.registry}", err=True)
     if not quiet:
@@ -994,3 +1031,4 @@ def echo_untag_result(result, fmt: str) -> None:
 
 from . import cli_removal  # noqa: E402,F401 - registers restore (removal safety, issue #12)
 from . import cli_live  # noqa: E402,F401 - registers listen, history, changes and status (issue 15)
+from . import cli_du  # noqa: E402,F401 - regdb du (registers itself on main)

@@ -84,14 +84,17 @@ class Inventory:
         *,
         jobs: int = 16,
         progress: Callable[[int, int], None] | None = None,
+        watch: Callable | None = None,
     ) -> SyncResult:
-        """Mirror the registry (all of it, or only ``repos``) into this inventory as one snapshot."""
+        """Mirror the registry (all of it, or only ``repos``) into this inventory as one snapshot.
+
+        ``progress(repos_done, tags_seen)`` after each repository; ``watch(sync.SyncCounts)`` after each tag."""
         from .client import RegistryClient
         from .sync import sync_registry
 
         if isinstance(client, str):
             client = RegistryClient(client, jobs=jobs)
-        return sync_registry(self.engine, client, repos=repos, jobs=jobs, progress=progress)
+        return sync_registry(self.engine, client, repos=repos, jobs=jobs, progress=progress, watch=watch)
 
     # --- listing and querying (selectors) -------------------------------------------------------------
 

@@ -447,7 +447,10 @@ def _select(
         .where(
             _repo_digests.c.digest_id == candidate.c.digest_id,
             _repo_digests.c.repo_id.not_in(repo_ids),
-            _repos.c.registry_id == registry_id,
+            # + 0: without ANALYZE statistics SQLite otherwise walks every repository of the registry for each
+            # candidate (sqlite_autoindex_repos_1) instead of the few holding its digest: 18 s instead of
+            # milliseconds for 100 of 10,000 repositories (bench 3a).
+            _repos.c.registry_id + 0 == registry_id,
         )
     )
     raise_tags = check_tags and raise_intersecting_tag

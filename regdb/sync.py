@@ -56,6 +56,24 @@ class SyncResult:
     missing_repos: list[str] = field(default_factory=list)
 
 
+@dataclass
+class SyncCounts:
+    """How far a sync is, for a progress display: handed to ``watch`` after every tag and every repository."""
+
+    repos_done: int = 0
+    repos_total: int | None = None  # known once the catalog (or the list of names) is exhausted
+    tags_done: int = 0
+    tags_listed: int = 0  # tags of the repositories listed so far: the total once every repository is listed
+    repos_listed: int = 0
+
+    @property
+    def tags_total(self) -> int | None:
+        """Every tag this sync will resolve, once the catalog is known and every repository has been listed."""
+        if self.repos_total is not None and self.repos_listed >= self.repos_total:
+            return self.tags_listed
+        return None
+
+
 # --- writing ------------------------------------------------------------------------------------------------
 
 
@@ -302,7 +320,7 @@ class _Walk:
     """Schedules the HTTP work of one sync on a worker pool; the calling thread alone touches the database."""
 
     def __init__(self, client: RegistryClient, writer: SnapshotWriter, jobs: int,
-                 progress: Callable[[int, int], None] | None):
+                 progress: Callable[[int, int], None] | None, watch: Callable[[SyncCounts], None] | None = None):
         self.client = client
         self.writer = writer
         self.pool = ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="regdb-sync")
@@ -315,6 +333,8 @@ class _Walk:
         self.open: dict[str, _RepoState] = {}
         self.fetching: dict[str, _DigestJob] = {}
         self.progress = progress
+        self.watch = watch
+        self.counts = SyncCounts()
         self.repos_done = 0
         self.tags_seen = 0
         self.missing: list[str] = []
@@ -334,6 +354,7 @@ class _Walk:
                     name = next(names, None)
                     if name is None:
                         more = False
+                        self.counts.repos_total = len(self.seen)
                         break
                     if name in self.seen:
                         continue
@@ -376,8 +397,11 @@ class _Walk:
         if tags is None:
             self.missing.append(state.name)
             del self.open[state.name]
+            self.counts.repos_listed += 1
             return
         state.tags = sorted(set(tags))
+        self.counts.repos_listed += 1
+        self.counts.tags_listed += len(state.tags)
         state.stage = "refs"
         state.pending = len(state.tags)
         # A repository seen for the first time has mostly new manifests: GET each tag (the body comes with
@@ -404,6 +428,9 @@ class _Walk:
             state.refs[tag] = sys.intern(ref.digest)
         state.pending -= 1
         self.tags_seen += 1
+        if self.watch:
+            self.counts.tags_done = self.tags_seen
+            self.watch(self.counts)
         if state.pending == 0:
             self._after_refs(state)
 
@@ -491,6 +518,9 @@ class _Walk:
         self.repos_done += 1
         if self.progress:
             self.progress(self.repos_done, self.tags_seen)
+        if self.watch:
+            self.counts.repos_done, self.counts.tags_done = self.repos_done, self.tags_seen
+            self.watch(self.counts)
 
 
 def sync_registry(
@@ -500,8 +530,12 @@ def sync_registry(
     repos: Iterable[str] | None = None,
     jobs: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    watch: Callable[[SyncCounts], None] | None = None,
 ) -> SyncResult:
-    """Mirror the registry (or only ``repos``) into the inventory as one snapshot."""
+    """Mirror the registry (or only ``repos``) into the inventory as one snapshot.
+
+    ``progress(repos_done, tags_seen)`` is called after each repository is written; ``watch(SyncCounts)`` after
+    each tag too, with the totals once they are known (a progress bar)."""
     started = utcnow()
     named = list(dict.fromkeys(repos)) if repos else None
     requests_before = sum(client.stats.values())
@@ -509,7 +543,7 @@ def sync_registry(
         client.ping()
         with write_transaction(engine) as conn:
             writer = SnapshotWriter(conn, client.url, client.name)
-            walk = _Walk(client, writer, jobs, progress)
+            walk = _Walk(client, writer, jobs, progress, watch)
             walk.run(named if named is not None else client.catalog())
             if named is None:
                 writer.drop_repos(keep=walk.seen - set(walk.missing))

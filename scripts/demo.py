@@ -1,7 +1,8 @@
 """`make demo`: a throwaway registry on 127.0.0.1 with sample images, synced into an inventory and queried.
 
 Everything lives under .demo/ and the registry is stopped at the end. Each regdb command is printed before
-it runs, so the output doubles as a tour of the CLI.
+it runs, exactly as it runs (in .demo/, with no hidden environment variable), so the output doubles as a tour
+of the CLI whose lines can be pasted (tests/test_demo.py re-runs them).
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ sys.path.insert(0, str(ROOT))
 from tests.rig import Pusher, start_registry  # noqa: E402
 
 DEMO = ROOT / ".demo"
+DB_FILE = "demo.db"  # in DEMO; given with --db on the lines that create and read it
 REGDB = Path(sys.executable).parent / "regdb"
+
+
+# Settings regdb reads from the environment or a profile: the demo's lines must mean the same pasted elsewhere.
+HIDDEN = ("REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD", "REGDB_DATABASE", "REGDB_PROFILE")
 
 
 def regdb(*args: str) -> None:
     command = [str(REGDB), *args]
     print(f"\n$ regdb {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    subprocess.run(command, check=True, cwd=DEMO, env={**os.environ, "REGDB_DATABASE": str(DEMO / "demo.db")})
+    env = {name: value for name, value in os.environ.items() if name not in HIDDEN}
+    env["XDG_CONFIG_HOME"] = str(DEMO / "config")  # no profile of the person running the demo applies
+    subprocess.run(command, check=True, cwd=DEMO, env=env)
 
 
 def push_samples(pusher: Pusher) -> None:
@@ -49,14 +57,15 @@ def main() -> None:
         print(f"registry running at {registry.url} (storage in .demo/registry)")
         push_samples(Pusher(registry.url))
         url = registry.url
-        regdb("-reg", url, "sync")
-        regdb("-reg", url, "list-repo-names")
-        regdb("-reg", url, "list-tag-names", "shop/api", "shop/web")
-        regdb("-reg", url, "query-tags", "-r", "shop/api", "-t", "<1.4", "-x", "1.0")
-        regdb("-reg", url, "query-tags", "-r", "shop/web", "-re", "2\\.", "--format", "json")
-        regdb("-reg", url, "remove-tags", "-r", "shop/api", "-t", "<1.3", "--dry-run")
-        regdb("sql", "SELECT repo, tag, architecture, os, size FROM images ORDER BY repo, tag")
-        print(f"\nThe inventory is {DEMO / 'demo.db'}: open it with sqlite3 or any BI tool.")
+        regdb("-reg", url, "--db", DB_FILE, "sync")
+        regdb("-reg", url, "--db", DB_FILE, "list-repo-names")
+        regdb("-reg", url, "--db", DB_FILE, "list-tag-names", "shop/api", "shop/web")
+        regdb("-reg", url, "--db", DB_FILE, "query-tags", "-r", "shop/api", "-t", "<1.4", "-x", "1.0")
+        regdb("-reg", url, "--db", DB_FILE, "query-tags", "-r", "shop/web", "-re", "2\\.", "--format", "json")
+        regdb("-reg", url, "--db", DB_FILE, "remove-tags", "-r", "shop/api", "-t", "<1.3", "--dry-run")
+        regdb("--db", DB_FILE, "sql", "SELECT repo, tag, architecture, os, size FROM images ORDER BY repo, tag")
+        regdb("-reg", url, "--db", DB_FILE, "du")
+        print(f"\nThe inventory is {DEMO / DB_FILE}: open it with sqlite3 or any BI tool.")
     finally:
         registry.stop()
 

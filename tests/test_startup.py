@@ -1,0 +1,86 @@
+"""Start-up: each command imports only what it uses (issue 17).
+
+`regdb --version` and `--help` load neither SQLAlchemy nor requests; commands that only read the inventory
+never load requests. Asserted by listing ``sys.modules`` in a fresh interpreter after the command ran.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from regdb import Inventory, RegistryClient
+
+# Runs the CLI in a fresh interpreter, then prints the loaded module names as JSON on the last stderr line.
+PROBE = """
+import json, sys
+from regdb.cli import main
+try:
+    main(sys.argv[1:], prog_name="regdb")
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+HTTP = ("requests", "urllib3", "regdb.client", "regdb.auth")
+DATABASE = ("sqlalchemy", "alembic", "regdb.inventory", "regdb.db")
+
+
+def loaded_after(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
+    modules = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    return modules, result
+
+
+def top_level(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules} | modules
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["query-tags", "--help"], ["sync", "--help"]])
+def test_version_and_help_load_no_database_and_no_http(args):
+    modules, result = loaded_after(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert not top_level(modules) & set(HTTP + DATABASE), sorted(top_level(modules) & set(HTTP + DATABASE))
+    assert "tqdm" not in modules  # the progress library loads only for a sync on a terminal
+
+
+@pytest.fixture(scope="module")
+def synced(registry, tmp_path_factory):
+    from tests.rig import Pusher
+
+    pusher = Pusher(registry.url)
+    pusher.push_image("startup-probe/app", "1.0")
+    path = tmp_path_factory.mktemp("startup") / "inventory.db"
+    client = RegistryClient(registry.url, jobs=4)
+    with Inventory(path) as inventory:
+        inventory.sync(client, ["startup-probe/app"])
+    client.close()
+    return registry.url, path
+
+
+@pytest.mark.parametrize("args", [
+    ["list-repo-names"],
+    ["list-tag-names", "startup-probe/app"],
+    ["query-tags", "-r", "startup-probe/app", "-t", "1.0"],
+    ["sql", "SELECT repo FROM images"],
+    ["schema"],
+])
+def test_inventory_only_commands_never_load_http(synced, args):
+    url, path = synced
+    modules, result = loaded_after("-reg", url, "--db", str(path), *args)
+    assert result.returncode == 0, result.stderr
+    if args[0] != "schema":
+        assert "startup-probe/app" in result.stdout
+    assert not top_level(modules) & set(HTTP), sorted(top_level(modules) & set(HTTP))
+    if args[0] != "schema":
+        assert "sqlalchemy" in modules  # the probe does see imports: this one is needed
+
+
+def test_cli_memory_is_the_inventorys():
+    from regdb import cli, db
+
+    assert cli.MEMORY == db.MEMORY

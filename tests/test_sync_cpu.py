@@ -1,0 +1,99 @@
+"""The re-sync's direct HEAD (issue 17, sync CPU): tags resolve through the session's urllib3 pool, past
+requests' per-request machinery, with the same answers; anything but a plain answer goes the full way."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from unittest import mock
+
+import requests
+
+from regdb import Inventory, RegistryClient
+from tests.faults.proxy import Answer, FaultProxy, Reset
+
+
+def images(db) -> set:
+    with Inventory(db, readonly=True) as inventory, inventory.sql("SELECT repo, tag, digest FROM images") as rows:
+        return set(map(tuple, rows))
+
+
+def test_resync_heads_skip_requests_and_see_the_same(registry, pusher, repo_name, tmp_path):
+    repo = f"{repo_name}/app"
+    one = pusher.push_image(repo, "1.0")
+    two = pusher.push_image(repo, "1.1")
+    db = tmp_path / "inventory.db"
+    with Inventory(db) as inventory, closing(RegistryClient(registry.url, jobs=4)) as client:
+        inventory.sync(client, [repo])
+    pusher.tag(repo, "1.1", one.digest)  # a moved tag: the re-sync must see it
+    through_requests = []
+    real = requests.Session.request
+
+    def counting(self, method, url, *args, **kwargs):
+        through_requests.append((method, url))
+        return real(self, method, url, *args, **kwargs)
+
+    with mock.patch.object(requests.Session, "request", counting), Inventory(db) as inventory, \
+            closing(RegistryClient(registry.url, jobs=4)) as client:
+        result = inventory.sync(client, [repo])
+    # Two tags resolved directly; the one HEAD through requests is the check that the untagged 1.1 is still there.
+    assert result.tags == 2 and client.stats["head"] == 3
+    assert [url.rsplit("/", 1)[1] for method, url in through_requests if method == "HEAD"] == [two.digest]
+    assert (repo, "1.1", one.digest) in images(db)
+
+
+def test_a_direct_head_that_meets_trouble_goes_the_full_way(fresh_registry, fresh_pusher, tmp_path):
+    for tag in ("1.0", "1.1", "1.2"):
+        fresh_pusher.push_image("app", tag)
+    db = tmp_path / "inventory.db"
+    with FaultProxy(fresh_registry.url) as proxy:
+        with Inventory(db) as inventory, closing(RegistryClient(proxy.url, jobs=1)) as client:
+            inventory.sync(client)
+        before = images(db)
+        proxy.add(Answer(503, method="HEAD", times=1))
+        proxy.add(Reset(method="HEAD", times=1))
+        with Inventory(db) as inventory, closing(RegistryClient(proxy.url, jobs=1, backoff=0.01)) as client:
+            result = inventory.sync(client)
+        heads = proxy.log(method="HEAD")
+    assert result.tags == 3 and images(db) == before
+    # 3 tags, one 503 and one reset: each retried once through requests, nothing asked twice otherwise.
+    assert len(heads) == 5, heads
+
+
+def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_binary, tmp_path):
+    """On distribution with TLS from our own CA, a mandatory client certificate and htpasswd: the re-sync's
+    direct HEADs verify the server with -v's CA, present the certificate and carry Basic credentials."""
+    from tests.pki import make_pki
+    from tests.reach_support import start_secure_registry, tls_session, write_htpasswd
+    from tests.rig import Pusher
+
+    pki = make_pki(tmp_path / "pki")
+    secure = start_secure_registry(tmp_path / "registry", pki, write_htpasswd(tmp_path / "htpasswd",
+                                                                              {"alice": "pw-direct"}))
+    try:
+        pusher = Pusher(secure.url, tls_session(pki, auth=("alice", "pw-direct")))
+        image = pusher.push_image("tls/app", "1.0")
+        pusher.tag("tls/app", "latest", image.digest)
+        db = tmp_path / "inventory.db"
+
+        def client() -> RegistryClient:
+            from regdb.auth import build_auth
+
+            return RegistryClient(secure.url, auth=build_auth("alice", "pw-direct"), verify=str(pki.ca.cert_path),
+                                  cert=(str(pki.client.cert_path), str(pki.client.key_path)), jobs=2)
+
+        with Inventory(db) as inventory, closing(client()) as first:
+            inventory.sync(first)
+        through_requests = []
+        real = requests.Session.request
+
+        def counting(self, method, url, *args, **kwargs):
+            through_requests.append(method)
+            return real(self, method, url, *args, **kwargs)
+
+        with mock.patch.object(requests.Session, "request", counting), Inventory(db) as inventory, \
+                closing(client()) as again:
+            result = inventory.sync(again)
+        assert result.tags == 2 and again.stats["head"] == 2 and "HEAD" not in through_requests
+        assert images(db) == {("tls/app", "1.0", image.digest), ("tls/app", "latest", image.digest)}
+    finally:
+        secure.stop()
