@@ -12,8 +12,7 @@ from pathlib import Path
 
 import click
 
-from .cli import Settings, echo_listing, format_option, main
-from .db import MEMORY
+from .cli import MEMORY, Settings, echo_listing, format_option, main
 from .errors import RegdbError
 
 # A shared secret is a line of text; a file much larger than this is the wrong file.

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli import Settings, main
-from .db import MEMORY
+from .cli import MEMORY, Settings, main
 
 PROCEED = "proceed"
 ASK = "ask"

@@ -47,7 +47,7 @@ def test_du_matches_what_garbage_collection_frees(fresh_registry, fresh_pusher, 
     assert tool["unique_bytes"] == image_bytes(small) - len(shared)
 
     # A deletion not yet collected stays reclaimable for the repository, on top of what it still holds alone.
-    regdb(url, db, "remove-tags", "-r", "big/app", "-t", "1.0")
+    regdb(url, db, "remove-tags", "-r", "big/app", "-t", "1.0", "--yes")
     rows = du_rows(url, db)
     app = rows["big/app"]
     assert app["unique_bytes"] == image_bytes(new) - len(shared)
@@ -64,7 +64,7 @@ def test_du_matches_what_garbage_collection_frees(fresh_registry, fresh_pusher, 
 
     # Removing the repository and collecting frees exactly what du said, manifest blobs included.
     before = fresh_registry.blob_store_bytes()
-    regdb(url, db, "remove-repos", "-r", "big/app")
+    regdb(url, db, "remove-repos", "-r", "big/app", "--yes")
     fresh_registry.stop()
     fresh_registry.garbage_collect()
     assert before - fresh_registry.blob_store_bytes() == app["reclaimable_bytes"]
