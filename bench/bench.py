@@ -80,7 +80,7 @@ MANIFEST_ACCEPT = ", ".join([
 
 # --- parts 2 and 3: the synthetic million-tag inventory ----------------------------------------------------------
 
-MILLION = dict(repos=10_000, tags_per_repo=100, own_images_per_repo=10, block=100, layout=1)
+MILLION = dict(repos=10_000, tags_per_repo=100, own_images_per_repo=10, block=100, layout=2)  # 2: BI summaries
 MILLION_REGISTRY = "http://127.0.0.1:1"  # nothing listens there: a query that tried to sync would fail at once
 QUERY_REPOS = [f"r{i:04d}" for i in range(100)]  # exactly one block, so shared digests stay inside the selection
 QUERY_SELECTOR = ["-t", "<1.50", "-x", "1.7"]
@@ -457,6 +457,7 @@ def build_million(path: Path) -> None:
     from regdb.db import write_transaction
     from regdb.manifests import ManifestInfo
     from regdb.client import registry_name
+    from regdb.summaries import refresh_summaries
     from regdb.sync import SnapshotWriter, utcnow
 
     started = time.perf_counter()
@@ -504,6 +505,9 @@ def build_million(path: Path) -> None:
                     ids[info.digest] = known
                 writer.write_repo(name, {tag: ids[info.digest] for tag, info in repo_tags.items()}, set(ids.values()))
                 total_tags += len(repo_tags)
+            summarised = time.perf_counter()
+            refresh_summaries(conn, writer.registry_id)  # as a sync does, in the same transaction
+            summary_seconds = time.perf_counter() - summarised
             writer.record(started_at=stamp, status="ok", repos=MILLION["repos"], tags=total_tags,
                           digests_fetched=writer.digests_stored)
             digests = writer.digests_stored
@@ -512,7 +516,7 @@ def build_million(path: Path) -> None:
         if line.startswith("VmHWM:"):
             peak_kb = int(line.split()[1])
     print(json.dumps(dict(peak_kb=peak_kb, seconds=time.perf_counter() - started, tags=total_tags,
-                          digests=digests, repos=MILLION["repos"])))
+                          digests=digests, repos=MILLION["repos"], summary_seconds=summary_seconds)))
 
 
 def million_marker() -> dict:

@@ -926,3 +926,4 @@ def echo_untag_result(result, fmt: str) -> None:
         f"untagged {len(result.untagged)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id})",
     )
+from . import cli_bi  # noqa: E402,F401 - regdb datasette-metadata, regdb report (issue 18)

@@ -47,6 +47,7 @@ from .errors import (
     SelectorError,
 )
 from .sync import sync_registry, utcnow
+from .summaries import refresh_summaries
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,7 @@ class _Untagger:
                     _repos.c.registry_id == self.plan.registry_id, _repos.c.name == row.repo
                 ).scalar_subquery()
                 conn.execute(delete(_tags).where(_tags.c.repo_id == repo_id, _tags.c.name == row.tag))
+                refresh_summaries(conn, self.plan.registry_id)  # the BI views' summaries, same transaction
         getattr(self.result, outcome.outcome).append(outcome)
 
 

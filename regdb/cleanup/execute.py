@@ -38,6 +38,7 @@ from ..errors import (
     ScopeRefused,
 )
 from ..sync import BATCH, utcnow
+from ..summaries import refresh_summaries
 
 from .plan import Plan, PlannedDeletion, freed_bytes
 
@@ -229,6 +230,7 @@ class _Recorder:
             for o in outcomes:
                 if o.outcome == "deleted":
                     _forget_pair(conn, self.plan.registry_id, o.row.repo, o.row.digest)
+            refresh_summaries(conn, self.plan.registry_id)  # the BI views' summaries, in the same transaction
         for o in outcomes:
             self.state[(o.row.repo, o.row.digest)] = o.outcome
             getattr(self.result, o.outcome).append(o)
