@@ -12,7 +12,7 @@ from werkzeug import Request, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regdb import Inventory, RegistryClient
+from regdb import Inventory, RegistryClient, summaries
 from regdb.db import create_inventory_engine, upgrade
 from regdb.errors import RegdbError
 from regdb.removal import TagQuery
@@ -73,9 +73,16 @@ def sqlite_engine(tmp_path_factory):
     engine.dispose()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Both ways of refreshing: repository by repository following their blobs (share 2: never whole), and the
+# whole registry at once when most of it changed (share 0.5, the default).
+WAYS = pytest.mark.parametrize("share", [2.0, 0.5], ids=["by-repository", "whole-registry"])
+
+
+@WAYS
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layers=images_layers, ops=operations)
-def test_summaries_follow_every_write_on_sqlite(sqlite_engine, layers, ops):
+def test_summaries_follow_every_write_on_sqlite(sqlite_engine, monkeypatch, share, layers, ops):
+    monkeypatch.setattr(summaries, "WHOLE_REGISTRY_SHARE", share)
     run_operations(sqlite_engine, layers, ops)
 
 
@@ -89,9 +96,11 @@ def pg_engine(postgres_server):  # noqa: F811 - the fixture imported above
     postgres_server.drop_database(name)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@WAYS
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layers=images_layers, ops=operations)
-def test_summaries_follow_every_write_on_postgresql(pg_engine, layers, ops):
+def test_summaries_follow_every_write_on_postgresql(pg_engine, monkeypatch, share, layers, ops):
+    monkeypatch.setattr(summaries, "WHOLE_REGISTRY_SHARE", share)
     run_operations(pg_engine, layers, ops)
 
 
@@ -160,7 +169,7 @@ def test_sync_removal_and_failed_sync_leave_summaries_equal_to_a_recomputation(f
 
 
 class FailingProxy(FaultyProxy):
-    """Answers 500 to every request whose path contains ``part``; forwards the rest."""
+    """Answers 403 (no retry) to every request whose path contains ``part``; forwards the rest."""
 
     def __init__(self, upstream: str, part: str):
         super().__init__(upstream)
@@ -169,7 +178,7 @@ class FailingProxy(FaultyProxy):
     def _forward(self, request: Request) -> Response:
         if self.part in request.path:
             self.failed += 1
-            return Response('{"errors":[{"code":"UNKNOWN","message":"injected"}]}', status=500,
+            return Response('{"errors":[{"code":"DENIED","message":"injected"}]}', status=403,
                             content_type="application/json")
         return super()._forward(request)
 
