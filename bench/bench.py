@@ -1,7 +1,7 @@
 """`make bench`: the performance figures of issues 2 and 3, printed side by side in one run.
 
     python3 bench/bench.py              # everything (about 3 to 6 minutes; the first run also builds fixtures)
-    python3 bench/bench.py --only sync  # one part: sync, memory or queries
+    python3 bench/bench.py --only sync  # one part: sync, memory, queries or views
     python3 bench/bench.py --profile    # also a cProfile of regdb's first sync and re-sync
 
 Figures, and the targets the issues set:
@@ -14,6 +14,11 @@ Figures, and the targets the issues set:
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
    on that inventory, process start included; beside them the seed's own query code loading its JSON cache
    of the same data. Targets: < 0.5 s each, regdb >= 20x faster than the seed.
+
+4. Views (issue 18): on that inventory, `SELECT * FROM <view> LIMIT 100` for every view, every documented example
+   query of docs/data-source.md (its full answer), and Datasette's page of every view (default settings, then
+   with `regdb datasette-metadata`'s file); then what keeping the summaries costs a writer (triggers, refresh).
+   Target: < 0.5 s each.
 
 This machine is noisy (2 cores shared with the registry and other work): every figure is the best of a few
 runs, ratios are printed beside absolute times, and nothing here is asserted by a test. Fixtures that are slow
@@ -775,12 +780,141 @@ def bench_queries(db: Path | None) -> None:
         row("3d library in a fresh python (phases)", f"failed: {library[-1].error}", "reference", "")
 
 
+# === part 4: the inventory as a BI source (issue 18) ========================================================
+
+BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO}  # the cutoff keeps about 2% of the million tags
+BI_RUNS = 3
+DATASETTE_START_S = 120  # Datasette's imports on a loaded machine
+
+
+def bench_views(db: Path | None) -> None:
+    """Every view's first page and every documented example, timed on the million-tag inventory: in sqlite3
+    (best of BI_RUNS, each on a fresh read-only connection) and as Datasette's default page of each view."""
+    if db is None:
+        row("4  views and examples", "not measured: no million-tag inventory", "< 0.5 s", "")
+        return
+    from regdb.examples import examples_for
+    from regdb.views import VIEWS
+
+    def timed(sql: str, params: dict) -> tuple[float, int]:
+        times, count = [], 0
+        for _ in range(BI_RUNS):
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            started = time.perf_counter()
+            count = len(conn.execute(sql, params).fetchall())
+            times.append(time.perf_counter() - started)
+            conn.close()
+        return min(times), count
+
+    say("views: first page of every view, every documented example, in sqlite3 ...")
+    for view in VIEWS:
+        best_s, count = timed(f"SELECT * FROM {view.name} LIMIT 100", {})
+        row(f"4a SELECT * FROM {view.name} LIMIT 100", f"{secs(best_s)} ({count} rows)", "< 0.5 s",
+            verdict(best_s < 0.5))
+    for example in examples_for("sqlite"):
+        params = {k: v for k, v in BI_PARAMS.items() if f":{k}" in example.sql}
+        best_s, count = timed(example.sql, params)
+        row(f"4b example {example.name}", f"{secs(best_s)} ({count:,} rows, full answer)", "< 0.5 s",
+            verdict(best_s < 0.5))
+    bench_datasette(db, VIEWS)
+    bench_summary_upkeep(db)
+
+
+def bench_datasette(db: Path, views) -> None:
+    datasette = Path(sys.executable).parent / "datasette"
+    if not datasette.exists():
+        row("4c Datasette pages", "not measured: datasette is not installed (pip install 'regdb[bi]')", "< 0.5 s", "")
+        return
+    import urllib.request
+
+    sys.path.insert(0, str(ROOT))
+    from tests.rig import free_port
+
+    metadata = BENCH / "million-metadata.json"
+    subprocess.run([*regdb_command(), "--db", str(db), "datasette-metadata", "-o", str(metadata)], check=True,
+                   capture_output=True, timeout=120)
+    for label, extra in (("default settings", []), ("with regdb's metadata", ["--metadata", str(metadata)])):
+        port = free_port()
+        say(f"views: Datasette ({label}) on port {port} ...")
+        process = subprocess.Popen([str(datasette), "serve", str(db), "--host", "127.0.0.1", "--port", str(port),
+                                    *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + DATASETTE_START_S
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/-/versions.json", timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        row(f"4c Datasette pages ({label})", "not measured: Datasette did not start", "< 0.5 s", "")
+                        return
+                    time.sleep(0.3)
+            for view in views:
+                times, status = [], None
+                for _ in range(BI_RUNS):
+                    started = time.perf_counter()
+                    try:
+                        with urllib.request.urlopen(f"{base}/{db.stem}/{view.name}", timeout=60) as answer:
+                            answer.read()
+                            status = answer.status
+                    except urllib.error.HTTPError as error:
+                        status = error.code
+                    times.append(time.perf_counter() - started)
+                best_s = min(times)
+                row(f"4c Datasette /{view.name} ({label})", f"{secs(best_s)}, HTTP {status} ({spread(times)})",
+                    "< 0.5 s, 200", verdict(best_s < 0.5 and status == 200))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def bench_summary_upkeep(db: Path) -> None:
+    """What keeping the summaries costs a writer, each measured in a transaction rolled back (the inventory is
+    left as it was): the triggers' marking, per million tag rows written, and refreshing after changes."""
+    from regdb.db import create_inventory_engine
+    from regdb.summaries import refresh_summaries
+
+    kept = json.loads((BENCH / "million.json").read_text())["built"] if (BENCH / "million.json").exists() else {}
+    if kept.get("summary_seconds") is not None:
+        row("4d summaries of the first 1,000,000-tag write", f"{secs(kept['summary_seconds'])} (of the build's "
+            f"{secs(kept['seconds'])})", "reference", "")
+    engine = create_inventory_engine(str(db))
+    try:
+        with engine.connect() as conn:
+            figures = {}
+            for label, drop in (("with", False), ("without", True)):
+                transaction = conn.begin()
+                if drop:
+                    for table in ("tags", "repo_digests"):
+                        for event in ("insert", "update", "delete"):
+                            conn.exec_driver_sql(f"DROP TRIGGER summary_dirty_{table}_{event}")
+                started = time.perf_counter()
+                conn.exec_driver_sql("UPDATE tags SET digest_id = digest_id")  # every tag row written once
+                figures[label] = time.perf_counter() - started
+                transaction.rollback()
+            row("4e rewriting 1,000,000 tag rows, triggers on / off",
+                f"{secs(figures['with'])} / {secs(figures['without'])} (+{secs(figures['with'] - figures['without'])} "
+                "for marking)", "reference", "")
+            for label, repos in (("nothing changed", []), ("one repository changed", [LIST_REPO]),
+                                 ("100 repositories changed", QUERY_REPOS)):
+                transaction = conn.begin()
+                registry_id = conn.exec_driver_sql("SELECT id FROM registries").scalar()
+                started = time.perf_counter()
+                refresh_summaries(conn, registry_id, repos)
+                spent = time.perf_counter() - started
+                transaction.rollback()
+                row(f"4f refresh_summaries, {label}", secs(spent), "reference", "")
+    finally:
+        engine.dispose()
+
+
 # === main ===================================================================================================
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["sync", "memory", "queries"], help="run one part only")
+    parser.add_argument("--only", choices=["sync", "memory", "queries", "views"], help="run one part only")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of regdb's first sync and re-sync")
     parser.add_argument("--rebuild-million", action="store_true", help="rebuild the million-tag inventory")
     parser.add_argument("--build-million", metavar="PATH", help=argparse.SUPPRESS)  # the child of part 2
@@ -792,15 +926,17 @@ def main() -> int:
     BENCH.mkdir(exist_ok=True)
     started = time.perf_counter()
     say(f"regdb bench on {os.cpu_count()} CPUs, {sys.executable} (Python {sys.version.split()[0]})")
-    parts = [args.only] if args.only else ["sync", "memory", "queries"]
+    parts = [args.only] if args.only else ["sync", "memory", "queries", "views"]
     try:
         if "sync" in parts:
             bench_registry(args.profile)
         db = None
-        if "memory" in parts or "queries" in parts:
+        if "memory" in parts or "queries" in parts or "views" in parts:
             db = bench_memory(args.rebuild_million)
         if "queries" in parts:
             bench_queries(db)
+        if "views" in parts:
+            bench_views(db)
     finally:
         print_table()
         say(f"\nbench ran {time.perf_counter() - started:.0f} s; best-of-N times on a noisy machine, "

@@ -5,7 +5,8 @@ never renamed or dropped. Every view carries ``registry`` (host[:port], as in im
 inventory can hold several registries. The SQL is portable: the same statements run on SQLite and PostgreSQL.
 
 The statements here are the current definitions. Migrations keep their own frozen copy (``images`` in 0001,
-``digest_usage``, ``repo_stats``, ``blob_usage`` in 0002, ``signatures`` and ``reclaimable`` in 0003), so that
+``signatures`` and ``reclaimable`` in 0003; ``digest_usage``, ``repo_stats``, ``blob_usage`` first in 0002, computed
+on the fly, and since 0008 reading the summary tables of regdb/summaries.py), so that
 history never changes under an existing inventory; to change a view, write a new migration and update it here
 too. tests/test_sql.py checks that the two agree and that every column of every
 view in a migrated database is documented below.
