@@ -215,3 +215,31 @@ def test_report_json_without_html_needs_no_browser_nor_matplotlib_import(invento
         "assert r.exit_code == 0, r.output; json.loads(r.output); print('matplotlib' in sys.modules)")],
         capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_growth_follows_tag_history_when_the_inventory_has_one(tmp_path):
+    from datetime import datetime
+
+    from regdb import report
+
+    engine = create_inventory_engine(str(tmp_path / "history.db"))
+    upgrade(engine)
+    with write_transaction(engine) as conn:
+        assert report.collect(conn).growth in (None, [])  # no history (yet): no chart
+        # The columns of the tag_history another migration adds (issue 15); created here when it is not there.
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS tag_history (id INTEGER PRIMARY KEY, registry_id INTEGER NOT NULL, "
+            "repo VARCHAR NOT NULL, tag VARCHAR NOT NULL, digest VARCHAR NOT NULL, valid_from DATETIME NOT NULL, "
+            "valid_to DATETIME, source VARCHAR NOT NULL, ended_by VARCHAR)")
+        conn.exec_driver_sql("INSERT INTO registries (id, url, name) VALUES (1, 'http://r.example', 'r.example')")
+        stretches = [("2026-01-01 10:00:00", None), ("2026-01-01 11:00:00", "2026-03-01 00:00:00"),
+                     ("2026-02-01 09:00:00", None), ("2026-04-01 09:00:00", None)]
+        for n, (start, end) in enumerate(stretches):
+            conn.execute(text("INSERT INTO tag_history (registry_id, repo, tag, digest, valid_from, valid_to, source) "
+                              "VALUES (1, 'app', :tag, 'sha256:x', :start, :end, 'sync')"),
+                         {"tag": f"t{n}", "start": start, "end": end})
+        growth = dict(report.collect(conn, now=datetime(2026, 5, 1)).growth)
+    engine.dispose()
+    alive = lambda day: growth[max(point for point in growth if point <= day)]  # noqa: E731 - the last point by then
+    assert alive("2026-01-15") == 2 and alive("2026-02-15") == 3 and alive("2026-03-15") == 2
+    assert list(growth.values())[-1] == 3
