@@ -833,7 +833,9 @@ def bench_datasette(db: Path, views) -> None:
     metadata = BENCH / "million-metadata.json"
     subprocess.run([*regdb_command(), "--db", str(db), "datasette-metadata", "-o", str(metadata)], check=True,
                    capture_output=True, timeout=120)
-    for label, extra in (("default settings", []), ("with regdb's metadata", ["--metadata", str(metadata)])):
+    for label, extra in (("default settings", []), ("with regdb's metadata", ["--metadata", str(metadata)]),
+                         ("metadata, suggest_facets off", ["--metadata", str(metadata), "--setting", "suggest_facets",
+                                                           "off"])):
         port = free_port()
         say(f"views: Datasette ({label}) on port {port} ...")
         process = subprocess.Popen([str(datasette), "serve", str(db), "--host", "127.0.0.1", "--port", str(port),
