@@ -28,6 +28,7 @@ system-deps:
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	command -v htpasswd >/dev/null || missing="$$missing apache2-utils"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -1,7 +1,7 @@
 """`make bench`: the performance figures of issues 2, 3 and 17, printed side by side in one run.
 
     python3 bench/bench.py              # everything (about 3 to 6 minutes; the first run also builds fixtures)
-    python3 bench/bench.py --only sync  # one part: startup, sync, memory or queries
+    python3 bench/bench.py --only sync  # one part: startup, sync, memory, queries, listener or views
     python3 bench/bench.py --profile    # also a cProfile of regdb's first sync and re-sync
 
 Figures, and the targets the issues set:
@@ -23,6 +23,11 @@ Figures, and the targets the issues set:
    connections (separate processes, as several registry replicas would send), with the journal fsynced per
    commit and without; then the lag from each of 200 skopeo pushes to its tag being in the inventory.
    Targets: >= 2,000 events/s, median lag < 1 s. BENCH_LISTENER_EVENTS / BENCH_LISTENER_PUSHES shrink it.
+
+4. Views (issue 18): on that inventory, `SELECT * FROM <view> LIMIT 100` for every view, every documented example
+   query of docs/data-source.md (its full answer), and Datasette's page of every view (default settings, then
+   with `regdb datasette-metadata`'s file); then what keeping the summaries costs a writer (triggers, refresh).
+   Target: < 0.5 s each.
 
 This machine is noisy (2 cores shared with the registry and other work): every figure is the best of a few
 runs, ratios are printed beside absolute times, and nothing here is asserted by a test. Fixtures that are slow
@@ -89,7 +94,7 @@ MANIFEST_ACCEPT = ", ".join([
 
 # --- parts 2 and 3: the synthetic million-tag inventory ----------------------------------------------------------
 
-MILLION = dict(repos=10_000, tags_per_repo=100, own_images_per_repo=10, block=100, layout=1)
+MILLION = dict(repos=10_000, tags_per_repo=100, own_images_per_repo=10, block=100, layout=2)  # 2: BI summaries
 MILLION_REGISTRY = "http://127.0.0.1:1"  # nothing listens there: a query that tried to sync would fail at once
 QUERY_REPOS = [f"r{i:04d}" for i in range(100)]  # exactly one block, so shared digests stay inside the selection
 QUERY_SELECTOR = ["-t", "<1.50", "-x", "1.7"]
@@ -485,6 +490,7 @@ def build_million(path: Path) -> None:
     from regdb.db import write_transaction
     from regdb.manifests import ManifestInfo
     from regdb.client import registry_name
+    from regdb.summaries import refresh_summaries
     from regdb.sync import SnapshotWriter, utcnow
 
     started = time.perf_counter()
@@ -532,6 +538,9 @@ def build_million(path: Path) -> None:
                     ids[info.digest] = known
                 writer.write_repo(name, {tag: ids[info.digest] for tag, info in repo_tags.items()}, set(ids.values()))
                 total_tags += len(repo_tags)
+            summarised = time.perf_counter()
+            refresh_summaries(conn, writer.registry_id)  # as a sync does, in the same transaction
+            summary_seconds = time.perf_counter() - summarised
             writer.record(started_at=stamp, status="ok", repos=MILLION["repos"], tags=total_tags,
                           digests_fetched=writer.digests_stored)
             digests = writer.digests_stored
@@ -540,7 +549,7 @@ def build_million(path: Path) -> None:
         if line.startswith("VmHWM:"):
             peak_kb = int(line.split()[1])
     print(json.dumps(dict(peak_kb=peak_kb, seconds=time.perf_counter() - started, tags=total_tags,
-                          digests=digests, repos=MILLION["repos"])))
+                          digests=digests, repos=MILLION["repos"], summary_seconds=summary_seconds)))
 
 
 def million_marker() -> dict:
@@ -800,8 +809,7 @@ def bench_queries(db: Path | None) -> None:
         row("3d library in a fresh python (phases)", f"failed: {library[-1].error}", "reference", "")
 
 
-# === part 0: start-up ========================================================================================
-
+# === part 0: start-up =================================================================================
 # The floor for a click CLI (issue 17): a group with click.version_option and nothing else.
 MINIMAL_CLICK = """
 import click
@@ -852,6 +860,136 @@ def bench_startup() -> None:
         cpu_ratio = min(r.cpu for r in runs) / max(min(r.cpu for r in theirs), 1e-6)
         row(f"{figure} regdb {flag} / minimal click", f"{ratio:.2f}x ({secs(run.wall)}, CPU {cpu_ratio:.2f}x)",
             "<= 1.5x" if flag == "--version" else "reference", verdict(ratio <= 1.5) if flag == "--version" else "")
+# === part 4: the inventory as a BI source (issue 18) ========================================================
+
+BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO}  # the cutoff keeps about 2% of the million tags
+BI_RUNS = 3
+DATASETTE_START_S = 120  # Datasette's imports on a loaded machine
+
+
+def bench_views(db: Path | None) -> None:
+    """Every view's first page and every documented example, timed on the million-tag inventory: in sqlite3
+    (best of BI_RUNS, each on a fresh read-only connection) and as Datasette's default page of each view."""
+    if db is None:
+        row("4  views and examples", "not measured: no million-tag inventory", "< 0.5 s", "")
+        return
+    from regdb.examples import examples_for
+    from regdb.views import VIEWS
+
+    def timed(sql: str, params: dict) -> tuple[float, int]:
+        times, count = [], 0
+        for _ in range(BI_RUNS):
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            started = time.perf_counter()
+            count = len(conn.execute(sql, params).fetchall())
+            times.append(time.perf_counter() - started)
+            conn.close()
+        return min(times), count
+
+    say("views: first page of every view, every documented example, in sqlite3 ...")
+    for view in VIEWS:
+        best_s, count = timed(f"SELECT * FROM {view.name} LIMIT 100", {})
+        row(f"4a SELECT * FROM {view.name} LIMIT 100", f"{secs(best_s)} ({count} rows)", "< 0.5 s",
+            verdict(best_s < 0.5))
+    for example in examples_for("sqlite"):
+        params = {k: v for k, v in BI_PARAMS.items() if f":{k}" in example.sql}
+        best_s, count = timed(example.sql, params)
+        row(f"4b example {example.name}", f"{secs(best_s)} ({count:,} rows, full answer)", "< 0.5 s",
+            verdict(best_s < 0.5))
+    bench_datasette(db, VIEWS)
+    bench_summary_upkeep(db)
+
+
+def bench_datasette(db: Path, views) -> None:
+    datasette = Path(sys.executable).parent / "datasette"
+    if not datasette.exists():
+        row("4c Datasette pages", "not measured: datasette is not installed (pip install 'regdb[bi]')", "< 0.5 s", "")
+        return
+    import urllib.request
+
+    sys.path.insert(0, str(ROOT))
+    from tests.rig import free_port
+
+    metadata = BENCH / "million-metadata.json"
+    subprocess.run([*regdb_command(), "--db", str(db), "datasette-metadata", "-o", str(metadata)], check=True,
+                   capture_output=True, timeout=120)
+    for label, extra in (("default settings", []), ("with regdb's metadata", ["--metadata", str(metadata)]),
+                         ("metadata, suggest_facets off", ["--metadata", str(metadata), "--setting", "suggest_facets",
+                                                           "off"])):
+        port = free_port()
+        say(f"views: Datasette ({label}) on port {port} ...")
+        process = subprocess.Popen([str(datasette), "serve", str(db), "--host", "127.0.0.1", "--port", str(port),
+                                    *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + DATASETTE_START_S
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/-/versions.json", timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        row(f"4c Datasette pages ({label})", "not measured: Datasette did not start", "< 0.5 s", "")
+                        return
+                    time.sleep(0.3)
+            for view in views:
+                times, status = [], None
+                for _ in range(BI_RUNS):
+                    started = time.perf_counter()
+                    try:
+                        with urllib.request.urlopen(f"{base}/{db.stem}/{view.name}", timeout=60) as answer:
+                            answer.read()
+                            status = answer.status
+                    except urllib.error.HTTPError as error:
+                        status = error.code
+                    times.append(time.perf_counter() - started)
+                best_s = min(times)
+                row(f"4c Datasette /{view.name} ({label})", f"{secs(best_s)}, HTTP {status} ({spread(times)})",
+                    "< 0.5 s, 200", verdict(best_s < 0.5 and status == 200))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def bench_summary_upkeep(db: Path) -> None:
+    """What keeping the summaries costs a writer, each measured in a transaction rolled back (the inventory is
+    left as it was): the triggers' marking, per million tag rows written, and refreshing after changes."""
+    from regdb.db import create_inventory_engine
+    from regdb.summaries import refresh_summaries
+
+    kept = json.loads((BENCH / "million.json").read_text())["built"] if (BENCH / "million.json").exists() else {}
+    if kept.get("summary_seconds") is not None:
+        row("4d summaries of the first 1,000,000-tag write", f"{secs(kept['summary_seconds'])} (of the build's "
+            f"{secs(kept['seconds'])})", "reference", "")
+    engine = create_inventory_engine(str(db))
+    try:
+        with engine.connect() as conn:
+            figures: dict[str, float] = {}
+            # Alternated and best of two each, so the page cache warming up does not land on one side.
+            for label, drop in (("without", True), ("with", False), ("without", True), ("with", False)):
+                transaction = conn.begin()
+                if drop:
+                    for table in ("tags", "repo_digests"):
+                        for event in ("insert", "update", "delete"):
+                            conn.exec_driver_sql(f"DROP TRIGGER summary_dirty_{table}_{event}")
+                started = time.perf_counter()
+                conn.exec_driver_sql("UPDATE tags SET digest_id = digest_id")  # every tag row written once
+                figures[label] = min(figures.get(label, float("inf")), time.perf_counter() - started)
+                transaction.rollback()
+            row("4e rewriting 1,000,000 tag rows, triggers on / off",
+                f"{secs(figures['with'])} / {secs(figures['without'])} (+{secs(figures['with'] - figures['without'])} "
+                "for marking)", "reference", "")
+            for label, repos in (("nothing changed", []), ("one repository changed", [LIST_REPO]),
+                                 ("100 repositories changed", QUERY_REPOS)):
+                transaction = conn.begin()
+                registry_id = conn.exec_driver_sql("SELECT id FROM registries").scalar()
+                started = time.perf_counter()
+                refresh_summaries(conn, registry_id, repos)
+                spent = time.perf_counter() - started
+                transaction.rollback()
+                row(f"4f refresh_summaries, {label}", secs(spent), "reference", "")
+    finally:
+        engine.dispose()
 
 
 # === main ===================================================================================================
@@ -955,10 +1093,12 @@ def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
         live.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+PARTS = ["startup", "sync", "memory", "queries", "listener", "views"]
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["startup", "sync", "memory", "queries", "listener"], help="run one part only")
+    parser.add_argument("--only", choices=PARTS, help="run one part only")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of regdb's first sync and re-sync")
     parser.add_argument("--rebuild-million", action="store_true", help="rebuild the million-tag inventory")
     parser.add_argument("--build-million", metavar="PATH", help=argparse.SUPPRESS)  # the child of part 2
@@ -970,7 +1110,7 @@ def main() -> int:
     BENCH.mkdir(exist_ok=True)
     started = time.perf_counter()
     say(f"regdb bench on {os.cpu_count()} CPUs, {sys.executable} (Python {sys.version.split()[0]})")
-    parts = [args.only] if args.only else ["startup", "sync", "memory", "queries", "listener"]
+    parts = [args.only] if args.only else PARTS
     compile_regdb()
     try:
         if "startup" in parts:
@@ -978,12 +1118,14 @@ def main() -> int:
         if "sync" in parts:
             bench_registry(args.profile)
         db = None
-        if "memory" in parts or "queries" in parts:
+        if "memory" in parts or "queries" in parts or "views" in parts:
             db = bench_memory(args.rebuild_million)
         if "queries" in parts:
             bench_queries(db)
         if "listener" in parts:
             bench_listener()
+        if "views" in parts:
+            bench_views(db)
     finally:
         print_table()
         say(f"\nbench ran {time.perf_counter() - started:.0f} s; best-of-N times on a noisy machine, "

@@ -1032,3 +1032,4 @@ def echo_untag_result(result, fmt: str) -> None:
 from . import cli_removal  # noqa: E402,F401 - registers restore (removal safety, issue #12)
 from . import cli_live  # noqa: E402,F401 - registers listen, history, changes and status (issue 15)
 from . import cli_du  # noqa: E402,F401 - regdb du (registers itself on main)
+from . import cli_bi  # noqa: E402,F401 - regdb datasette-metadata, regdb report (issue 18)

@@ -150,8 +150,14 @@ PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
 @contextlib.contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a transaction that holds the inventory's write lock from its first statement."""
+def write_transaction(engine: Engine, *, summarise: bool = True) -> Iterator[Connection]:
+    """A connection inside a transaction that holds the inventory's write lock from its first statement.
+
+    Before it commits, the summaries behind the BI views are brought up to date with what the transaction
+    wrote (``regdb.summaries.refresh_dirty``): every writer (sync, removal, untag, restore, the listener) goes
+    through here, so none can commit rows their summaries disagree with. ``summarise=False`` only for the
+    schema upgrade, which may run before the summary tables exist.
+    """
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
@@ -160,6 +166,10 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
                 if conn.dialect.name == "postgresql":
                     _take_postgresql_write_lock(conn)
                 yield conn
+                if summarise:
+                    from .summaries import refresh_dirty
+
+                    refresh_dirty(conn)
         except OperationalError as error:
             if "database is locked" in str(error.orig) or _sqlstate(error) == PG_LOCK_NOT_AVAILABLE:
                 raise InventoryBusy(
@@ -238,7 +248,7 @@ def _upgrade(engine: Engine) -> None:
             _refuse_foreign_database(engine)  # before WAL: switching the journal mode rewrites the header
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", MEMORY):
             _enable_wal(engine)
-        with write_transaction(engine) as conn:
+        with write_transaction(engine, summarise=False) as conn:
             config = alembic_config(conn)
             script = ScriptDirectory.from_config(config)
             current = MigrationContext.configure(conn).get_current_revision()

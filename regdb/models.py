@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -307,3 +308,85 @@ class RejectedEvent(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime, doc="When the listener received it (UTC).")
     reason: Mapped[str] = mapped_column(Text, doc="Why it could not be applied (one line).")
     event: Mapped[str] = mapped_column(Text, doc="The event as received (JSON), cut at 8 KiB.")
+
+
+# --- summaries behind the BI views (regdb/summaries.py keeps them equal to the rows above) ------------------
+
+
+class SummaryRepo(Base):
+    """Per repository, the figures of the repo_stats view, kept by every writer in its own transaction."""
+
+    __tablename__ = "summary_repos"
+
+    repo_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The repository.")
+    registry_id: Mapped[int] = mapped_column(Integer, doc="The registry holding it.")
+    tags: Mapped[int] = mapped_column(BigInteger, doc="Tags in the repository.")
+    digests: Mapped[int] = mapped_column(BigInteger, doc="Manifests in it, tagged or not.")
+    total_bytes: Mapped[int] = mapped_column(BigInteger, doc="Bytes of the distinct blobs its manifests use.")
+    unique_bytes: Mapped[int] = mapped_column(BigInteger, doc="The part of total_bytes no other repository uses.")
+
+
+class SummaryDirty(Base):
+    """Repositories whose tags or manifests changed since their summaries were last refreshed: triggers on tags
+    and repo_digests add them, whoever writes; regdb/summaries.py refreshes them and takes them out."""
+
+    __tablename__ = "summary_dirty"
+
+    repo_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The repository.")
+
+
+class SummaryRepoBlob(Base):
+    """Every blob a repository's manifests keep in storage (the manifests too), once per repository."""
+
+    __tablename__ = "summary_repo_blobs"
+    __table_args__ = (Index("ix_summary_repo_blobs_registry_blob", "registry_id", "blob_digest"),)
+
+    repo_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The repository.")
+    blob_digest: Mapped[str] = mapped_column(ByteString, primary_key=True, doc="A manifest, config or layer digest.")
+    registry_id: Mapped[int] = mapped_column(Integer, doc="The registry holding the repository.")
+    size: Mapped[int] = mapped_column(BigInteger, doc="Its size in bytes.")
+
+
+class SummaryBlob(Base):
+    """Per registry and blob (manifests included), how many of its repositories hold it."""
+
+    __tablename__ = "summary_blobs"
+
+    registry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The registry.")
+    blob_digest: Mapped[str] = mapped_column(ByteString, primary_key=True, doc="A manifest, config or layer digest.")
+    repos: Mapped[int] = mapped_column(BigInteger, doc="Repositories of the registry holding it.")
+
+
+class SummaryDigest(Base):
+    """Per registry and manifest, the figures of the digest_usage view."""
+
+    __tablename__ = "summary_digests"
+
+    registry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The registry.")
+    digest_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The manifest.")
+    repos: Mapped[int] = mapped_column(BigInteger, doc="Repositories of the registry holding it.")
+    tags: Mapped[int] = mapped_column(BigInteger, doc="Tags of the registry pointing at it.")
+
+
+class SummaryBlobUsage(Base):
+    """Per registry and config or layer blob, the figures of the blob_usage view."""
+
+    __tablename__ = "summary_blob_usage"
+
+    registry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, doc="The registry.")
+    blob_digest: Mapped[str] = mapped_column(ByteString, primary_key=True, doc="Digest of the blob.")
+    size: Mapped[int] = mapped_column(BigInteger, doc="Blob size in bytes.")
+    manifests: Mapped[int] = mapped_column(BigInteger, doc="Manifests of the registry referencing it.")
+    repos: Mapped[int] = mapped_column(BigInteger, doc="Repositories of the registry holding such a manifest.")
+
+
+# Indexes the views need at a million tags: images by build time (the age queries of docs/data-source.md), and
+# the signatures view's two halves (cosign tags, OCI 1.1 referrers) without scanning every tag and manifest.
+Index("ix_digests_created", Digest.created)
+Index("ix_digests_subject_digest", Digest.subject_digest, sqlite_where=text("subject_digest IS NOT NULL"),
+      postgresql_where=text("subject_digest IS NOT NULL"))
+Index(
+    "ix_tags_signature", Tag.repo_id, Tag.digest_id,
+    sqlite_where=text("SUBSTR(name, 1, 7) = 'sha256-' AND LENGTH(name) >= 71"),
+    postgresql_where=text("SUBSTR(name, 1, 7) = 'sha256-' AND LENGTH(name) >= 71"),
+)

@@ -32,6 +32,7 @@ from .db import write_transaction
 from .errors import RegdbError, RepositoryNotFound
 from .live.history import end_repository_history, reconcile_repository
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
+from .summaries import refresh_summaries
 from .versions import is_current_key, version_key
 
 log = logging.getLogger(__name__)
@@ -549,6 +550,7 @@ def sync_registry(
                 writer.drop_repos(keep=walk.seen - set(walk.missing))
             else:
                 writer.drop_repos(names=walk.missing)
+            refresh_summaries(conn, writer.registry_id)  # the BI views' summaries, in the same transaction
             requests = sum(client.stats.values()) - requests_before
             sync_id = writer.record(
                 started_at=started, status="ok", scope=" ".join(named) if named else None,

@@ -5,7 +5,8 @@ never renamed or dropped. Every view carries ``registry`` (host[:port], as in im
 inventory can hold several registries. The SQL is portable: the same statements run on SQLite and PostgreSQL.
 
 The statements here are the current definitions. Migrations keep their own frozen copy (``images`` in 0001,
-``digest_usage``, ``repo_stats``, ``blob_usage`` in 0002, ``signatures`` and ``reclaimable`` in 0003), so that
+``signatures`` and ``reclaimable`` in 0003; ``digest_usage``, ``repo_stats``, ``blob_usage`` first in 0002, computed
+on the fly, and since 0008 reading the summary tables of regdb/summaries.py), so that
 history never changes under an existing inventory; to change a view, write a new migration and update it here
 too. tests/test_sql.py checks that the two agree and that every column of every
 view in a migrated database is documented below.
@@ -78,21 +79,18 @@ CREATE VIEW digest_usage AS
 SELECT registries.name AS registry,
        digests.digest AS digest,
        digests.media_type AS media_type,
-       COUNT(DISTINCT repo_digests.repo_id) AS repos,
-       COUNT(tags.id) AS tags,
+       summary_digests.repos AS repos,
+       summary_digests.tags AS tags,
        digests.total_size AS size
-FROM repo_digests
-JOIN repos ON repos.id = repo_digests.repo_id
-JOIN registries ON registries.id = repos.registry_id
-JOIN digests ON digests.id = repo_digests.digest_id
-LEFT JOIN tags ON tags.repo_id = repo_digests.repo_id AND tags.digest_id = repo_digests.digest_id
-GROUP BY registries.id, registries.name, digests.id, digests.digest, digests.media_type, digests.total_size
+FROM summary_digests
+JOIN registries ON registries.id = summary_digests.registry_id
+JOIN digests ON digests.id = summary_digests.digest_id
 """,
 )
 
-# held: every blob a repository's manifests keep in the registry's storage (the manifests themselves, configs,
-# layers); repo_blobs: each once per repository; blob_repos: how many repositories of the registry hold it.
-# SUM over BIGINT is NUMERIC on PostgreSQL: the casts keep the columns integers on both databases.
+# The figures come from summary_repos (regdb/summaries.py: each distinct blob a repository's manifests keep in
+# storage, the manifests themselves included, counted once; unique when no other repository of the registry
+# holds it). A repository no writer has summarised yet shows zeros rather than vanishing.
 REPO_STATS = View(
     name="repo_stats",
     doc="One row per repository: its tags and manifests, and the bytes it holds in total and alone.",
@@ -108,45 +106,15 @@ REPO_STATS = View(
     },
     sql="""
 CREATE VIEW repo_stats AS
-WITH held AS (
-    SELECT repo_digests.repo_id AS repo_id, digests.digest AS blob_digest, digests.size AS size
-    FROM repo_digests
-    JOIN digests ON digests.id = repo_digests.digest_id
-    UNION ALL
-    SELECT repo_digests.repo_id AS repo_id, digest_blobs.blob_digest AS blob_digest, digest_blobs.size AS size
-    FROM repo_digests
-    JOIN digest_blobs ON digest_blobs.digest_id = repo_digests.digest_id
-),
-repo_blobs AS (
-    SELECT held.repo_id AS repo_id, repos.registry_id AS registry_id, held.blob_digest AS blob_digest,
-           MAX(held.size) AS size
-    FROM held
-    JOIN repos ON repos.id = held.repo_id
-    GROUP BY held.repo_id, repos.registry_id, held.blob_digest
-),
-blob_repos AS (
-    SELECT registry_id, blob_digest, COUNT(*) AS repos
-    FROM repo_blobs
-    GROUP BY registry_id, blob_digest
-),
-repo_bytes AS (
-    SELECT repo_blobs.repo_id AS repo_id,
-           CAST(SUM(repo_blobs.size) AS BIGINT) AS total_bytes,
-           CAST(SUM(CASE WHEN blob_repos.repos = 1 THEN repo_blobs.size ELSE 0 END) AS BIGINT) AS unique_bytes
-    FROM repo_blobs
-    JOIN blob_repos ON blob_repos.registry_id = repo_blobs.registry_id
-                   AND blob_repos.blob_digest = repo_blobs.blob_digest
-    GROUP BY repo_blobs.repo_id
-)
 SELECT registries.name AS registry,
        repos.name AS repo,
-       (SELECT COUNT(*) FROM tags WHERE tags.repo_id = repos.id) AS tags,
-       (SELECT COUNT(*) FROM repo_digests WHERE repo_digests.repo_id = repos.id) AS digests,
-       COALESCE(repo_bytes.total_bytes, 0) AS total_bytes,
-       COALESCE(repo_bytes.unique_bytes, 0) AS unique_bytes
+       COALESCE(summary_repos.tags, 0) AS tags,
+       COALESCE(summary_repos.digests, 0) AS digests,
+       COALESCE(summary_repos.total_bytes, 0) AS total_bytes,
+       COALESCE(summary_repos.unique_bytes, 0) AS unique_bytes
 FROM repos
 JOIN registries ON registries.id = repos.registry_id
-LEFT JOIN repo_bytes ON repo_bytes.repo_id = repos.id
+LEFT JOIN summary_repos ON summary_repos.repo_id = repos.id
 """,
 )
 
@@ -163,15 +131,12 @@ BLOB_USAGE = View(
     sql="""
 CREATE VIEW blob_usage AS
 SELECT registries.name AS registry,
-       digest_blobs.blob_digest AS blob_digest,
-       MAX(digest_blobs.size) AS size,
-       COUNT(DISTINCT digest_blobs.digest_id) AS manifests,
-       COUNT(DISTINCT repo_digests.repo_id) AS repos
-FROM digest_blobs
-JOIN repo_digests ON repo_digests.digest_id = digest_blobs.digest_id
-JOIN repos ON repos.id = repo_digests.repo_id
-JOIN registries ON registries.id = repos.registry_id
-GROUP BY registries.id, registries.name, digest_blobs.blob_digest
+       summary_blob_usage.blob_digest AS blob_digest,
+       summary_blob_usage.size AS size,
+       summary_blob_usage.manifests AS manifests,
+       summary_blob_usage.repos AS repos
+FROM summary_blob_usage
+JOIN registries ON registries.id = summary_blob_usage.registry_id
 """,
 )
 

@@ -1,0 +1,75 @@
+"""The example queries of docs/data-source.md, shipped with the package: ``regdb datasette-metadata`` offers them
+as canned queries. tests/test_bi.py holds this list and the documentation equal, and the data-source suites run
+every one on SQLite and PostgreSQL; ``make bench`` times each on a million tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    title: str
+    sql: str
+    backend: str | None = None
+    """'sqlite' or 'postgresql' when the SQL is one database's own; None when it runs on both."""
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example("largest-repositories", "The largest repositories", """
+SELECT registry, repo, tags, digests, total_bytes
+FROM repo_stats
+ORDER BY total_bytes DESC, repo
+LIMIT 10
+"""),
+    Example("tags-older-than-a-cutoff", "Tags whose image was built before a cutoff date", """
+SELECT registry, repo, tag, created
+FROM images
+WHERE created < :cutoff
+ORDER BY created, repo, tag
+"""),
+    Example("tags-older-than-90-days", "The 100 oldest tags built more than 90 days ago", """
+SELECT registry, repo, tag, created
+FROM images
+WHERE created < datetime('now', '-90 days')
+ORDER BY created, repo, tag
+LIMIT 100
+""", "sqlite"),
+    Example("tags-older-than-90-days", "The 100 oldest tags built more than 90 days ago", """
+SELECT registry, repo, tag, created
+FROM images
+WHERE created < (now() AT TIME ZONE 'UTC') - INTERVAL '90 days'
+ORDER BY created, repo, tag
+LIMIT 100
+""", "postgresql"),
+    Example("digests-shared-across-repositories", "Digests shared across repositories", """
+SELECT registry, digest, repos, tags, size
+FROM digest_usage
+WHERE repos > 1
+ORDER BY repos DESC, size DESC, digest
+"""),
+    Example("space-a-repository-holds-alone", "The space a repository holds alone, against all it uses", """
+SELECT registry, repo, unique_bytes, total_bytes
+FROM repo_stats
+WHERE repo = :repo
+"""),
+    Example("most-shared-blobs", "The layers most widely shared", """
+SELECT registry, blob_digest, size, manifests, repos
+FROM blob_usage
+ORDER BY repos DESC, manifests DESC, size DESC, blob_digest
+LIMIT 10
+"""),
+    Example("totals-per-registry", "Totals per registry", """
+SELECT registry, COUNT(*) AS repos, SUM(tags) AS tags, SUM(total_bytes) AS total_bytes
+FROM repo_stats
+GROUP BY registry
+ORDER BY registry
+"""),
+)
+
+
+def examples_for(dialect: str) -> list[Example]:
+    """The examples that run on ``dialect`` ('sqlite' or 'postgresql')."""
+    return [example for example in EXAMPLES if example.backend in (None, dialect)]
