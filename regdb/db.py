@@ -166,7 +166,7 @@ def write_transaction(engine: Engine, *, summarise: bool = True) -> Iterator[Con
                 if conn.dialect.name == "postgresql":
                     _take_postgresql_write_lock(conn)
                 yield conn
-                if summarise:
+                if summarise and conn.in_transaction():  # not after the caller rolled back on purpose
                     from .summaries import refresh_dirty
 
                     refresh_dirty(conn)

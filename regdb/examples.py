@@ -67,6 +67,21 @@ FROM repo_stats
 GROUP BY registry
 ORDER BY registry
 """),
+    Example("where-a-tag-pointed-at-a-time", "Where a tag pointed at a given moment", """
+SELECT registries.name AS registry, tag_history.digest
+FROM tag_history
+JOIN registries ON registries.id = tag_history.registry_id
+WHERE tag_history.repo = :repo AND tag_history.tag = :tag
+  AND tag_history.valid_from <= :at AND (tag_history.valid_to IS NULL OR tag_history.valid_to > :at)
+"""),
+    Example("tags-not-pulled-since", "Tags whose manifest nobody pulled since a cutoff", """
+SELECT images.registry, images.repo, images.tag, pull_stats.last_pulled_at
+FROM images
+LEFT JOIN pull_stats ON pull_stats.registry = images.registry AND pull_stats.repo = images.repo
+                    AND pull_stats.digest = images.digest
+WHERE pull_stats.last_pulled_at IS NULL OR pull_stats.last_pulled_at < :cutoff
+ORDER BY images.registry, images.repo, images.tag
+"""),
 )
 
 

@@ -30,7 +30,7 @@ from tests.datasource_support import documented_examples
 from tests.removal_support import FaultyProxy
 from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
-EXAMPLE_PARAMS = {"cutoff": "2024-01-05", "repo": "b"}
+EXAMPLE_PARAMS = {"cutoff": "2024-01-05", "repo": "b", "tag": "latest", "at": "2024-01-05 00:00:00"}
 
 
 def examples_for(dialect: str):
