@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class RegdbError(Exception):
-    """Base class: everything regdb raises on purpose. ``str(error)`` is the one line a user sees."""
+    """Base class: everything regdb raises on purpose. ``str(error)`` is the one line a user sees: control
+    characters a registry (or anyone) put into it are escaped, so it stays one line and never drives a terminal."""
+
+    def __init__(self, message: str = "", *args):
+        from .output import escape_controls
+
+        super().__init__(escape_controls(message) if isinstance(message, str) else message, *args)
 
 
 # --- talking to the registry -------------------------------------------------------------------------------
@@ -55,6 +61,19 @@ class RepositoryNotFound(RegistryError):
     """404 NAME_UNKNOWN for a repository."""
 
 
+class UnsafeURL(RegistryError):
+    """A URL the registry told us to follow (Link, Location, redirect, token realm) that regdb refuses: not
+    http(s), malformed, or on another origin while it would carry our credentials. The message names it."""
+
+
+class ResponseTooLarge(RegistryError):
+    """An answer over one of regdb's bounds (a body's bytes, pages of a listing, tags of a repository)."""
+
+
+class InvalidName(RegistryError):
+    """A repository name, tag or digest outside the OCI distribution grammar."""
+
+
 # --- the inventory ------------------------------------------------------------------------------------------
 
 
@@ -99,6 +118,14 @@ class RemovalIncomplete(RegdbError):
         self.result = result
 
 
+class ValueOutOfRange(SelectorError):
+    """An integer the user gave (``--keep-latest``, a policy rule) outside the range regdb accepts."""
+
+
+class TooManyValues(SelectorError):
+    """More values (``-t``, ``-r``) than regdb accepts in one command."""
+
+
 class PolicyError(RegdbError):
     """A retention policy file is invalid; the message names the line."""
 
@@ -108,6 +135,10 @@ class PolicyError(RegdbError):
 
 class SqlError(RegdbError):
     """A statement given to ``regdb sql`` failed; the message is the database's own, on one line."""
+
+
+class SqlTimeout(SqlError):
+    """A statement given to ``regdb sql`` ran past ``--timeout`` and was interrupted."""
 
 
 # --- reaching registries ------------------------------------------------------------------------------------

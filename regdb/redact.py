@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .output import escape_controls
+
 MASK = "***"
 
 # Keys whose values are secrets, wherever they appear (JSON, Python reprs, query strings, form bodies).
@@ -60,7 +62,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a mismatched format string: let logging report it the usual way
             return True
-        record.msg = redact(message)
+        record.msg = escape_controls(redact(message))  # one line, and no terminal escapes from a registry
         record.args = None  # already merged: formatting again could only bring the secret back
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
