@@ -27,9 +27,13 @@ from urllib3.exceptions import SSLError as TLSError
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from .output import escape_controls
 from .address import (
     DIGEST_HEX_LENGTHS,
     check_digest,
+    check_repository,
+    check_tag,
+    is_digest,
     follow_url,
     normalize_url,
     origin,
@@ -40,6 +44,7 @@ from .errors import (
     AuthenticationFailed,
     DeleteDisabled,
     DigestMismatch,
+    InvalidName,
     NotARegistry,
     RegistryError,
     RegistryUnreachable,
@@ -458,12 +463,13 @@ class RegistryClient:
 
     def resolve(self, repo: str, reference: str) -> ManifestRef | None:
         """Tag or digest -> the manifest it names (the index itself for a multi-arch tag). None if absent."""
-        path = f"/v2/{_repo(repo)}/manifests/{quote(reference, safe=':')}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(reference)}"
         if not self.use_get_manifest:
             response = self.request("HEAD", path, kind="head", headers={"Accept": MANIFEST_ACCEPT})
             if response.status_code == 200:
                 digest = response.headers.get("Docker-Content-Digest")
                 if digest:
+                    _check_announced(digest, f"HEAD {path}")
                     return ManifestRef(
                         digest, _media_type(response), _int(response.headers.get("Content-Length"))
                     )
@@ -483,7 +489,7 @@ class RegistryClient:
 
     def fetch_tag(self, repo: str, tag: str) -> tuple[ManifestRef, bytes, str | None] | None:
         """GET a tag's manifest: what it resolves to, plus the verified body (None if the tag is gone)."""
-        path = f"/v2/{_repo(repo)}/manifests/{quote(tag, safe=':')}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
         response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code == 404:
             return None
@@ -495,6 +501,8 @@ class RegistryClient:
     def _verified_ref(self, response: requests.Response, reference: str, path: str) -> ManifestRef:
         body = response.content
         announced = response.headers.get("Docker-Content-Digest")
+        if announced:
+            _check_announced(announced, f"GET {path}")
         expected = reference if ":" in reference else announced
         algorithm = expected.split(":", 1)[0] if expected else "sha256"
         digest = digest_of(body, algorithm)
@@ -504,7 +512,7 @@ class RegistryClient:
 
     def manifest(self, repo: str, digest: str) -> tuple[bytes, str | None]:
         """The raw bytes of a manifest, verified against its digest, and its media type."""
-        path = f"/v2/{_repo(repo)}/manifests/{digest}"
+        path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
         response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")
@@ -516,7 +524,7 @@ class RegistryClient:
 
     def blob(self, repo: str, digest: str) -> bytes:
         """A blob (an image config), following redirects to storage without our Authorization header."""
-        path = f"/v2/{_repo(repo)}/blobs/{digest}"
+        path = f"/v2/{_repo(repo)}/blobs/{check_digest(digest)}"
         response = self.request("GET", path, kind="blob")
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")
@@ -526,7 +534,7 @@ class RegistryClient:
         return body
 
     def manifest_exists(self, repo: str, digest: str) -> bool:
-        path = f"/v2/{_repo(repo)}/manifests/{digest}"
+        path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
         method = "GET" if self.use_get_manifest else "HEAD"
         response = self.request(method, path, kind="head", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code == 200:
@@ -537,7 +545,7 @@ class RegistryClient:
 
     def referrers(self, repo: str, digest: str) -> list[dict] | None:
         """OCI 1.1 referrers of a manifest, or None where the registry has no referrers API (2.8: 404)."""
-        path = f"/v2/{_repo(repo)}/referrers/{digest}"
+        path = f"/v2/{_repo(repo)}/referrers/{check_digest(digest)}"
         response = self.request("GET", path, kind="referrers", headers={"Accept": OCI_INDEX})
         if response.status_code != 200:
             return None
@@ -547,7 +555,7 @@ class RegistryClient:
 
     def delete_manifest(self, repo: str, digest: str) -> int:
         """``DELETE /v2/<repo>/manifests/<digest>``; 202 deleted, 404 already gone. Other answers raise."""
-        path = f"/v2/{_repo(repo)}/manifests/{digest}"
+        path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
         response = self.request("DELETE", path, kind="delete")
         if response.status_code in (200, 202, 404):
             return response.status_code
@@ -566,7 +574,7 @@ class RegistryClient:
         raise self._fail(response, f"DELETE {path}")
 
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
-        path = f"/v2/{_repo(repo)}/manifests/{quote(reference, safe=':')}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(reference)}"
         response = self.request(
             "PUT", path, kind="put", data=body, headers={"Content-Type": media_type}
         )
@@ -576,7 +584,7 @@ class RegistryClient:
 
     def delete_tag(self, repo: str, tag: str) -> int:
         """DELETE by tag: OCI 1.1 allows it; distribution 2.8 answers 400 DIGEST_INVALID (REGISTRY-FACTS.md)."""
-        path = f"/v2/{_repo(repo)}/manifests/{quote(tag)}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
         return self.request("DELETE", path, kind="delete").status_code
 
 
@@ -584,7 +592,18 @@ class RegistryClient:
 
 
 def _repo(name: str) -> str:
-    return quote(name, safe="/")
+    """A repository name for a URL path: only names of the OCI grammar ever get there ("../../etc" does not)."""
+    return quote(check_repository(name), safe="/")
+
+
+def _reference(reference: str) -> str:
+    """A tag or digest for a URL path, checked against the OCI grammar (neither needs quoting then)."""
+    return check_digest(reference) if ":" in reference else check_tag(reference)
+
+
+def _check_announced(digest: str, what: str) -> None:
+    if not is_digest(digest):
+        raise InvalidName(f"{what}: the registry announced an invalid digest {printable(digest)}")
 
 
 def _path(url: str) -> str:
@@ -598,10 +617,12 @@ def _no_answer(registry: str, timeout, method: str, url: str) -> str:
 
 
 def _int(value: str | None) -> int | None:
+    """A header's non-negative integer (Content-Length), or None if absent or absurd."""
     try:
-        return int(value) if value is not None else None
+        number = int(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and 0 <= number < 2**53 else None
 
 
 def _media_type(response: requests.Response) -> str | None:
@@ -612,7 +633,7 @@ def _media_type(response: requests.Response) -> str | None:
 def _body_media_type(body: bytes) -> str | None:
     try:
         value = json.loads(body).get("mediaType")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, str) else None
 
@@ -620,7 +641,7 @@ def _body_media_type(body: bytes) -> str | None:
 def _json(response: requests.Response, what: str):
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's stack
         raise RegistryError(f"{what}: the registry's answer is not JSON") from None
 
 
@@ -629,9 +650,14 @@ def _error_code(response: requests.Response, prefix: str = "") -> str:
     try:
         errors = response.json().get("errors") or []
         code = errors[0].get("code") if errors else None
-    except (ValueError, AttributeError, IndexError, TypeError):
+    except (ValueError, AttributeError, IndexError, TypeError, KeyError, RecursionError):
         code = None
-    return f"{prefix}{code}" if isinstance(code, str) else ""
+    if not isinstance(code, str):
+        return ""
+    return f"{prefix}{escape_controls(code[:MAX_CODE])}"  # the registry's words: escaped, and cut
+
+
+MAX_CODE = 100  # an OCI error code is a short upper-case word (MANIFEST_UNKNOWN)
 
 
 def _origin(url: str) -> str:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 class RegdbError(Exception):
     """Base class: everything regdb raises on purpose. ``str(error)`` is the one line a user sees: control
-    characters a registry (or anyone) put into it are escaped, so it stays one line and never drives a terminal."""
+    characters other than a newline are escaped, so nothing in it drives a terminal. (A newline is regdb's own,
+    in a multi-line report; text from a registry is quoted with ``address.printable``, newlines escaped.)"""
 
     def __init__(self, message: str = "", *args):
         from .output import escape_controls
 
-        super().__init__(escape_controls(message) if isinstance(message, str) else message, *args)
+        if isinstance(message, str) and "\n" in message:
+            message = "\n".join(escape_controls(line) for line in message.split("\n"))
+        elif isinstance(message, str):
+            message = escape_controls(message)
+        super().__init__(message, *args)
 
 
 # --- talking to the registry -------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class ManifestInfo:
 def parse_manifest(digest: str, body: bytes, media_type: str | None) -> ManifestInfo:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(f"manifest {digest} is not JSON") from None
     if not isinstance(doc, dict):
         raise RegistryError(f"manifest {digest} is not a JSON object")
@@ -128,7 +128,7 @@ def apply_config(info: ManifestInfo, body: bytes) -> None:
     """Take ``created``, ``architecture`` and ``os`` from an image config blob (all optional)."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(f"config {info.config_digest} of {info.digest} is not JSON") from None
     if not isinstance(doc, dict):
         return
