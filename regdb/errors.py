@@ -14,11 +14,12 @@ class RegdbError(Exception):
 
     def __init__(self, message: str = "", *args):
         from .output import escape_controls
+        from .redact import redact_urls
 
-        if isinstance(message, str) and "\n" in message:
-            message = "\n".join(escape_controls(line) for line in message.split("\n"))
-        elif isinstance(message, str):
-            message = escape_controls(message)
+        if isinstance(message, str):
+            message = redact_urls(message)  # a database URL's password, wherever a message names the URL
+        if isinstance(message, str):
+            message = escape_controls(message, keep_newlines=True)
         super().__init__(message, *args)
 
 
@@ -151,3 +152,20 @@ class SqlTimeout(SqlError):
 
 class TLSSetupError(RegdbError):
     """A CA bundle (``-v``), client certificate (``-cert``) or client key (``-key``) file that does not exist."""
+
+
+# --- mapping foreign exceptions -------------------------------------------------------------------------------
+
+
+def database_error(error: BaseException) -> InventoryError | None:
+    """A database failure (sqlite3, psycopg, through SQLAlchemy) as one line, without the statement SQLAlchemy
+    appends (it was 786 KB once); None for anything else."""
+    orig = getattr(error, "orig", None)
+    module = type(orig if orig is not None else error).__module__ or ""
+    if not (module.startswith(("sqlite3", "psycopg", "sqlalchemy"))):
+        return None
+    text = str(orig if orig is not None else error).strip().splitlines()
+    first = text[0][:300] if text else type(error).__name__
+    from .redact import redact_urls
+
+    return InventoryError(f"inventory database error: {redact_urls(first)}")

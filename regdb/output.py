@@ -85,9 +85,14 @@ def _escape(match: re.Match) -> str:
     return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
-def escape_controls(text: str) -> str:
-    """``text`` with every control character written as a visible escape (``\x1b``, ``\n``)."""
-    return _CONTROLS.sub(_escape, text) if _CONTROLS.search(text) else text
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as a visible escape (``\x1b``, ``\n``); with
+    ``keep_newlines``, regdb's own line breaks stay (a multi-line report or a logged SQL statement)."""
+    if not _CONTROLS.search(text):
+        return text
+    if keep_newlines:
+        return "\n".join(_CONTROLS.sub(_escape, line) for line in text.split("\n"))
+    return _CONTROLS.sub(_escape, text)
 
 
 # --- rows and values -------------------------------------------------------------------------------------------

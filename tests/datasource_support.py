@@ -132,7 +132,8 @@ class Dataset:
     def expected_views(self) -> dict[str, set[tuple]]:
         # The dataset has no signatures and nothing deleted, so the retention views are empty for it.
         return {"images": self.images(), "digest_usage": self.digest_usage(), "repo_stats": self.repo_stats(),
-                "blob_usage": self.blob_usage(), "signatures": set(), "reclaimable": set()}
+                "blob_usage": self.blob_usage(), "signatures": set(), "reclaimable": set(),
+                "broken_indexes": set()}  # every index child is there
 
 
 def push_dataset(pusher: Pusher, registry_host: str, registry_url: str) -> Dataset:
