@@ -376,8 +376,15 @@ class RegistryClient:
             raise RegistryError(f"{what}: {type(error).__name__} talking to {self.url}") from None
 
     def _send_once(self, method: str, url: str, limit: int, what: str, kwargs: dict) -> requests.Response:
+        def check_location(response, **_):
+            # Before requests parses it (it does even without following: a malformed one raised ValueError).
+            if response.is_redirect:
+                follow_url(response.url, response.headers["Location"],
+                           what=f"{what}: the registry's redirect to", same_origin=False)
+            return response
+
         response = self.session.request(method, url, verify=self.verify, cert=self.cert, stream=True,
-                                        allow_redirects=False, **kwargs)
+                                        allow_redirects=False, hooks={"response": [check_location]}, **kwargs)
         if method == "HEAD":
             response.close()
             response._content, response._content_consumed = b"", True
