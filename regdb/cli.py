@@ -274,7 +274,7 @@ def _password_from_stdin(user, password) -> str:
         raise click.UsageError("--password and --password-stdin are exclusive")
     if not user:
         raise click.UsageError("--password-stdin needs -u/--user")
-    line = click.get_text_stream("stdin").readline(MAX_PASSWORD_LENGTH + 1).rstrip("\r\n")
+    line = sys.stdin.readline(MAX_PASSWORD_LENGTH + 1).rstrip("\r\n")
     if not line:
         raise click.UsageError("--password-stdin: standard input holds no password")
     return line
