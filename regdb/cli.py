@@ -275,6 +275,8 @@ def _password_from_stdin(user, password) -> str:
     if not user:
         raise click.UsageError("--password-stdin needs -u/--user")
     line = sys.stdin.readline(MAX_PASSWORD_LENGTH + 1).rstrip("\r\n")
+    if len(line) > MAX_PASSWORD_LENGTH:
+        raise click.UsageError(f"--password-stdin: the password is over {MAX_PASSWORD_LENGTH:,} characters")
     if not line:
         raise click.UsageError("--password-stdin: standard input holds no password")
     return line

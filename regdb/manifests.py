@@ -164,7 +164,12 @@ def parse_timestamp(value) -> datetime | None:
         sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
         offset = sign * (int(digits[:2]) * 60 + int(digits[2:]))
-        stamp = stamp - timedelta(minutes=offset)
+        if abs(offset) > 24 * 60:  # no zone is a day away from UTC
+            return None
+        try:
+            stamp = stamp - timedelta(minutes=offset)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable date
+            return None
     return stamp
 
 
