@@ -71,7 +71,8 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a mismatched format string: let logging report it the usual way
             return True
-        record.msg = escape_controls(redact(message), keep_newlines=True)  # one line, and no terminal escapes from a registry
+        # Control characters escaped (a registry's names must not drive the terminal); our own newlines kept.
+        record.msg = escape_controls(redact(message), keep_newlines=True)
         record.args = None  # already merged: formatting again could only bring the secret back
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

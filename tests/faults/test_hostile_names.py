@@ -18,7 +18,7 @@ from regdb.client import digest_of
 from regdb.errors import DigestMismatch
 from regdb.output import to_string
 from tests.faults.conftest import integrity, run
-from tests.faults.test_hostile import StubRegistry, sha256
+from tests.faults.test_hostile import StubRegistry
 from tests.rig import OCI_INDEX, Pusher, canonical_json
 
 ANSI = "\x1b[2J\x1b]0;pwned\x07\x1b[31m"
