@@ -300,7 +300,7 @@ class RegistryClient:
         registry's own origin (it carries our credentials); redirects are followed only for blobs, one hop at
         a time through ``follow_url``, and without credentials once they leave the registry's origin."""
         if "://" in path_or_url:
-            url = follow_url(self.url + "/", path_or_url, what=f"{method} to", same_origin=True)
+            url = follow_url(self.url + "/", path_or_url, what=f"the URL of a {method} ({kind})", same_origin=True)
         else:
             url = self.url + path_or_url
         if self.rate:
@@ -386,8 +386,7 @@ class RegistryClient:
         response = self.session.request(method, url, verify=self.verify, cert=self.cert, stream=True,
                                         allow_redirects=False, hooks={"response": [check_location]}, **kwargs)
         if method == "HEAD":
-            response.close()
-            response._content, response._content_consumed = b"", True
+            response.content  # no body to read: this hands the connection back to the pool (close() would not)
         elif response.status_code >= 300:
             read_bounded(response, MAX_OTHER_BYTES, what, truncate=True)  # only the error code is wanted
         else:
