@@ -16,6 +16,7 @@ from regdb import Inventory
 from regdb.errors import InventoryError
 from tests.faults.conftest import error_line, run
 from tests.faults.test_hostile import StubRegistry
+from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 USER, SECRET = "ursula", "Secret-Pw-93kQ"
 HUGE = "99999999999999999999999"
@@ -154,3 +155,15 @@ def test_sql_timeout_interrupts_a_runaway_statement(synced, statement, params):
     assert time.monotonic() - started < 10
     result = run("--db", synced, "sql", "--timeout", "5", "SELECT count(*) AS n FROM images")
     assert result.exit_code == 0 and result.output.split() == ["n", "-", "2"], result.output
+
+
+def test_sql_timeout_on_postgresql_is_statement_timeout(pg_url):
+    with Inventory(pg_url):
+        pass
+    started = time.monotonic()
+    line = error_line(run("--db", pg_url, "sql", "--timeout", "0.5", "SELECT pg_sleep(30)"))
+    assert line == "the statement ran past --timeout 0.5 s and was interrupted"
+    assert time.monotonic() - started < 15
+    # The limit was the statement's own (SET LOCAL): the next statement on the pool has none.
+    result = run("--db", pg_url, "sql", "--timeout", "0", "SHOW statement_timeout")
+    assert result.exit_code == 0 and result.output.split()[-1] == "0", result.output
