@@ -19,6 +19,7 @@ from .address import normalize_url
 from .db import MEMORY
 from .errors import RegdbError, RemovalIncomplete, SelectorError
 from .inventory import Inventory, default_db_path
+from .output import escape_controls
 
 log = logging.getLogger("regdb")
 
@@ -331,7 +332,7 @@ def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = T
     if show:
         click.echo("\r\033[K", err=True, nl=False)
     for name in result.missing_repos:
-        click.echo(f"warning: repository {name} not found in {result.registry}", err=True)
+        click.echo(f"warning: repository {escape_controls(name)} not found in {result.registry}", err=True)
     if not quiet:
         click.echo(
             f"synced {result.registry}: {result.repos} repositories, {result.tags} tags, "
@@ -426,7 +427,7 @@ def echo_listing(settings: Settings, rows, columns, fmt: str, *, text_columns=No
 
 def warn_missing_repos(names) -> None:
     for name in names:
-        click.echo(f"warning: repository {name} not found", err=True)
+        click.echo(f"warning: repository {escape_controls(name)} not found", err=True)
 
 
 def as_usage_error(call, *args, **kwargs):
@@ -634,7 +635,7 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     client = settings.client()
     plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
     for name in plan.missing_repos:
-        click.echo(f"warning: repository {name} not found in {plan.registry_name}", err=True)
+        click.echo(f"warning: repository {escape_controls(name)} not found in {plan.registry_name}", err=True)
     if dry_run:
         if fmt == "json":
             click.echo(json.dumps(plan.as_dict(), indent=2))
