@@ -509,7 +509,10 @@ class _Walk:
             self._store(job)
 
     def _store(self, job: _DigestJob) -> None:
-        if job.info is not None:  # None: a child the registry no longer has; its index records it as missing
+        # None: a child the registry no longer has; its index records it as missing. A manifest naming a digest
+        # outside the grammar is not stored: every sync fetches and reports it again, so the repositories
+        # holding it stay marked incomplete (and the tags on it are left out).
+        if job.info is not None and not job.info.problems:
             if job.info.missing_children:
                 self.broken_indexes += 1
                 log.warning("index %s names %d child manifest(s) the registry no longer has (%s); recorded as "

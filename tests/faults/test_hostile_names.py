@@ -155,14 +155,15 @@ def test_an_index_child_digest_climbing_out_of_v2_is_skipped(stub, tmp_path):
     ]})
     stub.manifest("lib", "multi", index, OCI_INDEX)
     db = tmp_path / "inv.db"
-    result = run("-reg", stub.url, "--db", db, "sync")
-    assert result.exit_code == 0, result.output
-    assert "names an invalid child digest 'sha256:../../../../v2/_catalog?'" in result.stderr
+    for attempt in ("first", "re-sync"):  # not stored, so asked and reported again: lib stays incomplete
+        result = run("-reg", stub.url, "--db", db, "sync")
+        assert result.exit_code == 0, result.output
+        assert result.stderr.count("names an invalid child digest 'sha256:../../../../v2/_catalog?'") == 1
+        assert rows(db, "SELECT tag FROM images WHERE repo = 'lib' ORDER BY tag") == [("2.0",), ("2.1",)]
+        [(reason,)] = rows(db, "SELECT incomplete FROM repos WHERE name = 'lib'")
+        assert "invalid child digest" in reason, attempt
     assert not any(path.startswith("/v2/v2/") or path.count("_catalog") and "manifests" in path
                    for path in asked(stub))
-    assert rows(db, "SELECT tag FROM images WHERE repo = 'lib' ORDER BY tag") == [("2.0",), ("2.1",), ("multi",)]
-    [(reason,)] = rows(db, "SELECT incomplete FROM repos WHERE name = 'lib'")
-    assert "invalid child digest" in reason
     assert integrity(db) == "ok"
 
 
