@@ -47,8 +47,9 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPDigestAuth
 from requests.cookies import extract_cookies_to_jar
 
-from .client import BoundedRetry
-from .errors import AuthenticationFailed, RegistryError, RegistryUnreachable, ScopeRefused
+from .address import follow_url
+from .client import MAX_OTHER_BYTES, MAX_TOKEN_BYTES, BoundedRetry, read_bounded
+from .errors import AuthenticationFailed, RegistryError, RegistryUnreachable, ScopeRefused, UnsafeURL
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ IDENTITY_TOKEN_USER = "<token>"
 #: The token spec: "expires_in ... If omitted, the client should assume 60 seconds" and servers should not
 #: hand out tokens for less; docker treats anything shorter as 60 as well.
 MIN_TOKEN_LIFETIME = 60.0
+# A token lives at most a day in our cache, whatever a token server says (a huge expires_in must not pin it).
+MAX_TOKEN_LIFETIME = 86400.0
 #: Fetch a new token this long before the old one expires, so a request never races the expiry.
 REFRESH_MARGIN = 10.0
 TOKEN_TIMEOUT = (10.0, 30.0)
@@ -400,7 +403,8 @@ class RegistryAuth(AuthBase):
 
     def _resend(self, state: _RequestState, response: requests.Response, authorization: str, kwargs):
         """The pattern of requests' ``HTTPDigestAuth.handle_401``: same request, new Authorization."""
-        response.content  # consume the body so the connection goes back to the pool for the retry
+        # Consume (a bounded part of) the body so the connection can go back to the pool for the retry.
+        read_bounded(response, MAX_OTHER_BYTES, "401", truncate=True)
         response.close()
         prep = response.request.copy()
         if prep._cookies is not None:
@@ -477,9 +481,13 @@ class RegistryAuth(AuthBase):
             return self._private_session
 
     def _fetch(self, realm: str, service: str | None, scopes: Scopes, send_kwargs: dict, origin: str) -> _Token:
+        try:
+            # A token server may live on another host (Docker Hub's auth.docker.io): the realm is where the
+            # registry's own challenge sends our credentials. It must still be a well-formed http(s) URL.
+            realm = follow_url(realm, realm, what="the registry's token realm", same_origin=False)
+        except UnsafeURL as error:
+            raise AuthenticationFailed(f"the registry named an unusable token realm: {error}") from None
         parts = urlsplit(realm)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AuthenticationFailed(f"the registry named an unusable token realm {realm!r}")
         if parts.scheme == "http" and origin.startswith("https://") and self.user is not None:
             # The challenge came over TLS; sending the password in clear to wherever it points would undo that.
             raise AuthenticationFailed(
@@ -506,10 +514,12 @@ class RegistryAuth(AuthBase):
                     form["service"] = service
                 if scope_text:
                     form["scope"] = scope_text
-                answer = session.post(realm, data=form, auth=_NoAuth(), **request_kwargs)
+                answer = session.post(realm, data=form, auth=_NoAuth(), stream=True, **request_kwargs)
             else:
                 params = ([("service", service)] if service else []) + [("scope", s) for s in sorted(scopes)]
-                answer = session.get(realm, params=params, auth=self._basic(), **request_kwargs)
+                answer = session.get(realm, params=params, auth=self._basic(), stream=True, **request_kwargs)
+            if answer.status_code == 200:
+                read_bounded(answer, MAX_TOKEN_BYTES, f"token server {_display(realm)}")
         except requests.exceptions.SSLError:
             raise RegistryUnreachable(
                 f"TLS error talking to token server {_display(realm)} (it is checked with the registry's own "
@@ -561,7 +571,7 @@ class RegistryAuth(AuthBase):
         the scope), anything else means they are not."""
         params = [("service", service)] if service else []
         try:
-            probe = session.get(realm, params=params, auth=self._basic(), **request_kwargs)
+            probe = session.get(realm, params=params, auth=self._basic(), stream=True, **request_kwargs)
         except requests.RequestException:
             return False
         probe.close()
@@ -570,7 +580,7 @@ class RegistryAuth(AuthBase):
     def _parse_token(self, answer: requests.Response, realm: str, scopes: Scopes) -> _Token:
         try:
             body = answer.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
             raise RegistryError(f"token server {_display(realm)} answered 200 without a JSON object")
@@ -581,8 +591,10 @@ class RegistryAuth(AuthBase):
             raise RegistryError(f"token server {_display(realm)} answered without a token")
         try:
             lifetime = float(body.get("expires_in") or MIN_TOKEN_LIFETIME)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # 1e400 as an int overflows float()
             lifetime = MIN_TOKEN_LIFETIME
+        if not MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME:  # NaN, inf, a negative or absurd figure
+            lifetime = MIN_TOKEN_LIFETIME if not lifetime > MAX_TOKEN_LIFETIME else MAX_TOKEN_LIFETIME
         refresh = body.get("refresh_token")
         if isinstance(refresh, str) and refresh and self._refresh_token is not None:
             with self._lock:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported where used: --version and --help load neither SQLA
 
 # regdb.db.MEMORY, spelled out: naming it must not import SQLAlchemy (tests/test_startup.py holds them equal).
 MEMORY = ":memory:"
+from .output import escape_controls
 
 log = logging.getLogger("regdb")
 
@@ -71,6 +72,19 @@ class GreedyOption(click.Option):
 
             option.process = process
         return result
+
+    def process_value(self, ctx, value):
+        value = super().process_value(ctx, value)
+        if value and len(value) > MAX_OPTION_VALUES:
+            # One statement binds each value: past SQLite's 32,766 variables it failed with the whole SQL text.
+            raise click.BadParameter(f"{len(value):,} values; at most {MAX_OPTION_VALUES:,} are accepted (use a "
+                                     "selector or -re REGEX for more)", ctx=ctx, param=self)
+        return value
+
+
+# Values of one option (-r, -t, -x, ...): several such lists go into one SQL statement, and together they must
+# stay under SQLite's bound-parameter limit (32,766); 10,000 names is more than anyone types or pastes.
+MAX_OPTION_VALUES = 10_000
 
 
 def _looks_like_option(arg: str) -> bool:
@@ -124,13 +138,19 @@ class Settings:
 
     def _auth(self, url: str):
         from .auth import build_auth
-        from .credentials import docker_credentials
+        from .credentials import DockerConfigUnreadable, docker_credentials
 
         user, password = self.user, self.password
         if password is None and self.password_source is not None:
             password = self.password_source()
         if not user:
-            found = docker_credentials(url)
+            try:
+                found = docker_credentials(url)
+            except DockerConfigUnreadable as error:
+                # Most registries regdb talks to need no credentials: only when one asks for them does the
+                # unreadable file matter, and its 401 then follows this warning.
+                log.warning("%s; going on without its credentials", error)
+                found = None
             if found:
                 user, password = found
         return build_auth(user, password, digest=self.digest_auth)
@@ -159,7 +179,15 @@ class Settings:
             return self.db
         from .inventory import default_db_path
 
-        return default_db_path(self.registry_url())
+        target = default_db_path(self.registry_url())
+        if Path(target).is_symlink():
+            # The default name is found in the current directory: a link planted there would have the sync
+            # overwrite whatever it points at. Named explicitly (--db), a link is the user's choice.
+            raise click.ClickException(
+                f"the default inventory {target} is a symbolic link; refusing to write through it (name it "
+                "with --db to use it anyway)"
+            )
+        return target
 
     def inventory(self, *, readonly: bool = False) -> Inventory:
         target = self.db_target()
@@ -216,6 +244,13 @@ class RegdbGroup(click.Group):
             raise click.UsageError(str(error), ctx) from None
         except RegdbError as error:
             raise click.ClickException(str(error)) from None
+        except Exception as error:  # noqa: BLE001 - the database's own failures, on input we do not control
+            from .errors import database_error
+
+            mapped = database_error(error)
+            if mapped is None:
+                raise
+            raise click.ClickException(str(mapped)) from None
         except KeyboardInterrupt:
             from .entry import interrupted
 
@@ -230,6 +265,8 @@ class RegdbGroup(click.Group):
 @click.option("-reg", "--registry", envvar="REGISTRY", help="Registry: a host (https is assumed) or a URL.")
 @click.option("-u", "--user", envvar="REGISTRY_USER", help="User for basic / token authentication.")
 @click.option("-p", "--password", envvar="REGISTRY_PASSWORD", help="Password for that user.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input (first line), as docker login does: not in ps.")
 @click.option("--digest-auth", is_flag=True, envvar="REGISTRY_USE_DIGEST_AUTH",
               help="Use HTTP Digest authentication instead of basic.")
 @click.option("-cert", "--client-cert", envvar="REGISTRY_CLIENT_CERT", help="Client certificate (and key) file.")
@@ -254,8 +291,8 @@ class RegdbGroup(click.Group):
               help="Profile of the config file ($XDG_CONFIG_HOME/regdb/config.toml) to take settings from.")
 @click.version_option(__version__, "--version", prog_name="regdb")
 @click.pass_context
-def main(ctx, registry, user, password, digest_auth, client_cert, client_key, verify, db, refresh, count,
-         no_raise_intersecting_repo, jobs, rate, use_get_manifest, log_level, profile):
+def main(ctx, registry, user, password, password_stdin, digest_auth, client_cert, client_key, verify, db, refresh,
+         count, no_raise_intersecting_repo, jobs, rate, use_get_manifest, log_level, profile):
     """Mirror a Docker Registry v2 / OCI registry into an SQLite inventory, query it, clean it up safely.
 
     \b
@@ -265,12 +302,16 @@ def main(ctx, registry, user, password, digest_auth, client_cert, client_key, ve
       regdb --db registry_example_com.db sql "SELECT repo, count(*) FROM images GROUP BY repo"
     """
     setup_logging(log_level)
+    if password_stdin:
+        password = _password_from_stdin(user, password)
     ctx.obj = Settings(
         registry=registry, user=user, password=password, digest_auth=digest_auth, client_cert=client_cert,
         client_key=client_key, verify=verify, db=db, refresh=refresh, count=count, jobs=jobs, rate=rate,
         use_get_manifest=use_get_manifest, raise_intersecting_repo=not no_raise_intersecting_repo,
     )
     apply_profile(ctx, ctx.obj, profile)
+    if password_stdin:  # a flag: it wins over a profile's password, as every flag does
+        ctx.obj.password, ctx.obj.password_source = password, None
 
 
 def apply_profile(ctx, settings: Settings, named: str | None) -> None:
@@ -290,6 +331,24 @@ def apply_profile(ctx, settings: Settings, named: str | None) -> None:
     settings.password_source = resolved.password
     if resolved.values["log_level"] != ctx.params["log_level"]:
         setup_logging(resolved.values["log_level"])
+
+
+def _password_from_stdin(user, password) -> str:
+    """--password-stdin: the first line of standard input, without its line ending (docker login's rule)."""
+    if password:
+        raise click.UsageError("--password and --password-stdin are exclusive")
+    if not user:
+        raise click.UsageError("--password-stdin needs -u/--user")
+    line = sys.stdin.readline(MAX_PASSWORD_LENGTH + 1).rstrip("\r\n")
+    if len(line) > MAX_PASSWORD_LENGTH:
+        raise click.UsageError(f"--password-stdin: the password is over {MAX_PASSWORD_LENGTH:,} characters")
+    if not line:
+        raise click.UsageError("--password-stdin: standard input holds no password")
+    return line
+
+
+# A password or token read from standard input (a registry token is a few KiB at most).
+MAX_PASSWORD_LENGTH = 64 * 1024
 
 
 class StderrHandler(logging.StreamHandler):
@@ -339,7 +398,7 @@ def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = T
         if watch is not None:
             watch.close()
     for name in result.missing_repos:
-        click.echo(f"warning: repository {name} not found in {result.registry}", err=True)
+        click.echo(f"warning: repository {escape_controls(name)} not found in {result.registry}", err=True)
     if not quiet:
         click.echo(
             f"synced {result.registry}: {result.repos} repositories, {result.tags} tags, "
@@ -437,7 +496,7 @@ def echo_listing(settings: Settings, rows, columns, fmt: str, *, text_columns=No
 
 def warn_missing_repos(names) -> None:
     for name in names:
-        click.echo(f"warning: repository {name} not found", err=True)
+        click.echo(f"warning: repository {escape_controls(name)} not found", err=True)
 
 
 def as_usage_error(call, *args, **kwargs):
@@ -662,7 +721,7 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
     for name in plan.missing_repos:
-        click.echo(f"warning: repository {name} not found in {plan.registry_name}", err=True)
+        click.echo(f"warning: repository {escape_controls(name)} not found in {plan.registry_name}", err=True)
     if dry_run:
         if fmt == "json":
             click.echo(json.dumps(plan.as_dict(), indent=2))
@@ -779,8 +838,10 @@ def _sql_params(_ctx, _param, values) -> dict[str, str]:
                    "text: aligned, no header.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", callback=_sql_params,
               help="Bind :NAME in the statement to VALUE (as text). Repeatable.")
+@click.option("--timeout", type=click.FloatRange(0, 86_400), default=30, show_default=True, metavar="SECONDS",
+              help="Interrupt the statement after this long (0: no limit).")
 @click.pass_obj
-def sql_command(settings: Settings, statement, fmt, params):
+def sql_command(settings: Settings, statement, fmt, params, timeout):
     """Run one read-only SQL statement on the inventory and print its rows.
 
     Reads the inventory as it is (--db, or the file named after --registry): never contacts the registry,
@@ -794,7 +855,7 @@ def sql_command(settings: Settings, statement, fmt, params):
     from . import output
 
     inventory = settings.inventory(readonly=True)
-    with inventory.sql(statement, params) as result:
+    with inventory.sql(statement, params, timeout=timeout) as result:
         if settings.count:
             click.echo(sum(1 for _ in result))
             return

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -28,17 +28,32 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
-from .address import normalize_url, registry_name
+from .output import escape_controls
+from .address import (
+    DIGEST_HEX_LENGTHS,
+    check_digest,
+    check_repository,
+    check_tag,
+    is_digest,
+    follow_url,
+    normalize_url,
+    origin,
+    printable,
+    registry_name,
+)
 from .errors import (
     AuthenticationFailed,
     DeleteDisabled,
     DigestMismatch,
+    InvalidName,
     NotARegistry,
     RegistryError,
     RegistryUnreachable,
     RepositoryNotFound,
+    ResponseTooLarge,
     ScopeRefused,
     TLSSetupError,
+    UnsafeURL,
 )
 
 log = logging.getLogger(__name__)
@@ -55,12 +70,84 @@ INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read: a stalled server must not hang a run forever
 USER_AGENT = "regdb"
 
+# --- bounds on what a registry may send ------------------------------------------------------------------
+# Every body is read with a limit, in chunks, and refused as soon as it passes it: a 1 GiB (or endless)
+# answer must cost at most the limit in memory, never the whole body first.
+KiB, MiB = 1024, 1024 * 1024
+# docker and containerd refuse a manifest over 4 MiB; a real one is a few KiB (an index of 100 platforms ~30 KiB).
+MAX_MANIFEST_BYTES = 4 * MiB
+# An image config is a few KiB, with a long history maybe a few hundred; 8 MiB is far above any real one.
+MAX_CONFIG_BYTES = 8 * MiB
+# One page of _catalog or tags/list: 1000 names of at most 255 characters is ~260 KiB; distribution 2.8 does
+# not page tags/list at all, and 1,000,000 tags of 30 characters is ~32 MiB.
+MAX_LISTING_BYTES = 48 * MiB
+# A token server's answer: a JWT with many scopes is a few KiB.
+MAX_TOKEN_BYTES = 1 * MiB
+# Anything else (the /v2/ ping, error bodies, answers to DELETE and PUT): only an error code is read from it.
+# An error body is cut here, not refused: the status is what counts.
+MAX_OTHER_BYTES = 64 * KiB
+# Pages of one listing: at the registry's 100 names a page (the smallest real page size) this is 10,000,000
+# names, far beyond MAX_REPOSITORIES; a Link chain of ever-new URLs stops here.
+MAX_PAGES = 100_000
+# Names in one listing, far above any real registry (the largest known have ~100,000 tags in one repository).
+MAX_TAGS_PER_REPOSITORY = 1_000_000
+MAX_REPOSITORIES = 1_000_000
+# Redirects of one request (a blob to storage is one; a loop is refused after this many).
+MAX_REDIRECTS = 5
+_CHUNK = 64 * KiB
+_BODY_LIMITS = {"manifest": MAX_MANIFEST_BYTES, "blob": MAX_CONFIG_BYTES, "catalog": MAX_LISTING_BYTES,
+                "tags": MAX_LISTING_BYTES, "referrers": MAX_MANIFEST_BYTES}
+
 
 def digest_of(body: bytes, algorithm: str = "sha256") -> str:
+    """``algorithm:hex`` of ``body``; only sha256 and sha512 (md5, sha1, blake2b, shake_* are refused)."""
+    if algorithm not in DIGEST_HEX_LENGTHS:
+        raise DigestMismatch(f"unsupported digest algorithm {printable(algorithm)} (sha256 or sha512 only)")
+    return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+
+
+def read_bounded(response: requests.Response, limit: int, what: str, *, truncate: bool = False) -> bytes:
+    """Read a streamed response's body, at most ``limit`` bytes (decoded), in chunks. Past the limit: the
+    connection is closed and ``ResponseTooLarge`` raised, or with ``truncate`` the first ``limit`` bytes kept.
+    The body is then also ``response.content``."""
+    if response._content_consumed:  # already read (a hook, a retry)
+        body = response._content or b""
+        if len(body) > limit and not truncate:
+            raise ResponseTooLarge(f"{what}: the registry's answer is over {_size(limit)}; refusing it")
+        return body[:limit]
+    length = _int(response.headers.get("Content-Length"))
+    if length is not None and length > limit and not truncate:
+        response.close()
+        raise ResponseTooLarge(f"{what}: the registry's answer is {_size(length)}, over {_size(limit)}; refusing it")
+    chunks: list[bytes] = []
+    total = 0
     try:
-        return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
-    except ValueError:
-        raise DigestMismatch(f"unsupported digest algorithm {algorithm!r}") from None
+        for chunk in response.iter_content(_CHUNK):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                response.close()
+                if not truncate:
+                    raise ResponseTooLarge(f"{what}: the registry's answer is over {_size(limit)}; refusing it")
+                break
+    except (requests.exceptions.ContentDecodingError, requests.exceptions.StreamConsumedError):
+        response.close()
+        raise RegistryError(f"{what}: the registry's answer cannot be decoded") from None
+    body = b"".join(chunks)[:limit]
+    response._content = body
+    response._content_consumed = True
+    return body
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:g} MiB" if n >= MiB else f"{n / KiB:g} KiB" if n >= KiB else f"{n} bytes"
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """No credentials at all (``auth=None`` on a request would fall back to the session's)."""
+
+    def __call__(self, r):
+        return r
 
 
 @dataclass(frozen=True)
@@ -208,23 +295,56 @@ class RegistryClient:
             self.stats[kind] += 1
 
     def request(self, method: str, path_or_url: str, *, kind: str, **kwargs) -> requests.Response:
-        """One HTTP request; network failures become ``RegistryUnreachable`` with a one-line reason."""
-        url = path_or_url if "://" in path_or_url else self.url + path_or_url
+        """One HTTP request; network failures become ``RegistryUnreachable`` with a one-line reason.
+
+        The body is read here, bounded by its kind (``_BODY_LIMITS``). An absolute URL must be on the
+        registry's own origin (it carries our credentials); redirects are followed only for blobs, one hop at
+        a time through ``follow_url``, and without credentials once they leave the registry's origin."""
+        if "://" in path_or_url:
+            url = follow_url(self.url + "/", path_or_url, what=f"the URL of a {method} ({kind})", same_origin=True)
+        else:
+            url = self.url + path_or_url
         if self.rate:
             self.rate.wait()
         self._count(kind)
         kwargs.setdefault("timeout", self.timeout)
-        kwargs.setdefault("allow_redirects", method in ("GET", "HEAD") and kind == "blob")
+        follow = kwargs.pop("allow_redirects", method in ("GET", "HEAD") and kind == "blob")
+        limit = _BODY_LIMITS.get(kind, MAX_OTHER_BYTES)
+        response = self._send(method, url, limit, kwargs)
+        for _ in range(MAX_REDIRECTS):
+            if not (follow and response.is_redirect and "Location" in response.headers):
+                break
+            where = follow_url(response.url, response.headers["Location"],
+                               what=f"{method} {_path(url)}: the registry's redirect to", same_origin=False)
+            if origin(where) != origin(self.url):
+                kwargs["auth"] = _NoAuth()  # storage (S3, a CDN) never gets our credentials
+            if response.status_code == 303:
+                method = "GET"
+            response = self._send(method, where, limit, kwargs)
+        else:
+            if follow and response.is_redirect:
+                raise RegistryError(f"{method} {_path(url)}: the registry redirected more than {MAX_REDIRECTS} "
+                                    "times; not following it")
+        if response.status_code == 401:
+            raise AuthenticationFailed(
+                f"registry {self.url} refused the credentials for {method} {_path(url)} (401"
+                f"{_error_code(response, ' ')})",
+                status=401,
+            )
+        return response
+
+    def _send(self, method: str, url: str, limit: int, kwargs: dict) -> requests.Response:
         timeout = kwargs["timeout"]
+        what = f"{method} {_path(url)}"
         try:
             try:
-                response = self.session.request(method, url, verify=self.verify, cert=self.cert, **kwargs)
+                return self._send_once(method, url, limit, what, kwargs)
             except requests.exceptions.ChunkedEncodingError:
                 # The body broke off after the headers (a proxy restarting): past urllib3's retries, which end
                 # with the headers. A read is asked once more; a second break is reported.
                 if method not in ("GET", "HEAD"):
                     raise
-                response = self.session.request(method, url, verify=self.verify, cert=self.cert, **kwargs)
+                return self._send_once(method, url, limit, what, kwargs)
         except requests.exceptions.SSLError as error:
             raise RegistryUnreachable(f"TLS error talking to {self.url}: {_reason(error)}") from None
         except requests.exceptions.ConnectTimeout:
@@ -243,17 +363,35 @@ class RegistryClient:
             raise RegistryUnreachable(f"cannot reach registry {self.url}: {_reason(error)}") from None
         except requests.exceptions.ChunkedEncodingError:
             raise RegistryUnreachable(
-                f"registry {self.url} broke off its answer to {method} {_path(url)} (the connection closed "
+                f"registry {self.url} broke off its answer to {what} (the connection closed "
                 "before the whole body arrived)"
             ) from None
         except requests.exceptions.InvalidHeader as error:
-            raise RegistryError(f"invalid request to {self.url}: {error}") from None
-        if response.status_code == 401:
-            raise AuthenticationFailed(
-                f"registry {self.url} refused the credentials for {method} {_path(url)} (401"
-                f"{_error_code(response, ' ')})",
-                status=401,
-            )
+            raise RegistryError(f"invalid request to {self.url}: {printable(str(error))}") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema, ValueError) as error:
+            # A URL that follow_url let through but requests or urllib3 still cannot parse.
+            raise UnsafeURL(f"{what}: not a usable URL ({type(error).__name__})") from None
+        except requests.exceptions.RequestException as error:
+            # Anything else requests may raise on an answer we do not control (TooManyRedirects, ...).
+            raise RegistryError(f"{what}: {type(error).__name__} talking to {self.url}") from None
+
+    def _send_once(self, method: str, url: str, limit: int, what: str, kwargs: dict) -> requests.Response:
+        def check_location(response, **_):
+            # Before requests parses it (it does even without following: a malformed one raised ValueError).
+            if response.is_redirect:
+                follow_url(response.url, response.headers["Location"],
+                           what=f"{what}: the registry's redirect to", same_origin=False)
+            return response
+
+        response = self.session.request(method, url, verify=self.verify, cert=self.cert, stream=True,
+                                        allow_redirects=False, hooks={"response": [check_location]}, **kwargs)
+        if method == "HEAD":
+            response.content  # no body to read: this hands the connection back to the pool (close() would not)
+        elif response.status_code >= 300:
+            read_bounded(response, MAX_OTHER_BYTES, what, truncate=True)  # only the error code is wanted
+        else:
+            read_bounded(response, limit, what)
         return response
 
     def _head_direct(self, path: str, headers: dict[str, str]):
@@ -310,11 +448,13 @@ class RegistryClient:
             status=response.status_code,
         )
 
-    def _paged(self, path: str, key: str, *, kind: str) -> Iterator[list[str]]:
-        """Pages of a listing, following ``Link: <...>; rel="next"`` exactly as given (REGISTRY-FACTS.md)."""
+    def _paged(self, path: str, key: str, *, kind: str, limit: int) -> Iterator[list[str]]:
+        """Pages of a listing, following ``Link: <...>; rel="next"`` exactly as given (REGISTRY-FACTS.md), at
+        most MAX_PAGES pages and ``limit`` names in all."""
         url = self.url + path
         seen = {url}
-        while True:
+        names = 0
+        for _ in range(MAX_PAGES):
             response = self.request("GET", url, kind=kind)
             if response.status_code == 404 and kind == "tags":
                 raise RepositoryNotFound(f"repository not found: {path}", status=404, code=_error_code(response))
@@ -329,37 +469,40 @@ class RegistryClient:
                 items = []  # a repository whose tags were all deleted answers {"tags": null}
             if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
                 raise RegistryError(f"GET {_path(url)}: '{key}' is not a list of names")
+            names += len(items)
+            if names > limit:
+                raise ResponseTooLarge(f"GET {_path(url)}: the registry lists more than {limit:,} {key}; "
+                                       "refusing the listing")
             yield items
             link = _LINK_NEXT.search(response.headers.get("Link", ""))
             if not link:
                 return
             # Relative per the spec: join it to the URL we fetched and follow it with whatever it carries.
-            url = urljoin(url, link.group(1))
-            if _origin(url) != _origin(self.url):
-                # Our credentials would follow it (a Basic challenge from there gets the password): refuse.
-                raise RegistryError(
-                    f"GET {_path(response.url)}: the registry's Link header points to another host "
-                    f"({_origin(url)}); not following it"
-                )
+            # Our credentials would follow it (a Basic challenge from there gets the password): same origin only.
+            url = follow_url(url, link.group(1), what=f"GET {_path(response.url)}: the registry's Link header",
+                             same_origin=True)
             if url in seen:
                 raise RegistryError(f"GET {_path(url)}: the registry's Link header loops back to a page it gave")
             seen.add(url)
+        raise ResponseTooLarge(f"GET {path}: the registry's listing goes on past {MAX_PAGES:,} pages; refusing it")
 
     def catalog(self) -> Iterator[str]:
         """Every repository name, page after page (``_catalog`` with ``n=page_size``)."""
-        for page in self._paged(f"/v2/_catalog?n={self.page_size}", "repositories", kind="catalog"):
+        for page in self._paged(f"/v2/_catalog?n={self.page_size}", "repositories", kind="catalog",
+                                limit=MAX_REPOSITORIES):
             yield from page
 
     def tags(self, repo: str) -> list[str]:
         """Every tag of a repository; a repository with no tags left answers an empty list."""
         names: list[str] = []
-        for page in self._paged(f"/v2/{_repo(repo)}/tags/list", "tags", kind="tags"):
+        for page in self._paged(f"/v2/{_repo(repo)}/tags/list", "tags", kind="tags",
+                                limit=MAX_TAGS_PER_REPOSITORY):
             names.extend(page)
         return names
 
     def resolve(self, repo: str, reference: str) -> ManifestRef | None:
         """Tag or digest -> the manifest it names (the index itself for a multi-arch tag). None if absent."""
-        path = f"/v2/{_repo(repo)}/manifests/{quote(reference, safe=':')}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(reference)}"
         if not self.use_get_manifest:
             response = self._head_direct(path, {"Accept": MANIFEST_ACCEPT})
             if response is None or response.status not in (200, 404, 405):
@@ -369,6 +512,7 @@ class RegistryClient:
             if status == 200:
                 digest = response.headers.get("Docker-Content-Digest")
                 if digest:
+                    _check_announced(digest, f"HEAD {path}")
                     return ManifestRef(
                         digest, _media_type(response), _int(response.headers.get("Content-Length"))
                     )
@@ -388,7 +532,7 @@ class RegistryClient:
 
     def fetch_tag(self, repo: str, tag: str) -> tuple[ManifestRef, bytes, str | None] | None:
         """GET a tag's manifest: what it resolves to, plus the verified body (None if the tag is gone)."""
-        path = f"/v2/{_repo(repo)}/manifests/{quote(tag, safe=':')}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
         response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code == 404:
             return None
@@ -400,6 +544,8 @@ class RegistryClient:
     def _verified_ref(self, response: requests.Response, reference: str, path: str) -> ManifestRef:
         body = response.content
         announced = response.headers.get("Docker-Content-Digest")
+        if announced:
+            _check_announced(announced, f"GET {path}")
         expected = reference if ":" in reference else announced
         algorithm = expected.split(":", 1)[0] if expected else "sha256"
         digest = digest_of(body, algorithm)
@@ -409,7 +555,7 @@ class RegistryClient:
 
     def manifest(self, repo: str, digest: str) -> tuple[bytes, str | None]:
         """The raw bytes of a manifest, verified against its digest, and its media type."""
-        path = f"/v2/{_repo(repo)}/manifests/{digest}"
+        path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
         response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")
@@ -421,7 +567,7 @@ class RegistryClient:
 
     def blob(self, repo: str, digest: str) -> bytes:
         """A blob (an image config), following redirects to storage without our Authorization header."""
-        path = f"/v2/{_repo(repo)}/blobs/{digest}"
+        path = f"/v2/{_repo(repo)}/blobs/{check_digest(digest)}"
         response = self.request("GET", path, kind="blob")
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")
@@ -431,7 +577,7 @@ class RegistryClient:
         return body
 
     def manifest_exists(self, repo: str, digest: str) -> bool:
-        path = f"/v2/{_repo(repo)}/manifests/{digest}"
+        path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
         method = "GET" if self.use_get_manifest else "HEAD"
         response = self.request(method, path, kind="head", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code == 200:
@@ -442,7 +588,7 @@ class RegistryClient:
 
     def referrers(self, repo: str, digest: str) -> list[dict] | None:
         """OCI 1.1 referrers of a manifest, or None where the registry has no referrers API (2.8: 404)."""
-        path = f"/v2/{_repo(repo)}/referrers/{digest}"
+        path = f"/v2/{_repo(repo)}/referrers/{check_digest(digest)}"
         response = self.request("GET", path, kind="referrers", headers={"Accept": OCI_INDEX})
         if response.status_code != 200:
             return None
@@ -452,7 +598,7 @@ class RegistryClient:
 
     def delete_manifest(self, repo: str, digest: str) -> int:
         """``DELETE /v2/<repo>/manifests/<digest>``; 202 deleted, 404 already gone. Other answers raise."""
-        path = f"/v2/{_repo(repo)}/manifests/{digest}"
+        path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
         response = self.request("DELETE", path, kind="delete")
         if response.status_code in (200, 202, 404):
             return response.status_code
@@ -471,7 +617,7 @@ class RegistryClient:
         raise self._fail(response, f"DELETE {path}")
 
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
-        path = f"/v2/{_repo(repo)}/manifests/{quote(reference, safe=':')}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(reference)}"
         response = self.request(
             "PUT", path, kind="put", data=body, headers={"Content-Type": media_type}
         )
@@ -481,7 +627,7 @@ class RegistryClient:
 
     def delete_tag(self, repo: str, tag: str) -> int:
         """DELETE by tag: OCI 1.1 allows it; distribution 2.8 answers 400 DIGEST_INVALID (REGISTRY-FACTS.md)."""
-        path = f"/v2/{_repo(repo)}/manifests/{quote(tag)}"
+        path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
         return self.request("DELETE", path, kind="delete").status_code
 
 
@@ -489,7 +635,18 @@ class RegistryClient:
 
 
 def _repo(name: str) -> str:
-    return quote(name, safe="/")
+    """A repository name for a URL path: only names of the OCI grammar ever get there ("../../etc" does not)."""
+    return quote(check_repository(name), safe="/")
+
+
+def _reference(reference: str) -> str:
+    """A tag or digest for a URL path, checked against the OCI grammar (neither needs quoting then)."""
+    return check_digest(reference) if ":" in reference else check_tag(reference)
+
+
+def _check_announced(digest: str, what: str) -> None:
+    if not is_digest(digest):
+        raise InvalidName(f"{what}: the registry announced an invalid digest {printable(digest)}")
 
 
 def _path(url: str) -> str:
@@ -503,10 +660,12 @@ def _no_answer(registry: str, timeout, method: str, url: str) -> str:
 
 
 def _int(value: str | None) -> int | None:
+    """A header's non-negative integer (Content-Length), or None if absent or absurd."""
     try:
-        return int(value) if value is not None else None
+        number = int(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and 0 <= number < 2**53 else None
 
 
 def _media_type(response: requests.Response) -> str | None:
@@ -517,7 +676,7 @@ def _media_type(response: requests.Response) -> str | None:
 def _body_media_type(body: bytes) -> str | None:
     try:
         value = json.loads(body).get("mediaType")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, str) else None
 
@@ -525,7 +684,7 @@ def _body_media_type(body: bytes) -> str | None:
 def _json(response: requests.Response, what: str):
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's stack
         raise RegistryError(f"{what}: the registry's answer is not JSON") from None
 
 
@@ -534,9 +693,14 @@ def _error_code(response: requests.Response, prefix: str = "") -> str:
     try:
         errors = response.json().get("errors") or []
         code = errors[0].get("code") if errors else None
-    except (ValueError, AttributeError, IndexError, TypeError):
+    except (ValueError, AttributeError, IndexError, TypeError, KeyError, RecursionError):
         code = None
-    return f"{prefix}{code}" if isinstance(code, str) else ""
+    if not isinstance(code, str):
+        return ""
+    return f"{prefix}{escape_controls(code[:MAX_CODE])}"  # the registry's words: escaped, and cut
+
+
+MAX_CODE = 100  # an OCI error code is a short upper-case word (MANIFEST_UNKNOWN)
 
 
 def _origin(url: str) -> str:

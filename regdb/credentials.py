@@ -41,6 +41,10 @@ class DockerConfigError(RegdbError):
     """The Docker configuration or a credential helper cannot be used; the message names the file or helper."""
 
 
+class DockerConfigUnreadable(DockerConfigError):
+    """config.json exists but cannot be read (permissions, not UTF-8): the CLI warns and goes on anonymously."""
+
+
 def config_path(environ: Mapping[str, str] = os.environ) -> Path:
     """``$DOCKER_CONFIG/config.json``, else ``$HOME/.docker/config.json`` (as the Docker CLI)."""
     if environ.get("DOCKER_CONFIG"):
@@ -124,7 +128,7 @@ def _load(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
-        raise DockerConfigError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        raise DockerConfigUnreadable(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
     if not text.strip():
         return None  # docker itself treats an empty file as no configuration
     try:

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 
 class RegdbError(Exception):
-    """Base class: everything regdb raises on purpose. ``str(error)`` is the one line a user sees."""
+    """Base class: everything regdb raises on purpose. ``str(error)`` is the one line a user sees: control
+    characters other than a newline are escaped, so nothing in it drives a terminal. (A newline is regdb's own,
+    in a multi-line report; text from a registry is quoted with ``address.printable``, newlines escaped.)"""
+
+    def __init__(self, message: str = "", *args):
+        from .output import escape_controls
+        from .redact import redact_urls
+
+        if isinstance(message, str):
+            message = redact_urls(message)  # a database URL's password, wherever a message names the URL
+        if isinstance(message, str):
+            message = escape_controls(message, keep_newlines=True)
+        super().__init__(message, *args)
 
 
 # --- talking to the registry -------------------------------------------------------------------------------
@@ -53,6 +65,19 @@ class DigestMismatch(RegistryError):
 
 class RepositoryNotFound(RegistryError):
     """404 NAME_UNKNOWN for a repository."""
+
+
+class UnsafeURL(RegistryError):
+    """A URL the registry told us to follow (Link, Location, redirect, token realm) that regdb refuses: not
+    http(s), malformed, or on another origin while it would carry our credentials. The message names it."""
+
+
+class ResponseTooLarge(RegistryError):
+    """An answer over one of regdb's bounds (a body's bytes, pages of a listing, tags of a repository)."""
+
+
+class InvalidName(RegistryError):
+    """A repository name, tag or digest outside the OCI distribution grammar."""
 
 
 # --- the inventory ------------------------------------------------------------------------------------------
@@ -118,6 +143,14 @@ class RestoreRefused(RegdbError):
     """``restore`` cannot bring a run back (blobs gone, a tag moved since); nothing was pushed."""
 
 
+class ValueOutOfRange(SelectorError):
+    """An integer the user gave (``--keep-latest``, a policy rule) outside the range regdb accepts."""
+
+
+class TooManyValues(SelectorError):
+    """More values (``-t``, ``-r``) than regdb accepts in one command."""
+
+
 class PolicyError(RegdbError):
     """A retention policy file is invalid; the message names the line."""
 
@@ -129,8 +162,29 @@ class SqlError(RegdbError):
     """A statement given to ``regdb sql`` failed; the message is the database's own, on one line."""
 
 
+class SqlTimeout(SqlError):
+    """A statement given to ``regdb sql`` ran past ``--timeout`` and was interrupted."""
+
+
 # --- reaching registries ------------------------------------------------------------------------------------
 
 
 class TLSSetupError(RegdbError):
     """A CA bundle (``-v``), client certificate (``-cert``) or client key (``-key``) file that does not exist."""
+
+
+# --- mapping foreign exceptions -------------------------------------------------------------------------------
+
+
+def database_error(error: BaseException) -> InventoryError | None:
+    """A database failure (sqlite3, psycopg, through SQLAlchemy) as one line, without the statement SQLAlchemy
+    appends (it was 786 KB once); None for anything else."""
+    orig = getattr(error, "orig", None)
+    module = type(orig if orig is not None else error).__module__ or ""
+    if not (module.startswith(("sqlite3", "psycopg", "sqlalchemy"))):
+        return None
+    text = str(orig if orig is not None else error).strip().splitlines()
+    first = text[0][:300] if text else type(error).__name__
+    from .redact import redact_urls
+
+    return InventoryError(f"inventory database error: {redact_urls(first)}")

@@ -206,7 +206,8 @@ class Inventory:
 
     # --- raw SQL --------------------------------------------------------------------------------------
 
-    def sql(self, statement: str, params: Mapping[str, str] | None = None) -> SqlResult:
+    def sql(self, statement: str, params: Mapping[str, str] | None = None, *,
+            timeout: float | None = None) -> SqlResult:
         """Run one SQL statement read-only, whatever this inventory was opened for: ``ReadOnlyViolation`` if
         it tries to change anything, ``SqlError`` (the database's message) if it fails. ``:name`` parameters
         are bound from ``params`` as text. Iterate the result for the rows; close it, or use ``with``.
@@ -220,7 +221,8 @@ class Inventory:
         from .rawsql import run_sql
 
         # regdb_match(pattern, value) in hand-written SQL on SQLite, as the selectors use it.
-        return run_sql(self.engine, statement, params, prepare=selectors._ensure_sql_functions)
+        # ``timeout``: seconds, then SqlTimeout (``regdb sql --timeout``); None for no limit.
+        return run_sql(self.engine, statement, params, prepare=selectors._ensure_sql_functions, timeout=timeout)
 
     # --- retention ------------------------------------------------------------------------------------
 

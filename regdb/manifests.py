@@ -11,14 +11,18 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .client import DOCKER_MANIFEST_LIST, INDEX_TYPES, OCI_INDEX
+from .address import is_digest, printable
+from .client import DOCKER_MANIFEST_LIST, INDEX_TYPES, MAX_CONFIG_BYTES, OCI_INDEX
 from .errors import RegistryError
 
 IMAGE_CONFIG_TYPES = frozenset(
     {"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"}
 )
-# Image configs are a few KiB; an artifact's "config" may be anything. Never pull a large blob to read it.
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# Image configs are a few KiB; an artifact's "config" may be anything. Never pull a large blob to read it
+# (MAX_CONFIG_BYTES, from the client, which also refuses a larger body).
+# A descriptor's size: no blob is a petabyte. Past this a sum over a manifest's layers could overflow the
+# inventory's 64-bit integers (sqlite3 raises OverflowError), so a larger one is refused.
+MAX_DESCRIPTOR_SIZE = 2**50
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class ManifestInfo:
     created: datetime | None = None
     architecture: str | None = None
     os: str | None = None
+    # Descriptors left out because their digest is outside the OCI grammar: one line each, for the warning
+    # and for the repository's `incomplete` column.
+    problems: list[str] = field(default_factory=list)
+    missing_children: set[str] = field(default_factory=set)  # children the registry no longer has (404)
 
     @property
     def wants_config(self) -> bool:
@@ -61,7 +69,7 @@ class ManifestInfo:
 def parse_manifest(digest: str, body: bytes, media_type: str | None) -> ManifestInfo:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(f"manifest {digest} is not JSON") from None
     if not isinstance(doc, dict):
         raise RegistryError(f"manifest {digest} is not a JSON object")
@@ -75,7 +83,7 @@ def parse_manifest(digest: str, body: bytes, media_type: str | None) -> Manifest
         size=len(body),
     )
     subject = doc.get("subject")
-    if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
+    if isinstance(subject, dict) and is_digest(subject.get("digest")):
         info.subject_digest = subject["digest"]
     artifact_type = doc.get("artifactType")
     if isinstance(artifact_type, str):
@@ -86,6 +94,9 @@ def parse_manifest(digest: str, body: bytes, media_type: str | None) -> Manifest
             raise RegistryError(f"index {digest} has no 'manifests' list")
         for entry in manifests:
             child_digest = _descriptor(entry, digest)[0]
+            if not is_digest(child_digest):
+                info.problems.append(f"index {digest} names an invalid child digest {printable(child_digest)}")
+                continue
             platform = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
             info.children.append(
                 Child(child_digest, _str(platform.get("architecture")), _str(platform.get("os")),
@@ -97,12 +108,19 @@ def parse_manifest(digest: str, body: bytes, media_type: str | None) -> Manifest
     config = doc.get("config")
     if isinstance(config, dict):
         info.config_digest, info.config_size = _descriptor(config, digest)
+        if not is_digest(info.config_digest):
+            info.problems.append(f"manifest {digest} names an invalid config digest {printable(info.config_digest)}")
+            info.config_digest, info.config_size = None, None
         info.config_media_type = _str(config.get("mediaType"))
         if info.config_media_type not in IMAGE_CONFIG_TYPES and info.artifact_type is None:
             info.artifact_type = info.config_media_type
     layers = doc.get("layers")
     if isinstance(layers, list):
-        info.layers = [_descriptor(layer, digest) for layer in layers]
+        for layer_digest, size in (_descriptor(layer, digest) for layer in layers):
+            if is_digest(layer_digest):
+                info.layers.append((layer_digest, size))
+            else:
+                info.problems.append(f"manifest {digest} names an invalid layer digest {printable(layer_digest)}")
     return info
 
 
@@ -110,7 +128,7 @@ def apply_config(info: ManifestInfo, body: bytes) -> None:
     """Take ``created``, ``architecture`` and ``os`` from an image config blob (all optional)."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(f"config {info.config_digest} of {info.digest} is not JSON") from None
     if not isinstance(doc, dict):
         return
@@ -146,7 +164,12 @@ def parse_timestamp(value) -> datetime | None:
         sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
         offset = sign * (int(digits[:2]) * 60 + int(digits[2:]))
-        stamp = stamp - timedelta(minutes=offset)
+        if abs(offset) > 24 * 60:  # no zone is a day away from UTC
+            return None
+        try:
+            stamp = stamp - timedelta(minutes=offset)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable date
+            return None
     return stamp
 
 
@@ -156,7 +179,7 @@ def _descriptor(entry, owner: str) -> tuple[str, int]:
     digest, size = entry.get("digest"), entry.get("size")
     if not isinstance(digest, str) or ":" not in digest:
         raise RegistryError(f"manifest {owner} has a descriptor without a valid digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
         raise RegistryError(f"manifest {owner} has a descriptor with an invalid size")
     return digest, size
 

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     LargeBinary,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -161,6 +163,11 @@ class DigestChild(Base):
     architecture: Mapped[str | None] = mapped_column(String, doc="platform.architecture in the index.")
     os: Mapped[str | None] = mapped_column(String, doc="platform.os in the index.")
     variant: Mapped[str | None] = mapped_column(String, doc="platform.variant in the index (v8, v7).")
+    missing: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(),
+        doc="The registry no longer has this child (deleted, garbage-collected): the child's digests row is a "
+            "placeholder of kind 'missing'. See the broken_indexes view.",
+    )
 
 
 class DigestBlob(Base):

@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -68,6 +69,30 @@ def write(stream, rows: Iterable[Any], columns: Sequence[str], fmt: str = "text"
 
 def to_string(rows: Iterable[Any], columns: Sequence[str], fmt: str = "text", **options) -> str:
     return "".join(render(rows, columns, fmt, **options))
+
+
+# --- control characters ---------------------------------------------------------------------------------------
+# A registry names its repositories and tags; an ANSI escape in one (a clear-screen, an OSC title) or a newline
+# (one name printed as two lines) must never reach a terminal raw. Text and table output, messages and log
+# lines show them escaped (\x1b, \n); JSON escapes them as \u001b (so the value stays exact); CSV and TSV
+# keep the exact value, quoted where a newline or separator needs it.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as a visible escape (``\x1b``, ``\n``); with
+    ``keep_newlines``, regdb's own line breaks stay (a multi-line report or a logged SQL statement)."""
+    if not _CONTROLS.search(text):
+        return text
+    if keep_newlines:
+        return "\n".join(_CONTROLS.sub(_escape, line) for line in text.split("\n"))
+    return _CONTROLS.sub(_escape, text)
 
 
 # --- rows and values -------------------------------------------------------------------------------------------
@@ -120,8 +145,12 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")  # json.dumps escapes \x00-\x1f itself, not these
+
+
 def _json_object(columns: list[str], record: list[Any]) -> str:
-    return json.dumps(dict(zip(columns, record)), ensure_ascii=False, default=_json_default)
+    text = json.dumps(dict(zip(columns, record)), ensure_ascii=False, default=_json_default)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _JSON_UNSAFE.search(text) else text
 
 
 # --- formats ---------------------------------------------------------------------------------------------------
@@ -141,7 +170,7 @@ def _batched(lines: Iterable[str]) -> Iterator[str]:
 def _aligned(records: Iterable[list[Any]], header: list[str] | None) -> Iterator[str]:
     # Alignment needs the widest value of each column, so these two formats hold the rows; the others stream.
     records = list(records)
-    cells = [[_text(value) for value in record] for record in records]
+    cells = [[escape_controls(_text(value)) for value in record] for record in records]
     if header is None:
         numeric = [False] * (len(cells[0]) if cells else 0)
     else:
@@ -208,4 +237,4 @@ def _drain(buffer: io.StringIO) -> str:
     return text
 
 
-__all__ = ["FORMATS", "render", "to_string", "write"]
+__all__ = ["FORMATS", "escape_controls", "render", "to_string", "write"]

@@ -57,7 +57,7 @@ from . import models
 from .errors import PolicyError, SelectorError
 from .errors import InventoryError
 from .removal import Plan, TagQuery, plan_removal, refresh_selection
-from .retention import ORDERS, Retention, is_digest_tag
+from .retention import MAX_KEEP_LATEST, ORDERS, Retention, is_digest_tag
 from .selectors import (
     Selected,
     Selection,
@@ -336,9 +336,9 @@ class _Validator:
         keep = self.patterns(value.get("keep", []), index, "keep", label)
         keep_latest = value.get("keep_latest")
         if keep_latest is not None and (not isinstance(keep_latest, int) or isinstance(keep_latest, bool)
-                                        or keep_latest < 1):
-            self.fail(f"keep_latest must be a whole number of at least 1, not {keep_latest!r}", index,
-                      "keep_latest", label=label)
+                                        or not 1 <= keep_latest <= MAX_KEEP_LATEST):
+            self.fail(f"keep_latest must be a whole number from 1 to {MAX_KEEP_LATEST:,}, not "
+                      f"{keep_latest!r:.40}", index, "keep_latest", label=label)
         order_by = value.get("order_by")
         if order_by is not None:
             if order_by not in ORDERS:

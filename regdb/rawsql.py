@@ -16,7 +16,10 @@ SQLAlchemy's ``text()`` translates them, so write ``CAST(:n AS INTEGER)`` rather
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -26,7 +29,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import InvalidRequestError
 
 from . import models
-from .errors import InventoryError, ReadOnlyViolation, SqlError
+from .errors import InventoryError, ReadOnlyViolation, SqlError, SqlTimeout
 from .views import VIEWS
 
 # --- SQLite: the authorizer ----------------------------------------------------------------------------------
@@ -157,32 +160,93 @@ def _one_line(message: str) -> str:
 # --- running a statement ----------------------------------------------------------------------------------------
 
 
+# `regdb sql --timeout`: the default limit on one statement (a recursive CTE without an end, or a regex such as
+# regdb_match('(a+)+$', tag), otherwise runs until killed), and the most one may ask for.
+DEFAULT_SQL_TIMEOUT = 30.0
+MAX_SQL_TIMEOUT = 86_400.0
+# SQLite calls the progress handler every this many virtual-machine instructions (about a millisecond).
+PROGRESS_STEPS = 10_000
+
+
 def run_sql(
     engine: Engine,
     statement: str,
     params: Mapping[str, str] | None = None,
     *,
     prepare: Callable[[Connection], None] | None = None,
+    timeout: float | None = None,
 ) -> SqlResult:
     """Run one statement read-only; raise ``ReadOnlyViolation`` if it tries to change anything and ``SqlError``
     (the database's own message, one line) if it fails. Close the result (or use ``with``) when done.
 
-    ``prepare`` gets the SQLite connection first (to register SQL functions such as ``regdb_match``)."""
+    ``prepare`` gets the SQLite connection first (to register SQL functions such as ``regdb_match``).
+    ``timeout``: seconds the statement (and the reading of its rows) may take, then ``SqlTimeout``; None or 0
+    for no limit. SQLite checks it in a progress handler (and, in the main thread, with an interval timer, for
+    a regular expression stuck inside one call); PostgreSQL through ``statement_timeout``."""
     params = dict(params or {})
+    if timeout is not None and not 0 <= timeout <= MAX_SQL_TIMEOUT:
+        raise SqlError(f"the SQL timeout must be from 0 to {MAX_SQL_TIMEOUT:g} seconds, not {timeout:g}")
+    timeout = timeout or None
     if engine.dialect.name == "sqlite":
-        return _run_sqlite(engine, statement, params, prepare)
+        return _run_sqlite(engine, statement, params, prepare, timeout)
     if engine.dialect.name == "postgresql":
-        return _run_postgresql(engine, statement, params)
+        return _run_postgresql(engine, statement, params, timeout)
     raise InventoryError(f"regdb sql supports SQLite and PostgreSQL inventories, not {engine.dialect.name}")
 
 
-def _run_sqlite(engine: Engine, statement: str, params: dict, prepare) -> SqlResult:
+class _Expired(Exception):
+    """Raised by the interval timer inside a call into SQLite (a regdb_match stuck in a regex)."""
+
+
+class _Deadline:
+    """The time limit of one SQLite statement: a progress handler, and in the main thread an interval timer
+    (a progress handler is not called while one SQL function runs)."""
+
+    def __init__(self, connection: sqlite3.Connection, timeout: float | None):
+        self.connection = connection
+        self.timeout = timeout
+        self.expired = False
+        self.inside = False  # only raise from the timer while SQLite is running, never in the caller's code
+        self.at = time.monotonic() + timeout if timeout else None
+        self.previous = None
+        if timeout is None:
+            return
+        connection.set_progress_handler(self._progress, PROGRESS_STEPS)
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            self.previous = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+
+    def _progress(self) -> int:
+        if self.at is not None and time.monotonic() > self.at:
+            self.expired = True
+        return 1 if self.expired else 0
+
+    def _alarm(self, _signum, _frame) -> None:
+        self.expired = True
+        if self.inside:
+            raise _Expired()
+
+    def stop(self) -> None:
+        if self.timeout is None:
+            return
+        self.connection.set_progress_handler(None, 0)
+        if self.previous is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+            self.previous = None
+
+    def error(self) -> SqlTimeout:
+        return SqlTimeout(f"the statement ran past --timeout {self.timeout:g} s and was interrupted")
+
+
+def _run_sqlite(engine: Engine, statement: str, params: dict, prepare, timeout: float | None = None) -> SqlResult:
     # The DBAPI connection itself: SQLAlchemy must not wrap the statement (its BEGIN would meet the authorizer).
     conn = engine.connect()
     connection: sqlite3.Connection = conn.connection.driver_connection
     authorizer = _ReadOnlyAuthorizer()
     cursor = None
     closed = False
+    deadline: _Deadline | None = None
 
     def close() -> None:
         # Once only: after the first call the connection is back in the pool, maybe someone else's.
@@ -190,6 +254,8 @@ def _run_sqlite(engine: Engine, statement: str, params: dict, prepare) -> SqlRes
         if closed:
             return
         closed = True
+        if deadline is not None:
+            deadline.stop()
         if cursor is not None:
             cursor.close()
         connection.set_authorizer(None)
@@ -200,28 +266,42 @@ def _run_sqlite(engine: Engine, statement: str, params: dict, prepare) -> SqlRes
             prepare(conn)
         connection.set_authorizer(authorizer)
         cursor = connection.cursor()
-        cursor.execute(statement, params)
+        deadline = _Deadline(connection, timeout)
+        deadline.inside = True
+        try:
+            cursor.execute(statement, params)
+        finally:
+            deadline.inside = False
         columns = [column[0] for column in cursor.description or ()]
-    except (sqlite3.Error, sqlite3.Warning) as error:
+    except (sqlite3.Error, sqlite3.Warning, _Expired) as error:
         close()
-        raise _sqlite_error(error, authorizer) from None
+        raise _sqlite_error(error, authorizer, deadline) from None
     except BaseException:
         close()
         raise
 
     def rows() -> Iterator[tuple]:
         try:
-            for row in cursor:
+            while True:
+                deadline.inside = True
+                try:
+                    row = next(cursor, None)
+                finally:
+                    deadline.inside = False
+                if row is None:
+                    return
                 yield row
-        except sqlite3.Error as error:
-            raise _sqlite_error(error, authorizer) from None
+        except (sqlite3.Error, _Expired) as error:
+            raise _sqlite_error(error, authorizer, deadline) from None
         finally:
             close()
 
     return SqlResult(columns, rows(), close)
 
 
-def _sqlite_error(error: Exception, authorizer: _ReadOnlyAuthorizer) -> Exception:
+def _sqlite_error(error: Exception, authorizer: _ReadOnlyAuthorizer, deadline: _Deadline | None = None) -> Exception:
+    if deadline is not None and deadline.expired:
+        return deadline.error()
     if authorizer.refused is not None:
         return ReadOnlyViolation(f"read-only SQL: {authorizer.refused} is refused")
     message = _one_line(error)
@@ -231,7 +311,7 @@ def _sqlite_error(error: Exception, authorizer: _ReadOnlyAuthorizer) -> Exceptio
     return SqlError(message)
 
 
-def _run_postgresql(engine: Engine, statement: str, params: dict) -> SqlResult:
+def _run_postgresql(engine: Engine, statement: str, params: dict, timeout: float | None = None) -> SqlResult:
     try:
         compiled = text(statement).compile(dialect=engine.dialect)
         values = compiled.construct_params(params)
@@ -254,6 +334,9 @@ def _run_postgresql(engine: Engine, statement: str, params: dict) -> SqlResult:
 
     try:
         cursor.execute("SET TRANSACTION READ ONLY")
+        if timeout:
+            # Transaction-local: the rollback in close() ends it with the transaction.
+            cursor.execute(f"SET LOCAL statement_timeout = {max(int(timeout * 1000), 1)}")
         # Take the snapshot before the user's statement runs: from here on the transaction cannot become
         # read-write ("transaction read-write mode must be set before any query").
         cursor.execute("SELECT 1")
@@ -263,7 +346,7 @@ def _run_postgresql(engine: Engine, statement: str, params: dict) -> SqlResult:
         columns = [column.name for column in cursor.description or ()]
     except dbapi.Error as error:
         close()
-        raise _postgresql_error(error) from None
+        raise _postgresql_error(error, timeout) from None
     except BaseException:
         close()
         raise
@@ -275,7 +358,7 @@ def _run_postgresql(engine: Engine, statement: str, params: dict) -> SqlResult:
             for row in cursor:
                 yield tuple(_value(value) for value in row)
         except dbapi.Error as error:
-            raise _postgresql_error(error) from None
+            raise _postgresql_error(error, timeout) from None
         finally:
             close()
 
@@ -286,9 +369,15 @@ def _run_postgresql(engine: Engine, statement: str, params: dict) -> SqlResult:
 PG_READ_ONLY_TRANSACTION = "25006"
 
 
-def _postgresql_error(error: Exception) -> Exception:
+# SQLSTATE 57014 query_canceled: "canceling statement due to statement timeout".
+PG_QUERY_CANCELED = "57014"
+
+
+def _postgresql_error(error: Exception, timeout: float | None = None) -> Exception:
     diag = getattr(error, "diag", None)
     message = _one_line(getattr(diag, "message_primary", None) or str(error))
+    if timeout and getattr(error, "sqlstate", None) == PG_QUERY_CANCELED:
+        return SqlTimeout(f"the statement ran past --timeout {timeout:g} s and was interrupted")
     if getattr(error, "sqlstate", None) == PG_READ_ONLY_TRANSACTION:
         return ReadOnlyViolation(f"read-only SQL: {message}")
     return SqlError(message)

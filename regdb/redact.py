@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .output import escape_controls
+
 MASK = "***"
 
 # Keys whose values are secrets, wherever they appear (JSON, Python reprs, query strings, form bodies).
@@ -42,6 +44,15 @@ _RULES: list[tuple[re.Pattern, str]] = [
 ]
 
 
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]+@")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL (a database URL) replaced by
+    ``***``. Every RegdbError message goes through this."""
+    return _URL_PASSWORD.sub(rf"\1:{MASK}@", text) if "@" in text else text
+
+
 def redact(text: str) -> str:
     """``text`` with credentials, tokens and passwords replaced by ``***`` (keys and schemes kept)."""
     if not text:
@@ -60,7 +71,8 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a mismatched format string: let logging report it the usual way
             return True
-        record.msg = redact(message)
+        # Control characters escaped (a registry's names must not drive the terminal); our own newlines kept.
+        record.msg = escape_controls(redact(message), keep_newlines=True)
         record.args = None  # already merged: formatting again could only bring the secret back
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

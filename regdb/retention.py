@@ -85,6 +85,10 @@ def digest_tag(tag) -> ColumnElement[bool]:
 
 # --- ages -----------------------------------------------------------------------------------------------------
 
+# More than any repository holds (the client refuses a listing past 1,000,000 tags), and a number every
+# database binds as an integer.
+MAX_KEEP_LATEST = 1_000_000
+
 _DURATION = re.compile(r"(\d+)\s*([hdw])")
 _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
@@ -145,6 +149,9 @@ class Retention:
     def __post_init__(self):
         if self.keep_latest is not None and (isinstance(self.keep_latest, bool) or self.keep_latest < 1):
             raise SelectorError("--keep-latest must be at least 1: it is how many images each repository keeps")
+        if self.keep_latest is not None and self.keep_latest > MAX_KEEP_LATEST:
+            # SQLite binds at most a 64-bit integer (99999999999999999999 raised OverflowError deep in a query).
+            raise SelectorError(f"--keep-latest must be at most {MAX_KEEP_LATEST:,}, not {self.keep_latest}")
         if self.order_by is not None and self.order_by not in ORDERS:
             raise SelectorError(f"--order-by must be one of {', '.join(ORDERS)}, not '{self.order_by}'")
         if self.order_by is not None and self.keep_latest is None:

@@ -27,9 +27,10 @@ from typing import Callable, Iterable
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from . import models
+from .address import check_repository, is_repository, is_tag, printable
 from .client import RegistryClient
 from .db import write_transaction
-from .errors import RegdbError, RepositoryNotFound
+from .errors import InvalidName, RegdbError, RegistryError, RepositoryNotFound
 from .live.history import end_repository_history, reconcile_repository
 from .manifests import ManifestInfo, apply_config, parse_manifest, total_size
 from .summaries import refresh_summaries
@@ -38,6 +39,8 @@ from .versions import is_current_key, version_key
 log = logging.getLogger(__name__)
 
 BATCH = 500  # rows per IN (...) lookup; well under SQLite's bound-parameter limit
+# digests.kind of a placeholder for an index child the registry no longer has (digest_children.missing).
+MISSING = "missing"
 
 
 def utcnow() -> datetime:
@@ -55,6 +58,10 @@ class SyncResult:
     started_at: datetime
     finished_at: datetime
     missing_repos: list[str] = field(default_factory=list)
+    # repository -> why its listing was incomplete (names skipped as invalid); also in repos.incomplete.
+    incomplete: dict[str, str] = field(default_factory=dict)
+    skipped_repos: list[str] = field(default_factory=list)  # catalog names outside the OCI grammar
+    broken_indexes: int = 0  # indexes recorded with a child the registry no longer has
 
 
 @dataclass
@@ -88,6 +95,10 @@ class SnapshotWriter:
         # digest -> id of every digest this run has looked up or stored: most lookups repeat (each tag of a
         # shared digest, each repository holding it), and a query per lookup was a sixth of a sync's time.
         self.ids: dict[str, int] = {}
+        table = models.Digest.__table__
+        # Whether any placeholder of a missing child exists: only then is a new manifest checked against them.
+        self.placeholders = self.conn.execute(select(table.c.id).where(table.c.kind == MISSING).limit(1)).first() \
+            is not None
 
     def _registry(self, url: str, name: str) -> int:
         table = models.Registry.__table__
@@ -108,7 +119,8 @@ class SnapshotWriter:
                 wanted.append(digest)
         for start in range(0, len(wanted), BATCH):
             rows = self.conn.execute(
-                select(table.c.digest, table.c.id).where(table.c.digest.in_(wanted[start : start + BATCH]))
+                select(table.c.digest, table.c.id).where(table.c.digest.in_(wanted[start : start + BATCH]),
+                                                         table.c.kind != MISSING)
             )
             found.update((digest, digest_id) for digest, digest_id in rows)
         self.ids.update(found)
@@ -121,7 +133,7 @@ class SnapshotWriter:
         created, size = info.created, total_size(info)
         if info.kind == "index":
             ids = self.lookup(child.digest for child in info.children)
-            children_ids = [ids[child.digest] for child in info.children]
+            children_ids = [ids.get(child.digest) or self._placeholder(child.digest) for child in info.children]
             if children_ids:
                 rows = self.conn.execute(
                     select(digests.c.total_size, digests.c.created).where(digests.c.id.in_(set(children_ids)))
@@ -131,28 +143,38 @@ class SnapshotWriter:
                 created = max(stamps) if stamps else None
             else:
                 size = 0
-        digest_id = self.conn.execute(
-            insert(digests).values(
-                digest=info.digest,
-                media_type=info.media_type,
-                kind=info.kind,
-                size=info.size,
-                total_size=size,
-                config_digest=info.config_digest,
-                created=created,
-                architecture=info.architecture,
-                os=info.os,
-                artifact_type=info.artifact_type,
-                subject_digest=info.subject_digest,
-                fetched_at=utcnow(),
-            )
-        ).inserted_primary_key[0]
+        values = dict(
+            digest=info.digest,
+            media_type=info.media_type,
+            kind=info.kind,
+            size=info.size,
+            total_size=size,
+            config_digest=info.config_digest,
+            created=created,
+            architecture=info.architecture,
+            os=info.os,
+            artifact_type=info.artifact_type,
+            subject_digest=info.subject_digest,
+            fetched_at=utcnow(),
+        )
+        digest_id = None
+        if self.placeholders:
+            digest_id = self.conn.execute(
+                select(digests.c.id).where(digests.c.digest == info.digest, digests.c.kind == MISSING)
+            ).scalar()
+        if digest_id is not None:
+            # A child that was missing is back (pushed again): its placeholder becomes the manifest.
+            self.conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
+            children = models.DigestChild.__table__
+            self.conn.execute(update(children).where(children.c.child_id == digest_id).values(missing=False))
+        else:
+            digest_id = self.conn.execute(insert(digests).values(**values)).inserted_primary_key[0]
         if info.kind == "index" and info.children:
             self.conn.execute(
                 insert(models.DigestChild.__table__),
                 [
                     dict(parent_id=digest_id, position=i, child_id=child_id, architecture=c.architecture,
-                         os=c.os, variant=c.variant)
+                         os=c.os, variant=c.variant, missing=c.digest in info.missing_children)
                     for i, (c, child_id) in enumerate(zip(info.children, children_ids))
                 ],
             )
@@ -169,6 +191,18 @@ class SnapshotWriter:
         self.digests_stored += 1
         self.ids[info.digest] = digest_id
         return digest_id
+
+    def _placeholder(self, digest: str) -> int:
+        """The id of a placeholder row for a child the registry no longer has (made once, reused)."""
+        digests = models.Digest.__table__
+        found = self.conn.execute(select(digests.c.id).where(digests.c.digest == digest)).scalar()
+        if found is not None:
+            return found
+        self.placeholders = True
+        return self.conn.execute(
+            insert(digests).values(digest=digest, media_type="", kind=MISSING, size=0, total_size=0,
+                                   fetched_at=utcnow())
+        ).inserted_primary_key[0]
 
     def repo_id(self, name: str) -> int:
         table = models.Repo.__table__
@@ -209,14 +243,19 @@ class SnapshotWriter:
         for start in range(0, len(wanted), BATCH):
             found.update(
                 self.conn.execute(
-                    select(table.c.child_id).where(table.c.parent_id.in_(wanted[start : start + BATCH]))
+                    select(table.c.child_id).where(table.c.parent_id.in_(wanted[start : start + BATCH]),
+                                                   table.c.missing == False)  # noqa: E712 - SQL, not Python
                 ).scalars()
             )
         return found
 
-    def write_repo(self, name: str, tags: dict[str, int], present: set[int], listed_at: datetime | None = None) -> None:
-        """Make the repository's tags and manifests exactly ``tags`` and ``present`` (digest ids)."""
+    def write_repo(self, name: str, tags: dict[str, int], present: set[int], listed_at: datetime | None = None,
+                   incomplete: str | None = None) -> None:
+        """Make the repository's tags and manifests exactly ``tags`` and ``present`` (digest ids); ``incomplete``
+        says why the listing was not whole (NULL: it was)."""
         repo_id = self.repo_id(name)
+        repos = models.Repo.__table__
+        self.conn.execute(update(repos).where(repos.c.id == repo_id).values(incomplete=incomplete))
         table = models.Tag.__table__
         existing = {}
         rekeyed = []
@@ -306,6 +345,7 @@ class _RepoState:
     stage: str = "tags"
     survivors: set[int] = field(default_factory=set)
     listed_at: datetime = field(default_factory=utcnow)  # when its tags were asked for (tag_history)
+    problems: list[str] = field(default_factory=list)  # why the listing is incomplete (repos.incomplete)
 
 
 @dataclass
@@ -340,6 +380,9 @@ class _Walk:
         self.tags_seen = 0
         self.missing: list[str] = []
         self.seen: set[str] = set()
+        self.skipped: list[str] = []  # catalog names outside the OCI grammar, reported once each
+        self.incomplete: dict[str, str] = {}
+        self.broken_indexes = 0
 
     # the scheduler
 
@@ -360,6 +403,11 @@ class _Walk:
                     if name in self.seen:
                         continue
                     self.seen.add(name)
+                    if not is_repository(name):
+                        # "../../etc" would be asked as GET /etc/tags/list: never put it in a URL or the inventory.
+                        log.warning("skipping repository %s: not a valid repository name", printable(name))
+                        self.skipped.append(name)
+                        continue
                     state = self.open[name] = _RepoState(name)
                     self._submit(self._list_tags, (name,), lambda tags, s=state: self._on_tags(s, tags))
                 while self.queue and len(self.inflight) < self.limit:
@@ -394,13 +442,37 @@ class _Walk:
         except RepositoryNotFound:
             return None
 
+    def _problem(self, state: _RepoState, problem: str) -> None:
+        """A name skipped as invalid: one warning, and the repository's listing is marked incomplete."""
+        log.warning("%s: %s; skipped", state.name, problem)
+        state.problems.append(problem)
+
+    def _resolve_checked(self, resolve, repo: str, tag: str):
+        """``resolve`` (or ``fetch_tag``); an invalid digest the registry announces comes back as the error."""
+        try:
+            return resolve(repo, tag)
+        except InvalidName as error:
+            return error
+
+    def _fetch_child(self, repo: str, digest: str) -> ManifestInfo | None:
+        """An index's child, or None if the registry no longer has it (deleted, garbage-collected)."""
+        try:
+            return self._fetch(repo, digest)
+        except RegistryError as error:
+            if error.status == 404:
+                return None
+            raise
+
     def _on_tags(self, state: _RepoState, tags: list[str] | None) -> None:
         if tags is None:
             self.missing.append(state.name)
             del self.open[state.name]
             self.counts.repos_listed += 1
             return
-        state.tags = sorted(set(tags))
+        valid = {tag for tag in tags if is_tag(tag)}
+        for tag in sorted(set(tags) - valid):
+            self._problem(state, f"tag {printable(tag)} is not a valid tag")
+        state.tags = sorted(valid)
         self.counts.repos_listed += 1
         self.counts.tags_listed += len(state.tags)
         state.stage = "refs"
@@ -414,7 +486,8 @@ class _Walk:
             # A generator, not one queued job per tag: a repository of 100,000 tags then costs memory for the
             # requests in flight, not for 100,000 waiting closures.
             self.queue.append(
-                (resolve, (state.name, tag), lambda got, s=state, t=tag: self._on_ref(s, t, got))
+                (self._resolve_checked, (resolve, state.name, tag),
+                 lambda got, s=state, t=tag: self._on_ref(s, t, got))
                 for tag in state.tags
             )
         else:
@@ -422,7 +495,10 @@ class _Walk:
 
     def _on_ref(self, state: _RepoState, tag: str, got) -> None:
         ref = got
-        if isinstance(got, tuple):  # fetch_tag: (ref, body, media type)
+        if isinstance(got, InvalidName):
+            self._problem(state, f"tag {printable(tag)}: {got}")
+            ref = None
+        elif isinstance(got, tuple):  # fetch_tag: (ref, body, media type)
             ref, body, media_type = got
             state.bodies.setdefault(ref.digest, (body, media_type))
         if ref is not None:  # None: the tag was deleted between tags/list and HEAD
@@ -447,11 +523,13 @@ class _Walk:
         if state.pending == 0:
             self._after_manifests(state)
 
-    def _need(self, digest: str, repo: str, waiter, fetched: tuple[bytes, str | None] | None = None) -> None:
+    def _need(self, digest: str, repo: str, waiter, fetched: tuple[bytes, str | None] | None = None,
+              child: bool = False) -> None:
         job = self.fetching.get(digest)
         if job is None:
             job = self.fetching[digest] = _DigestJob(digest, repo)
-            self._submit(self._fetch, (repo, digest, fetched), lambda info, j=job: self._on_manifest(j, info))
+            fetch, args = (self._fetch_child, (repo, digest)) if child else (self._fetch, (repo, digest, fetched))
+            self._submit(fetch, args, lambda info, j=job: self._on_manifest(j, info))
         job.waiters.append(waiter)
 
     def _fetch(self, repo: str, digest: str, fetched: tuple[bytes, str | None] | None = None) -> ManifestInfo:
@@ -461,26 +539,41 @@ class _Walk:
             apply_config(info, self.client.blob(repo, info.config_digest))
         return info
 
-    def _on_manifest(self, job: _DigestJob, info: ManifestInfo) -> None:
+    def _on_manifest(self, job: _DigestJob, info: ManifestInfo | None) -> None:
         job.info = info
-        if info.kind == "index":
+        if info is not None and info.kind == "index":
             children = {child.digest for child in info.children}
             known = self.writer.lookup(children)
             for child in children - known.keys():
                 job.outstanding += 1
-                self._need(child, job.repo, job)
+                self._need(child, job.repo, job, child=True)
         if job.outstanding == 0:
             self._store(job)
 
     def _store(self, job: _DigestJob) -> None:
-        self.writer.store_manifest(job.info)
+        # None: a child the registry no longer has; its index records it as missing. A manifest naming a digest
+        # outside the grammar is not stored: every sync fetches and reports it again, so the repositories
+        # holding it stay marked incomplete (and the tags on it are left out).
+        if job.info is not None and not job.info.problems:
+            if job.info.missing_children:
+                self.broken_indexes += 1
+                log.warning("index %s names %d child manifest(s) the registry no longer has (%s); recorded as "
+                            "missing", job.digest, len(job.info.missing_children),
+                            ", ".join(sorted(job.info.missing_children)))
+            self.writer.store_manifest(job.info)
         del self.fetching[job.digest]
         for waiter in job.waiters:
             if isinstance(waiter, _DigestJob):
+                if job.info is None:
+                    waiter.info.missing_children.add(job.digest)
+                else:
+                    waiter.info.problems.extend(job.info.problems)
                 waiter.outstanding -= 1
                 if waiter.outstanding == 0:
                     self._store(waiter)
             else:
+                for problem in job.info.problems if job.info is not None else ():
+                    self._problem(waiter, problem)
                 waiter.pending -= 1
                 if waiter.pending == 0:
                     self._after_manifests(waiter)
@@ -513,8 +606,12 @@ class _Walk:
             self._write(state, self.writer.lookup(set(state.refs.values())))
 
     def _write(self, state: _RepoState, ids: dict[str, int]) -> None:
-        self.writer.write_repo(state.name, {tag: ids[digest] for tag, digest in state.refs.items()}, state.survivors,
-                               state.listed_at)
+        incomplete = "; ".join(dict.fromkeys(state.problems))[:1000] if state.problems else None
+        if incomplete:
+            self.incomplete[state.name] = incomplete
+        # A tag whose manifest vanished while the sync ran (fetched as an index child and gone) is not written.
+        tags = {tag: ids[digest] for tag, digest in state.refs.items() if digest in ids}
+        self.writer.write_repo(state.name, tags, state.survivors, state.listed_at, incomplete)
         del self.open[state.name]
         self.repos_done += 1
         if self.progress:
@@ -538,7 +635,7 @@ def sync_registry(
     ``progress(repos_done, tags_seen)`` is called after each repository is written; ``watch(SyncCounts)`` after
     each tag too, with the totals once they are known (a progress bar)."""
     started = utcnow()
-    named = list(dict.fromkeys(repos)) if repos else None
+    named = [check_repository(name) for name in dict.fromkeys(repos)] if repos else None
     requests_before = sum(client.stats.values())
     try:
         client.ping()
@@ -547,23 +644,24 @@ def sync_registry(
             walk = _Walk(client, writer, jobs, progress, watch)
             walk.run(named if named is not None else client.catalog())
             if named is None:
-                writer.drop_repos(keep=walk.seen - set(walk.missing))
+                writer.drop_repos(keep=walk.seen - set(walk.missing) - set(walk.skipped))
             else:
                 writer.drop_repos(names=walk.missing)
             refresh_summaries(conn, writer.registry_id)  # the BI views' summaries, in the same transaction
             requests = sum(client.stats.values()) - requests_before
             sync_id = writer.record(
                 started_at=started, status="ok", scope=" ".join(named) if named else None,
-                repos=len(walk.seen) - len(walk.missing), tags=walk.tags_seen,
+                repos=len(walk.seen) - len(walk.missing) - len(walk.skipped), tags=walk.tags_seen,
                 digests_fetched=writer.digests_stored, requests=requests,
             )
     except (RegdbError, KeyboardInterrupt) as error:
         _record_failure(engine, client, started, error, named)
         raise
     return SyncResult(
-        registry=client.url, sync_id=sync_id, repos=len(walk.seen) - len(walk.missing), tags=walk.tags_seen,
-        digests_fetched=writer.digests_stored, requests=requests, started_at=started, finished_at=utcnow(),
-        missing_repos=walk.missing,
+        registry=client.url, sync_id=sync_id, repos=len(walk.seen) - len(walk.missing) - len(walk.skipped),
+        tags=walk.tags_seen, digests_fetched=writer.digests_stored, requests=requests, started_at=started,
+        finished_at=utcnow(), missing_repos=walk.missing, incomplete=walk.incomplete, skipped_repos=walk.skipped,
+        broken_indexes=walk.broken_indexes,
     )
 
 

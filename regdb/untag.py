@@ -30,11 +30,11 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
 
 from sqlalchemy import Engine, and_, delete, insert, select, update
 
 from . import models
+from .address import follow_url, is_repository, is_tag, printable
 from .cleanup import journal
 from .client import OCI_MANIFEST, RegistryClient, digest_of
 from .db import write_transaction
@@ -108,6 +108,11 @@ def plan_untag(engine: Engine, client: RegistryClient, repo: str, tags, *, metho
     names = list(dict.fromkeys([tags] if isinstance(tags, str) else list(tags)))
     if not names:
         raise SelectorError("no tags given: name at least one -t TAG to untag")
+    if not is_repository(repo):
+        raise SelectorError(f"not a valid repository name: {printable(repo)}")
+    for name in names:
+        if not is_tag(name):
+            raise SelectorError(f"not a valid tag: {printable(name)}")
     if refresh:
         sync_registry(engine, client, repos=[repo], jobs=jobs)
     with engine.connect() as conn:
@@ -422,7 +427,10 @@ def _ensure_empty_blob(client: RegistryClient, repo: str) -> None:
     if started.status_code != 202 or "Location" not in started.headers:
         raise _answered(started, f"POST {base}uploads/")
     # distribution 2.8 opens a session on POST (a body there is not a monolithic upload); PUT finishes it.
-    location = urljoin(client.url + "/", started.headers["Location"])
+    # The PUT carries our credentials: an upload Location on another host is refused, never followed (a hostile
+    # registry answering http://elsewhere/ would get the user's password).
+    location = follow_url(client.url + "/", started.headers["Location"],
+                          what=f"POST {base}uploads/: the registry's upload Location", same_origin=True)
     done = client.request("PUT", location, kind="blob-upload", params={"digest": EMPTY_DIGEST}, data=EMPTY_BLOB,
                           headers={"Content-Type": "application/octet-stream"})
     if done.status_code != 201:

@@ -255,7 +255,41 @@ GROUP BY registry_id, registry, blob_digest
 """,
 )
 
-VIEWS: tuple[View, ...] = (IMAGES, DIGEST_USAGE, REPO_STATS, BLOB_USAGE, SIGNATURES, RECLAIMABLE)
+# An index whose child the registry no longer has: the sync records the child as missing (issue #13).
+BROKEN_INDEXES = View(
+    name="broken_indexes",
+    doc="One row per missing child of an index per repository holding the index.",
+    columns={
+        "registry": "Host[:port] of the registry.",
+        "repo": "Repository holding the index.",
+        "digest": "Digest of the index (manifest list).",
+        "child_digest": "Digest of the child the index names and the registry no longer serves.",
+        "architecture": "platform.architecture the index gives the child.",
+        "os": "platform.os the index gives the child.",
+        "variant": "platform.variant the index gives the child.",
+        "tags": "Tags of the repository pointing at the index.",
+    },
+    sql="""
+CREATE VIEW broken_indexes AS
+SELECT registries.name AS registry,
+       repos.name AS repo,
+       parent.digest AS digest,
+       child.digest AS child_digest,
+       digest_children.architecture AS architecture,
+       digest_children.os AS os,
+       digest_children.variant AS variant,
+       (SELECT COUNT(*) FROM tags WHERE tags.repo_id = repos.id AND tags.digest_id = parent.id) AS tags
+FROM digest_children
+JOIN digests AS parent ON parent.id = digest_children.parent_id
+JOIN digests AS child ON child.id = digest_children.child_id
+JOIN repo_digests ON repo_digests.digest_id = parent.id
+JOIN repos ON repos.id = repo_digests.repo_id
+JOIN registries ON registries.id = repos.registry_id
+WHERE digest_children.missing = TRUE
+""",
+)
+
+VIEWS: tuple[View, ...] = (IMAGES, DIGEST_USAGE, REPO_STATS, BLOB_USAGE, SIGNATURES, RECLAIMABLE, BROKEN_INDEXES)
 
 
 

@@ -133,7 +133,8 @@ class Dataset:
         # The dataset has no signatures and nothing deleted, so the retention views are empty for it.
         return {"images": self.images(), "digest_usage": self.digest_usage(), "repo_stats": self.repo_stats(),
                 "blob_usage": self.blob_usage(), "signatures": set(), "reclaimable": set(),
-                "pull_stats": set()}  # no notifications: tests/test_live.py fills pull_stats
+                "pull_stats": set(),  # no notifications: tests/test_live.py fills pull_stats
+                "broken_indexes": set()}  # every index child is there
 
 
 def push_dataset(pusher: Pusher, registry_host: str, registry_url: str) -> Dataset:

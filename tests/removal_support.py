@@ -90,6 +90,10 @@ class FaultyProxy:
                      "Location", "Etag"):
             if name in answer.headers:
                 response.headers[name] = answer.headers[name]
+        if response.headers.get("Location", "").startswith(self.upstream):
+            # The registry names its own address in an upload Location; as a proxy, name ours (regdb refuses to
+            # send credentials to another origin than the registry's).
+            response.headers["Location"] = self.url + response.headers["Location"][len(self.upstream):]
         if request.method == "HEAD" and "Content-Length" in answer.headers:
             response.headers["Content-Length"] = answer.headers["Content-Length"]
             response.automatically_set_content_length = False

@@ -116,7 +116,7 @@ BAD = {
         repos = ["a"]
         keep_latest = 0
         """,
-        "line 3: rule 1: keep_latest must be a whole number of at least 1, not 0",
+        "line 3: rule 1: keep_latest must be a whole number from 1 to 1,000,000, not 0",
     ),
     "order_by alone": (
         """

@@ -222,21 +222,24 @@ def test_config_fields_of_the_wrong_type_are_recorded_as_null(stub, tmp_path):
         assert conn.execute("SELECT subject_digest FROM digests WHERE digest = ?", (digest,)).fetchone() == (None,)
 
 
-def test_names_no_registry_would_serve_are_stored_verbatim_and_bound_as_parameters(stub, tmp_path):
-    # A hostile catalog: quotes, SQL, percent signs, spaces, non-ASCII. Each is asked for percent-encoded and
-    # stored as given; SQL only ever sees it as a bound parameter.
-    names = ["x'; DROP TABLE tags; --", "100% sure/with space", "ünï/cødé", 'quote"d']
-    stub.catalog = json.dumps({"repositories": ["app", *names]}).encode()
-    digests = {name: stub.image(name, "1'0") for name in names}
+def test_names_no_registry_would_serve_are_reported_once_and_skipped(stub, tmp_path):
+    # A hostile catalog: quotes, SQL, percent signs, spaces, non-ASCII, a path climbing out of /v2/. None of
+    # them is in the OCI grammar: each is named once (escaped), never asked for, never stored; the rest syncs.
+    names = ["x'; DROP TABLE tags; --", "100% sure/with space", "ünï/cødé", 'quote"d', "../../etc"]
+    stub.catalog = json.dumps({"repositories": ["app", *names, "lib"]}).encode()
+    for name in names:
+        stub.image(name, "1.0")
+    stub.image("lib", "1'0")  # a tag outside the grammar in a valid repository: skipped, the repository marked
     db = tmp_path / "inv.db"
     result = run("-reg", stub.url, "--db", db, "sync")
     assert result.exit_code == 0, result.output
-    with closing(sqlite3.connect(db)) as conn:
-        stored = set(conn.execute("SELECT repo, tag, digest FROM images"))
-    assert {(name, "1'0", digests[name]) for name in names} <= stored
     for name in names:
-        result = run("--db", db, "sql", "--format", "json", "SELECT digest FROM images WHERE repo = :r",
-                     "--param", f"r={name}")
-        assert result.exit_code == 0, result.output
-        assert json.loads(result.output) == [{"digest": digests[name]}]
+        assert result.stderr.count(f"skipping repository {name!r}: not a valid repository name") == 1
+    assert result.stderr.count("lib: tag \"1'0\" is not a valid tag; skipped") == 1
+    with closing(sqlite3.connect(db)) as conn:
+        assert set(conn.execute("SELECT repo, tag FROM images")) == {("app", "1.0"), ("lib", "2.0")}
+        assert dict(conn.execute("SELECT name, incomplete FROM repos")) == {
+            "app": None, "lib": "tag \"1'0\" is not a valid tag"}
+    asked = {request.path for request, _ in stub.server.log}
+    assert not any("etc" in path or "DROP" in path or "%" in path for path in asked), asked
     assert integrity(db) == "ok"
