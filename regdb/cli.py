@@ -508,14 +508,29 @@ def removal_options(func):
     return func
 
 
+def whole_registry_options(func):
+    """How a removal sees the repositories outside the selection (the cross-repository rule)."""
+    options = [
+        click.option("--max-inventory-age", metavar="AGE", default="24h", show_default=True,
+                     help="Sync the whole registry first when its last complete sync is older (12h, 7d)."),
+        click.option("--only-named-repos", is_flag=True,
+                     help="A registry without _catalog: check only the repositories in the inventory for shared "
+                          "digests (a risk: see docs/removal.md)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command("remove-tags")
 @repo_option
 @selector_options
 @removal_options
+@whole_registry_options
 @click.pass_obj
 def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
                 raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, dry_run, yes,
-                no_refresh, fmt):
+                no_refresh, fmt, max_inventory_age, only_named_repos):
     """Delete the digests that the selected tags point at (the selection of query-tags).
 
     First the selected repositories are re-read from the registry and the selection is made on that state
@@ -536,14 +551,16 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
         retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged),
     )
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt,
+                max_inventory_age=max_inventory_age, only_named_repos=only_named_repos)
 
 
 @main.command("remove-repos")
 @repo_option
 @removal_options
+@whole_registry_options
 @click.pass_obj
-def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
+def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt, max_inventory_age, only_named_repos):
     """Delete every manifest of the repositories: tagged, untagged, index children and signatures.
 
     A digest also present in a repository not named fails the command (--no-raise-intersecting-repo leaves
@@ -556,7 +573,8 @@ def remove_repos(settings: Settings, repos, dry_run, yes, no_refresh, fmt):
     from .removal import RepoQuery
 
     query = RepoQuery(repos, raise_intersecting_repo=settings.raise_intersecting_repo)
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt,
+                max_inventory_age=max_inventory_age, only_named_repos=only_named_repos)
 
 
 PLAN_COLUMNS = ["repo", "digest", "tags", "media_type", "reason", "bytes"]
@@ -567,18 +585,25 @@ def asks_for_confirmation() -> bool:
     return sys.stdin.isatty()
 
 
-def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str) -> None:
+def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
+                max_inventory_age: str = "24h", only_named_repos: bool = False) -> None:
     import json
 
+    from .retention import parse_duration
+
+    max_age = as_usage_error(parse_duration, max_inventory_age)
     if no_refresh or settings.refresh:
         # --refresh already re-read the whole registry; --no-refresh plans on the inventory as it is.
         inventory, refresh = settings.synced_inventory(), False
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
-    plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
+    plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs, max_inventory_age=max_age,
+                                  only_named_repos=only_named_repos, announce=lambda line: click.echo(line, err=True))
     for name in plan.missing_repos:
         click.echo(f"warning: repository {name} not found in {plan.registry_name}", err=True)
+    if fmt != "json":
+        echo_skipped(plan.skipped)
     if dry_run:
         if fmt == "json":
             click.echo(json.dumps(plan.as_dict(), indent=2))
@@ -615,13 +640,20 @@ def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str,
     echo_result(result, fmt)
 
 
+def echo_skipped(skipped) -> None:
+    """Each digest the rules left out, and why: one line each on stderr."""
+    for item in skipped:
+        click.echo(f"kept {item.repo}@{item.digest}: {item.why}", err=True)
+
+
 def echo_plan(plan, *, err: bool = False) -> None:
     from . import output
 
     if not plan.rows:
         click.echo("nothing to remove", err=err)
         return
-    for chunk in output.render(plan.rows, PLAN_COLUMNS, "table"):
+    shown = [dict(row.as_dict(), reason=row.why) for row in plan.rows]
+    for chunk in output.render(shown, PLAN_COLUMNS, "table"):
         click.echo(chunk, nl=False, err=err)
     repos = len(plan.repos)
     click.echo(
@@ -833,7 +865,8 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
         rule = report.rule
         count = len(report.repos)
         click.echo(f"{rule.label}: {rule.describe()} ({count} repositor{'ies' if count != 1 else 'y'})", err=err)
-        rows = [row for row in planned.plan.rows if owner.get((row.repo, row.digest)) == rule.index]
+        rows = [dict(row.as_dict(), reason=row.why) for row in planned.plan.rows
+                if owner.get((row.repo, row.digest)) == rule.index]
         if rows:
             for line in "".join(output.render(rows, PLAN_COLUMNS, "table")).splitlines():
                 click.echo("  " + line, err=err)

@@ -165,7 +165,8 @@ class Inventory:
 
     # --- removal --------------------------------------------------------------------------------------
 
-    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16):
+    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
+                     max_inventory_age=None, only_named_repos: bool = False, announce=None):
         """The ``removal.Plan`` for deleting ``selection`` from the registry ``client`` talks to.
 
         ``selection``: a ``removal.TagQuery`` / ``removal.RepoQuery`` (the selection is made again on fresh
@@ -173,13 +174,21 @@ class Inventory:
         ``query_tags`` / ``query_repos`` (kept only where the registry still shows the tags it was selected
         with). ``refresh=False`` plans on the inventory as it is instead of re-reading those repositories.
 
+        The cross-repository rule needs the whole registry: without a complete sync of it at most
+        ``max_inventory_age`` old (a ``timedelta``, default a day) the registry is synced whole first (``announce``
+        gets one line saying so); a registry without ``_catalog`` raises ``NoCatalog`` unless
+        ``only_named_repos=True`` accepts checking only the repositories the inventory holds.
+        ``plan.skipped`` says what the rules kept and why.
+
             from regdb.removal import TagQuery
             plan = inventory.plan_removal(client, TagQuery(["app"], tags=["<1.4"]))
             print(len(plan.rows), plan.bytes_freed)
         """
         from . import removal
 
-        return removal.plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs)
+        more = {} if max_inventory_age is None else {"max_inventory_age": max_inventory_age}
+        return removal.plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs,
+                                  only_named_repos=only_named_repos, announce=announce, **more)
 
     def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True):
         """Delete a plan (or plan ``selection`` first, as ``plan_removal``); returns a ``removal.RemovalResult``.

@@ -636,7 +636,7 @@ class PolicyPlan:
         for row in rows:
             if (row.repo, row.digest) in owner:
                 continue
-            parent = row.reason.rsplit(" ", 1)[-1] if " of " in row.reason else None
+            parent = row.parent
             if parent and (row.repo, parent) in owner:
                 owner[(row.repo, row.digest)] = owner[(row.repo, parent)]
         return owner

@@ -53,6 +53,7 @@ from .versions import TagSelector, compile_regex, parse_tag_selector
 __all__ = [
     "Selected",
     "Selection",
+    "Skipped",
     "TagFilter",
     "TagList",
     "TagRow",
@@ -93,12 +94,51 @@ class Selected:
                 "media_type": self.media_type, "size": self.size}
 
 
+# Why a digest the selection reached is left out (``Skipped.reason``); what it refers to is in ``parent`` (a
+# digest) or ``others`` (tags, repositories). The removal plan adds its own (regdb.cleanup.plan).
+EXCLUDED_TAG = "excluded-tag"  # rule 1: others = the excluded tags it carries
+OTHER_TAG = "other-tag"  # rule 2: others = its tags the selection does not include
+OTHER_REPO = "other-repo"  # rule 3: others = the repositories outside the selection that hold it
+
+_WHY = {
+    EXCLUDED_TAG: "carries excluded tag {others}",
+    OTHER_TAG: "also tagged {others}, which the selection does not include",
+    OTHER_REPO: "also in repository {others}, outside the selection",
+    "held-by-index": "listed by index {parent}, which stays",
+    "referrer-kept": "kept for its own tag {tags}; it now refers to {parent}, which is removed",
+}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A manifest the selection reached and the rules keep, with the reason as a code (see above)."""
+
+    repo: str
+    digest: str
+    tags: tuple[str, ...]
+    reason: str
+    parent: str | None = None  # a digest the reason refers to (the index that holds it, the removed subject)
+    others: tuple[str, ...] = ()  # tags or repositories the reason refers to
+
+    @property
+    def why(self) -> str:
+        return _WHY.get(self.reason, self.reason).format(
+            parent=self.parent, others=", ".join(self.others), tags=", ".join(self.tags)
+        )
+
+    def as_dict(self) -> dict:
+        return {"repo": self.repo, "digest": self.digest, "tags": list(self.tags), "reason": self.reason,
+                "parent": self.parent, "others": list(self.others), "why": self.why}
+
+
 class Selection(list):
     """``list[Selected]``, ordered by repository, then by the version order of each digest's first tag."""
 
-    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = ()):
+    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = (),
+                 skipped: Iterable[Skipped] = ()):
         super().__init__(items)
         self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
+        self.skipped: list[Skipped] = list(skipped)  # what the rules left out, and why
 
 
 @dataclass(frozen=True)
