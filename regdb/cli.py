@@ -446,7 +446,20 @@ def query_repos(settings: Settings, repos, fmt):
         settings.registry_url(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo
     )
     warn_missing_repos(selection.missing_repos)
+    echo_left_out(selection.skipped, fmt)
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
+
+
+def echo_left_out(skipped, fmt: str) -> None:
+    """What a query's rules left out, on stderr: a line each, or for json / ndjson one JSON line
+    ``{"skipped": [...]}`` (stdout stays the list of rows docker-registry-util's users parse)."""
+    import json
+
+    if fmt in ("json", "ndjson"):
+        if skipped:
+            click.echo(json.dumps({"skipped": [item.as_dict() for item in skipped]}), err=True)
+        return
+    echo_skipped(skipped)
 
 
 @main.command("query-tags")
@@ -486,6 +499,7 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
         raise_intersecting_repo=settings.raise_intersecting_repo, **more,
     )
     warn_missing_repos(selection.missing_repos)
+    echo_left_out(selection.skipped, fmt)
     if omit_digest_tags:
         selection = without_digest_tags(selection)
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
@@ -635,9 +649,9 @@ def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str,
     try:
         result = inventory.remove(client, plan, jobs=settings.jobs)
     except RemovalIncomplete as error:
-        echo_result(error.result, fmt)
+        echo_result(error.result, fmt, left_out=plan.skipped)
         raise
-    echo_result(result, fmt)
+    echo_result(result, fmt, left_out=plan.skipped)
 
 
 def echo_skipped(skipped) -> None:
@@ -664,22 +678,28 @@ def echo_plan(plan, *, err: bool = False) -> None:
     )
 
 
-def echo_result(result, fmt: str) -> None:
+def echo_result(result, fmt: str, *, left_out=()) -> None:
     echo_outcomes(
-        result, fmt, "digest",
+        result, fmt, "digest", left_out=left_out, summary=
         f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}",
     )
 
 
-def echo_outcomes(result, fmt: str, what: str, summary: str) -> None:
-    """A removal's or untag's result: one JSON document, or the rows that were not done and a summary line."""
+def echo_outcomes(result, fmt: str, what: str, summary: str, *, left_out=()) -> None:
+    """A removal's or untag's result: one JSON document, or the rows that were not done and a summary line.
+
+    ``left_out``: what the selection rules and the plan kept (``Plan.skipped``), in JSON as ``left_out``
+    (``skipped`` there are the planned deletions skipped at the last check); text prints it with the plan."""
     import json
 
     from . import output
 
     if fmt == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        document = result.as_dict()
+        if left_out:
+            document["left_out"] = [item.as_dict() for item in left_out]
+        click.echo(json.dumps(document, indent=2))
         return
     problems = [o.as_dict() for o in result.skipped + result.failed]
     if problems:
@@ -840,6 +860,8 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
     planned = inventory.plan_policy(client, policy, refresh=not (no_refresh or settings.refresh),
                                     jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo)
     plan = planned.plan
+    if fmt != "json":
+        echo_skipped(plan.skipped)  # what the plan itself keeps (an index lists it); the rules' keeps follow
     if dry_run or not plan.rows:
         if fmt == "json":
             click.echo(json.dumps(planned.as_dict(), indent=2))
