@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from regdb import Inventory
@@ -42,6 +42,9 @@ LONG = os.environ.get("REGDB_LONG") == "1"
 # 150 examples take about 3 minutes on the 2-core CI machine (make test must stay under 15 minutes);
 # the long mode is for a run by hand.
 EXAMPLES = 2000 if LONG else int(os.environ.get("REGDB_MODEL_EXAMPLES", "150"))
+
+# Shrinking a failure costs minutes at 1.5 s an example; REGDB_MODEL_NO_SHRINK=1 reports the first one found.
+PHASES = [phase for phase in Phase if phase != Phase.shrink or os.environ.get("REGDB_MODEL_NO_SHRINK") != "1"]
 
 REPOS = ("a", "b", "c")
 VERSIONS = ("1.0", "1.1", "2.0")
@@ -186,7 +189,7 @@ def push_late(p: Pusher, world: World, late) -> None:
 
 @dataclass
 class Expected:
-    exit_code: int
+    exit_codes: tuple[int, ...]
     may_go: set[tuple[str, str]] = field(default_factory=set)  # (repo, tag) that may vanish
     must_go: set[tuple[str, str]] = field(default_factory=set)  # (repo, tag) that must be gone
     unchanged: bool = False  # refused: nothing at all may change
@@ -202,9 +205,11 @@ def expect(world: World, at_sync: dict[str, dict[str, str]] | None, command: dic
     if kind == "untag":
         repo = named[0]
         wanted = [(repo, tag) for tag in command["tags"]]
+        if not world.tags[repo]:
+            return Expected((1, 2), unchanged=True)  # no such repository: refused, as usage or not
         if any(tag not in world.tags[repo] for _, tag in wanted):
-            return Expected(2, unchanged=True)
-        return Expected(0, may_go=set(wanted), must_go=set(wanted))
+            return Expected((2,), unchanged=True)
+        return Expected((0,), may_go=set(wanted), must_go=set(wanted))
 
     # What the inventory knows of each repository when the plan is made: the selected ones are re-read; the
     # others are as the last whole sync saw them (a stale inventory misses the late push there).
@@ -254,9 +259,9 @@ def expect(world: World, at_sync: dict[str, dict[str, str]] | None, command: dic
             chosen.add(digest)
         selected[repo] = chosen
     if refused:
-        return Expected(1, unchanged=True)
+        return Expected((1,), unchanged=True)
 
-    outcome = Expected(0)
+    outcome = Expected((0,))
     for repo in named:
         chosen = selected[repo]
         indexes = {d for d in known(repo) if d in world.children}
@@ -349,8 +354,9 @@ def check(reg, template: Path, spec, late, state: str, command: dict, scratch: P
 
     result = run(reg.url, db, argv(command, scratch))
     story = f"{command} on {state}: exit {result.exit_code}\n{result.output}"
+    print(story)
     assert "Traceback" not in result.output, story
-    assert result.exit_code == expected.exit_code, story
+    assert result.exit_code in expected.exit_codes, story
     for repo, tags in before.items():
         for tag, digest in tags.items():
             now = p.head_digest(repo, tag)
@@ -367,8 +373,9 @@ def check(reg, template: Path, spec, late, state: str, command: dict, scratch: P
             assert gone == [], f"{repo} lost {gone}; {story}"
     if db != "None" and Path(db).exists():
         # A stale inventory still misses the late push in the repositories the command did not re-read.
-        assert_inventory_equals_registry(Path(db), reg.url, p, scratch,
-                                         repos=command["repos"] if state == "stale" else None)
+        # untag re-reads only its repository: from no inventory, that is all the inventory holds.
+        partial = state == "stale" or (state == "none" and command["kind"] == "untag")
+        assert_inventory_equals_registry(Path(db), reg.url, p, scratch, repos=command["repos"] if partial else None)
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +401,8 @@ def template_db(tmp_path_factory) -> Path:
 I1 = ("index", "1.0", 0, (AMD64, ARM64), False, True)  # multi:1.0, its amd64 child also tagged 1.0-amd64
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
+# derandomize: the default run is the same examples on every machine; the long run explores new ones.
+@settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True, phases=PHASES, derandomize=not LONG,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(spec=registries, late=late_pushes, state=states, command=commands())
