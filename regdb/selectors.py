@@ -111,6 +111,7 @@ _WHY = {
     OTHER_REPO: "also in repository {others}, outside the selection",
     "held-by-index": "listed by index {parent}, which stays",
     "referrer-kept": "kept for its own tag {tags}; it now refers to {parent}, which is removed",
+    "belongs-to-kept": "a signature or referrer of {parent}, which stays",
 }
 
 

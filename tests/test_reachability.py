@@ -209,3 +209,21 @@ def test_an_incomplete_listing_refuses_a_removal_touching_it(fresh_registry, fre
     # Nothing shared with it: app:v2 goes.
     ok(regdb(fresh_registry.url, db, "remove-tags", "-r", "app", "-t", "v2", "--yes", "--no-refresh"))
     assert p.tags("app") == ["v1"]
+
+
+def test_remove_repos_leaves_a_kept_digest_its_signature(fresh_registry, fresh_pusher, tmp_path):
+    """--no-raise-intersecting-repo leaves a shared digest in place, and what belongs to it: its cosign
+    signature (a tagged digest of the repository, so remove-repos would otherwise select it)."""
+    p = fresh_pusher
+    shared = p.push_image("app", "v1")
+    p.push_image("app", "v2")
+    signature = p.push_cosign_signature("app", shared.digest)
+    p.copy("app", shared.digest, "other", "pinned")
+    db = tmp_path / "inv.db"
+    ok(regdb(fresh_registry.url, db, "sync"))
+    result = ok(regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-repos", "-r", "app", "--yes",
+                      "--format", "json"))
+    left_out = {(k["digest"], k["reason"], k["parent"]) for k in json.loads(result.stdout)["left_out"]}
+    assert left_out == {(shared.digest, "other-repo", None), (signature, "belongs-to-kept", shared.digest)}
+    assert p.tags("app") == sorted(["v1", "sha256-" + shared.digest[7:] + ".sig"])
+    assert_inventory_equals_registry(db, fresh_registry.url, p, tmp_path)

@@ -245,7 +245,7 @@ def expect(world: World, at_sync: dict[str, dict[str, str]] | None, command: dic
         by_digest: dict[str, list[str]] = {}
         for tag, digest in world.tags[repo].items():
             by_digest.setdefault(digest, []).append(tag)
-        chosen = set()
+        chosen, left_out = set(), set()
         for digest, tags in by_digest.items():
             if not any(included(t) and not excluded(t) for t in tags):
                 continue
@@ -255,8 +255,13 @@ def expect(world: World, at_sync: dict[str, dict[str, str]] | None, command: dic
                 continue
             if digest in elsewhere:
                 refused = refused or command["raise_repo"]
+                left_out.add(digest)
                 continue
             chosen.add(digest)
+        if kind == "remove-repos":
+            # What belongs to a digest left out stays with it: its signature tags' manifests, its referrers.
+            chosen = {d for d in chosen if world.subject.get(d) not in left_out and not all(
+                any(is_signature_tag_of(t, k) for k in left_out) for t in by_digest[d])}
         selected[repo] = chosen
     if refused:
         return Expected((1,), unchanged=True)

@@ -71,7 +71,7 @@ REFERRER = "referrer"  # parent: the removed image its OCI `subject` names
 # own reasons in ``regdb.selectors``).
 HELD_BY_INDEX = "held-by-index"  # parent: an index that stays in that repository and lists it
 REFERRER_KEPT = "referrer-kept"  # parent: the removed subject; kept for a tag of its own, now points at nothing
-INCOMPLETE = "incomplete-repo"
+BELONGS_TO_KEPT = "belongs-to-kept"  # parent: the digest left out that this signature or referrer belongs to
 
 _WHY = {
     SELECTED: "selected",
@@ -249,7 +249,40 @@ class RepoQuery:
     def select(self, conn: Connection, registry_id: int | None):
         from ..selectors import query_repos
 
-        return query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
+        made = query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
+        return _keep_what_belongs_to_kept(conn, made)
+
+
+def _keep_what_belongs_to_kept(conn: Connection, selection):
+    """remove-repos selects every tagged digest, signatures included; a digest left out (also in a repository
+    outside the selection) keeps what belongs to it in its repository: the manifests tagged only with its
+    signature tags (``sha256-<hex>.sig`` ...) and its OCI referrers. Nobody chose those on their own."""
+    kept = {(item.repo, item.digest) for item in selection.skipped}
+    if not kept:
+        return selection
+    digests = list({item.digest for item in selection})
+    subject_of: dict[str, str] = {}
+    for start in range(0, len(digests), BATCH):
+        subject_of.update(conn.execute(
+            select(_digests.c.digest, _digests.c.subject_digest).where(
+                _digests.c.digest.in_(digests[start : start + BATCH]), _digests.c.subject_digest.is_not(None)
+            )
+        ).all())
+    stems = {f"{digest.replace(':', '-', 1)}{suffix}": (repo, digest) for repo, digest in kept
+             for suffix in SIGNATURE_TAG_SUFFIXES}
+    chosen, skipped = [], list(selection.skipped)
+    for item in selection:
+        owners = {stems[tag] for tag in item.tags if tag in stems and stems[tag][0] == item.repo}
+        only_signature_tags = item.tags and all(tag in stems and stems[tag][0] == item.repo for tag in item.tags)
+        subject = subject_of.get(item.digest)
+        if only_signature_tags:
+            skipped.append(Skipped(item.repo, item.digest, item.tags, BELONGS_TO_KEPT, parent=min(owners)[1]))
+        elif subject is not None and (item.repo, subject) in kept:
+            skipped.append(Skipped(item.repo, item.digest, item.tags, BELONGS_TO_KEPT, parent=subject))
+        else:
+            chosen.append(item)
+    return type(selection)(chosen, missing_repos=selection.missing_repos,
+                           skipped=sorted(skipped, key=lambda k: (k.repo, k.digest)))
 
 
 def _names(value) -> tuple[str, ...]:
