@@ -227,3 +227,31 @@ def test_remove_repos_leaves_a_kept_digest_its_signature(fresh_registry, fresh_p
     assert left_out == {(shared.digest, "other-repo", None), (signature, "belongs-to-kept", shared.digest)}
     assert p.tags("app") == sorted(["v1", "sha256-" + shared.digest[7:] + ".sig"])
     assert_inventory_equals_registry(db, fresh_registry.url, p, tmp_path)
+
+
+def test_query_tags_says_why_it_leaves_digests_out(registry, pusher, repo_name, tmp_path):
+    p = pusher
+    app, other = f"{repo_name}/app", f"{repo_name}/other"
+    kept = p.push_image(app, "1.0")
+    p.tag(app, "keep", kept.digest)
+    aliased = p.push_image(app, "1.1")
+    p.tag(app, "stable", aliased.digest)
+    shared = p.push_image(app, "1.2")
+    p.copy(app, shared.digest, other, "x")
+    chosen = p.push_image(app, "1.3")
+    db = tmp_path / "inv.db"
+    args = ["--no-raise-intersecting-repo", "query-tags", "-r", app, "-re", "1\\.", "-x", "keep"]
+    text = ok(regdb(registry.url, db, *args))
+    assert text.stdout.split() == [app, chosen.digest]
+    assert text.stderr.splitlines() == [f"kept {app}@{digest}: {why}" for digest, why in sorted([
+        (kept.digest, "carries excluded tag keep"),
+        (aliased.digest, "also tagged stable, which the selection does not include"),
+        (shared.digest, f"also in repository {other}, outside the selection"),
+    ])]
+    as_json = ok(regdb(registry.url, db, *args, "--format", "json"))
+    assert [row["digest"] for row in json.loads(as_json.stdout)] == [chosen.digest]
+    skipped = json.loads(as_json.stderr)["skipped"]
+    assert {(s["digest"], s["reason"], tuple(s["others"])) for s in skipped} == {
+        (kept.digest, "excluded-tag", ("keep",)), (aliased.digest, "other-tag", ("stable",)),
+        (shared.digest, "other-repo", (other,)),
+    }
