@@ -403,7 +403,6 @@ def _order_after_parents(conn: Connection) -> None:
     after it, whatever made it planned (``-t v1 v1-amd64`` selects both at depth 0): if the index cannot be
     deleted (its tags changed since the plan), the child it lists is then skipped instead of torn out of it.
     Digests are content hashes, so these links form no cycle; the loop is bounded by the plan's size anyway."""
-    p = _plan.alias("p")
     q = _plan.alias("q")
     dc = _children.alias("dc")
     d = _digests.alias("d")
