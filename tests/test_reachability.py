@@ -22,6 +22,7 @@ from tests.removal_support import (
     manifest_present,
     registry_tags,
 )
+from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 from tests.rig import Pusher, start_registry
 
 AMD64, ARM64 = ("amd64", "linux", None), ("arm64", "linux", "v8")
@@ -255,3 +256,22 @@ def test_query_tags_says_why_it_leaves_digests_out(registry, pusher, repo_name, 
         (kept.digest, "excluded-tag", ("keep",)), (aliased.digest, "other-tag", ("stable",)),
         (shared.digest, "other-repo", (other,)),
     }
+
+
+def test_the_reachability_plan_on_postgresql(fresh_registry, fresh_pusher, pg_url, tmp_path):  # noqa: F811
+    """The plan is SQL over the inventory: the same rules on PostgreSQL (held child, child after its index)."""
+    p = fresh_pusher
+    index = multi_with_tagged_child(p)
+    child = index.children[AMD64].digest
+    with Inventory(pg_url) as inventory:
+        client = RegistryClient(fresh_registry.url)
+        inventory.sync(client)
+        plan = inventory.plan_removal(client, TagQuery(["multi"], tags=["v1-amd64"]))
+        assert plan.rows == [] and [(s.digest, s.reason, s.parent) for s in plan.skipped] == [
+            (child, "held-by-index", index.digest)
+        ]
+        both = inventory.plan_removal(client, TagQuery(["multi"], tags=["v1", "v1-amd64"]))
+        assert {(row.digest, row.reason, row.after) for row in both.rows} == {
+            (index.digest, "selected", ()), (child, "selected", (index.digest,)),
+            (index.children[ARM64].digest, "child", (index.digest,)),
+        }

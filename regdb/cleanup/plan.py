@@ -25,16 +25,17 @@ from typing import Callable, Iterable, Sequence
 from sqlalchemy import (
     Column,
     Connection,
-    delete,
     Engine,
     Integer,
     MetaData,
     String,
     Table,
     and_,
+    bindparam,
+    delete,
     exists,
-    or_,
     func,
+    or_,
     insert,
     literal,
     select,
@@ -402,28 +403,43 @@ def _order_after_parents(conn: Connection) -> None:
     """A planned child of a planned index, or referrer of a planned subject, in the same repository is deleted
     after it, whatever made it planned (``-t v1 v1-amd64`` selects both at depth 0): if the index cannot be
     deleted (its tags changed since the plan), the child it lists is then skipped instead of torn out of it.
-    Digests are content hashes, so these links form no cycle; the loop is bounded by the plan's size anyway."""
+
+    The links are read with one join each; the depths (longest path from a row nothing planned points at) are
+    computed here. Digests are content hashes, so the links form no cycle; the loop is bounded by the plan's
+    size anyway."""
+    p = _plan.alias("p")
     q = _plan.alias("q")
     dc = _children.alias("dc")
     d = _digests.alias("d")
     dq = _digests.alias("dq")
-    rows = conn.execute(select(func.count()).select_from(_plan)).scalar() or 0
-    for _ in range(rows):
-        parent_depth = select(func.max(q.c.depth)).where(
-            q.c.repo_id == _plan.c.repo_id,
-            q.c.depth >= _plan.c.depth,
-            or_(
-                exists().where(dc.c.parent_id == q.c.digest_id, dc.c.child_id == _plan.c.digest_id),
-                exists().where(
-                    d.c.id == _plan.c.digest_id, dq.c.id == q.c.digest_id, d.c.subject_digest == dq.c.digest
-                ),
-            ),
-        ).scalar_subquery()
-        changed = conn.execute(
-            update(_plan).where(parent_depth.is_not(None)).values(depth=parent_depth + 1)
-        ).rowcount
-        if not changed:
-            return
+    listed_by = select(p.c.seq, q.c.seq).select_from(
+        p.join(dc, dc.c.child_id == p.c.digest_id).join(
+            q, and_(q.c.repo_id == p.c.repo_id, q.c.digest_id == dc.c.parent_id)
+        )
+    )
+    refers_to = select(p.c.seq, q.c.seq).select_from(
+        p.join(d, d.c.id == p.c.digest_id)
+        .join(dq, dq.c.digest == d.c.subject_digest)
+        .join(q, and_(q.c.repo_id == p.c.repo_id, q.c.digest_id == dq.c.id))
+    )
+    edges = {tuple(edge) for query in (listed_by, refers_to) for edge in conn.execute(query)}
+    if not edges:
+        return
+    depth = dict(conn.execute(select(_plan.c.seq, _plan.c.depth)).all())
+    changed: dict[int, int] = {}
+    for _ in range(len(depth)):
+        moved = False
+        for child, parent in edges:
+            if depth[child] <= depth[parent]:
+                depth[child] = changed[child] = depth[parent] + 1
+                moved = True
+        if not moved:
+            break
+    if changed:
+        conn.execute(
+            update(_plan).where(_plan.c.seq == bindparam("row_seq")).values(depth=bindparam("row_depth")),
+            [{"row_seq": seq, "row_depth": value} for seq, value in changed.items()],
+        )
 
 
 def _refuse_incomplete(conn: Connection, registry_id: int) -> None:
