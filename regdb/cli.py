@@ -858,7 +858,8 @@ def apply(settings: Settings, policy_file, dry_run, yes, no_refresh, fmt):
     if settings.refresh:
         run_sync(settings, inventory, None)  # a full sync: no need to re-read the matched repositories again
     planned = inventory.plan_policy(client, policy, refresh=not (no_refresh or settings.refresh),
-                                    jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo)
+                                    jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo,
+                                    announce=lambda line: click.echo(line, err=True))
     plan = planned.plan
     if fmt != "json":
         echo_skipped(plan.skipped)  # what the plan itself keeps (an index lists it); the rules' keeps follow

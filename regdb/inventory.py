@@ -259,7 +259,7 @@ class Inventory:
             return signatures_of(conn, self._selected_registry(conn, registry), wanted)
 
     def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int = 16,
-                    raise_intersecting_repo: bool = True):
+                    raise_intersecting_repo: bool = True, announce=None):
         """The ``policy.PolicyPlan`` of a retention policy (``regdb.policy.load_policy``): one removal plan
         across the registry, with each rule's report of what it removes and what it keeps and why. Delete it
         with ``inventory.remove(client, policy_plan.plan)``.
@@ -276,7 +276,7 @@ class Inventory:
             policy = load_policy(policy)
         self._ensure_synced(client, jobs)
         return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs,
-                           raise_intersecting_repo=raise_intersecting_repo)
+                           raise_intersecting_repo=raise_intersecting_repo, announce=announce)
 
     def plan_untag(self, client: RegistryClient, repo: str, tags, *, method: str = "auto", refresh: bool = True,
                    jobs: int = 16):

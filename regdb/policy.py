@@ -654,7 +654,7 @@ class PolicyPlan:
 
 
 def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True, jobs: int = 16,
-                raise_intersecting_repo: bool = True, now=None) -> PolicyPlan:
+                raise_intersecting_repo: bool = True, now=None, announce=None) -> PolicyPlan:
     """Evaluate ``policy`` on fresh facts (the matched repositories are re-read from the registry unless
     ``refresh=False``) and plan the removal of its one selection."""
     with engine.connect() as conn:
@@ -667,7 +667,7 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
     repos = sorted({name for names in matched.values() for name in names})
     query = PolicyQuery(repos, raise_intersecting_repo=raise_intersecting_repo, policy=policy, now=now)
     registry_id, selection, _, refreshed = refresh_selection(engine, client, query, refresh=refresh and bool(repos),
-                                                             jobs=jobs)
+                                                             jobs=jobs, announce=announce)
     plan = plan_removal(engine, registry_id, selection)
     plan.refreshed = refreshed
     removed = {(row.repo, row.digest) for row in plan.rows}
