@@ -110,7 +110,7 @@ _WHY = {
     OTHER_TAG: "also tagged {others}, which the selection does not include",
     OTHER_REPO: "also in repository {others}, outside the selection",
     "held-by-index": "listed by index {parent}, which stays",
-    "referrer-kept": "kept for its own tag {tags}; it now refers to {parent}, which is removed",
+    "referrer-kept": "has a tag of its own ({tags}) and now refers to {parent}, which is removed",
     "belongs-to-kept": "a signature or referrer of {parent}, which stays",
 }
 
