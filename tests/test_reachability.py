@@ -180,7 +180,7 @@ def test_a_registry_without_catalog_refuses_unless_only_named_repos(fresh_regist
         ok(regdb(proxy.url, db, "sync", "app"))
         refused = regdb(proxy.url, db, "remove-tags", "-r", "app", "-t", "v1", "--yes")
         assert refused.exit_code == 1, refused.output
-        assert "does not list its repositories (GET /v2/_catalog answered 404)" in refused.stderr
+        assert "does not list its repositories to us (GET /v2/_catalog answered 404)" in refused.stderr
         assert "--only-named-repos" in refused.stderr and "Traceback" not in refused.output
         assert manifest_present(p, "app", doomed.digest)
 

@@ -45,6 +45,7 @@ from sqlalchemy import (
 from .. import models
 from ..client import RegistryClient
 from ..errors import (
+    AuthenticationFailed,
     IncompleteInventory,
     InventoryError,
     NoCatalog,
@@ -961,13 +962,15 @@ def _duration(value: timedelta) -> str:
 
 def _require_catalog(client: RegistryClient) -> None:
     """``NoCatalog`` when the registry refuses ``_catalog`` (Docker Hub, GHCR): it cannot be seen whole."""
-    response = client.request("GET", "/v2/_catalog?n=1", kind="catalog")
-    if response.status_code in NO_CATALOG_STATUSES:
+    try:
+        status = client.request("GET", "/v2/_catalog?n=1", kind="catalog").status_code
+    except AuthenticationFailed as error:  # a token server refusing scope registry:catalog:* for this user
+        status = error.status or 401
+    if status in NO_CATALOG_STATUSES:
         raise NoCatalog(
-            f"registry {client.name} does not list its repositories (GET /v2/_catalog answered "
-            f"{response.status_code}), so a removal cannot check the repositories outside the selection for "
-            "shared digests; --only-named-repos checks only the repositories in the inventory (a risk: see "
-            "docs/removal.md)"
+            f"registry {client.name} does not list its repositories to us (GET /v2/_catalog answered {status}), "
+            "so a removal cannot check the repositories outside the selection for shared digests; "
+            "--only-named-repos checks only the repositories in the inventory (a risk: see docs/removal.md)"
         )
 
 
