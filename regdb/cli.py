@@ -572,7 +572,20 @@ def query_repos(settings: Settings, repos, fmt):
         settings.registry_url(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo
     )
     warn_missing_repos(selection.missing_repos)
+    echo_left_out(selection.skipped, fmt)
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
+
+
+def echo_left_out(skipped, fmt: str) -> None:
+    """What a query's rules left out, on stderr: a line each, or for json / ndjson one JSON line
+    ``{"skipped": [...]}`` (stdout stays the list of rows docker-registry-util's users parse)."""
+    import json
+
+    if fmt in ("json", "ndjson"):
+        if skipped:
+            click.echo(json.dumps({"skipped": [item.as_dict() for item in skipped]}), err=True)
+        return
+    echo_skipped(skipped)
 
 
 @main.command("query-tags")
@@ -613,6 +626,7 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
         raise_intersecting_repo=settings.raise_intersecting_repo, **more,
     )
     warn_missing_repos(selection.missing_repos)
+    echo_left_out(selection.skipped, fmt)
     if omit_digest_tags:
         selection = without_digest_tags(selection)
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
@@ -638,14 +652,29 @@ def removal_options(func):
     return func
 
 
+def whole_registry_options(func):
+    """How a removal sees the repositories outside the selection (the cross-repository rule)."""
+    options = [
+        click.option("--max-inventory-age", metavar="AGE", default="24h", show_default=True,
+                     help="Sync the whole registry first when its last complete sync is older (12h, 7d)."),
+        click.option("--only-named-repos", is_flag=True,
+                     help="A registry without _catalog: check only the repositories in the inventory for shared "
+                          "digests (a risk: see docs/removal.md)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command("remove-tags")
 @repo_option
 @selector_options
 @removal_options
+@whole_registry_options
 @click.pass_obj
 def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, no_match_all_tags,
                 raise_intersecting_tag, keep_latest, order_by, older_than, newer_than, untagged, not_pulled_for,
-                keep_pulled_within, dry_run, yes, max_delete, no_refresh, fmt):
+                keep_pulled_within, dry_run, yes, max_delete, no_refresh, fmt, max_inventory_age, only_named_repos):
     """Delete the digests that the selected tags point at (the selection of query-tags).
 
     First the selected repositories are re-read from the registry and the selection is made on that state
@@ -668,14 +697,17 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
         retention=retention_of(keep_latest, order_by, older_than, newer_than, untagged, not_pulled_for,
                                keep_pulled_within),
     )
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete,
+                max_inventory_age=max_inventory_age, only_named_repos=only_named_repos)
 
 
 @main.command("remove-repos")
 @repo_option
 @removal_options
+@whole_registry_options
 @click.pass_obj
-def remove_repos(settings: Settings, repos, dry_run, yes, max_delete, no_refresh, fmt):
+def remove_repos(settings: Settings, repos, dry_run, yes, max_delete, no_refresh, fmt, max_inventory_age,
+                 only_named_repos):
     """Delete every manifest of the repositories: tagged, untagged, index children and signatures.
 
     A digest also present in a repository not named fails the command (--no-raise-intersecting-repo leaves
@@ -688,7 +720,8 @@ def remove_repos(settings: Settings, repos, dry_run, yes, max_delete, no_refresh
     from .removal import RepoQuery
 
     query = RepoQuery(repos, raise_intersecting_repo=settings.raise_intersecting_repo)
-    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete)
+    run_removal(settings, query, dry_run=dry_run, yes=yes, no_refresh=no_refresh, fmt=fmt, max_delete=max_delete,
+                max_inventory_age=max_inventory_age, only_named_repos=only_named_repos)
 
 
 PLAN_COLUMNS = ["repo", "digest", "tags", "media_type", "reason", "bytes"]
@@ -709,9 +742,13 @@ def asks_for_confirmation(yes: bool) -> bool:
 
 
 def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
-                max_delete: int | None = None) -> None:
+                max_delete: int | None = None, max_inventory_age: str = "24h",
+                only_named_repos: bool = False) -> None:
     import json
 
+    from .retention import parse_duration
+
+    max_age = as_usage_error(parse_duration, max_inventory_age)
     if no_refresh or settings.refresh:
         # --refresh already re-read the whole registry; --no-refresh plans on the inventory as it is.
         inventory, refresh = settings.synced_inventory(), False
@@ -719,9 +756,12 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
         inventory, refresh = settings.inventory(), True
     client = settings.client()
     settle_in_flight(inventory, client, dry_run=dry_run)
-    plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs)
+    plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs, max_inventory_age=max_age,
+                                  only_named_repos=only_named_repos, announce=lambda line: click.echo(line, err=True))
     for name in plan.missing_repos:
         click.echo(f"warning: repository {escape_controls(name)} not found in {plan.registry_name}", err=True)
+    if fmt != "json":
+        echo_skipped(plan.skipped)
     if dry_run:
         if fmt == "json":
             click.echo(json.dumps(plan.as_dict(), indent=2))
@@ -761,9 +801,15 @@ def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str,
         echo_result(error.result, fmt)
         interrupted(error)
     except RemovalIncomplete as error:
-        echo_result(error.result, fmt)
+        echo_result(error.result, fmt, left_out=plan.skipped)
         raise
-    echo_result(result, fmt)
+    echo_result(result, fmt, left_out=plan.skipped)
+
+
+def echo_skipped(skipped) -> None:
+    """Each digest the rules left out, and why: one line each on stderr."""
+    for item in skipped:
+        click.echo(f"kept {item.repo}@{item.digest}: {item.why}", err=True)
 
 
 def echo_plan(plan, *, err: bool = False) -> None:
@@ -772,7 +818,8 @@ def echo_plan(plan, *, err: bool = False) -> None:
     if not plan.rows:
         click.echo("nothing to remove", err=err)
         return
-    for chunk in output.render(plan.rows, PLAN_COLUMNS, "table"):
+    shown = [dict(row.as_dict(), reason=row.why) for row in plan.rows]
+    for chunk in output.render(shown, PLAN_COLUMNS, "table"):
         click.echo(chunk, nl=False, err=err)
     repos = len(plan.repos)
     click.echo(
@@ -783,22 +830,28 @@ def echo_plan(plan, *, err: bool = False) -> None:
     )
 
 
-def echo_result(result, fmt: str) -> None:
+def echo_result(result, fmt: str, *, left_out=()) -> None:
     echo_outcomes(
-        result, fmt, "digest",
+        result, fmt, "digest", left_out=left_out, summary=
         f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}",
     )
 
 
-def echo_outcomes(result, fmt: str, what: str, summary: str) -> None:
-    """A removal's or untag's result: one JSON document, or the rows that were not done and a summary line."""
+def echo_outcomes(result, fmt: str, what: str, summary: str, *, left_out=()) -> None:
+    """A removal's or untag's result: one JSON document, or the rows that were not done and a summary line.
+
+    ``left_out``: what the selection rules and the plan kept (``Plan.skipped``), in JSON as ``left_out``
+    (``skipped`` there are the planned deletions skipped at the last check); text prints it with the plan."""
     import json
 
     from . import output
 
     if fmt == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        document = result.as_dict()
+        if left_out:
+            document["left_out"] = [item.as_dict() for item in left_out]
+        click.echo(json.dumps(document, indent=2))
         return
     problems = [o.as_dict() for o in result.skipped + result.failed]
     if problems:
@@ -962,8 +1015,11 @@ def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh,
     if settings.refresh:
         run_sync(settings, inventory, None)  # a full sync: no need to re-read the matched repositories again
     planned = inventory.plan_policy(client, policy, refresh=not (no_refresh or settings.refresh),
-                                    jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo)
+                                    jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo,
+                                    announce=lambda line: click.echo(line, err=True))
     plan = planned.plan
+    if fmt != "json":
+        echo_skipped(plan.skipped)  # what the plan itself keeps (an index lists it); the rules' keeps follow
     if dry_run or not plan.rows:
         if fmt == "json":
             click.echo(json.dumps(planned.as_dict(), indent=2))
@@ -991,7 +1047,8 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
         rule = report.rule
         count = len(report.repos)
         click.echo(f"{rule.label}: {rule.describe()} ({count} repositor{'ies' if count != 1 else 'y'})", err=err)
-        rows = [row for row in planned.plan.rows if owner.get((row.repo, row.digest)) == rule.index]
+        rows = [dict(row.as_dict(), reason=row.why) for row in planned.plan.rows
+                if owner.get((row.repo, row.digest)) == rule.index]
         if rows:
             for line in "".join(output.render(rows, PLAN_COLUMNS, "table")).splitlines():
                 click.echo("  " + line, err=err)

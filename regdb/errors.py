@@ -116,6 +116,20 @@ class IntersectionError(RegdbError):
         self.others = others
 
 
+class IncompleteInventory(RegdbError):
+    """A removal touches a repository whose last listing was incomplete (``repos.incomplete``), or a digest
+    shared with one: the inventory may not hold every tag that protects it."""
+
+    def __init__(self, message: str, *, repo: str):
+        super().__init__(message)
+        self.repo = repo
+
+
+class NoCatalog(RegdbError):
+    """The registry does not serve ``_catalog``, so a removal cannot check the repositories outside the
+    selection; the caller may accept checking only the repositories in the inventory (``only_named_repos``)."""
+
+
 class RemovalIncomplete(RegdbError):
     """Some planned deletions failed; ``result`` says which were and were not done."""
 

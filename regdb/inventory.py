@@ -168,7 +168,8 @@ class Inventory:
 
     # --- removal --------------------------------------------------------------------------------------
 
-    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16):
+    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
+                     max_inventory_age=None, only_named_repos: bool = False, announce=None):
         """The ``removal.Plan`` for deleting ``selection`` from the registry ``client`` talks to.
 
         ``selection``: a ``removal.TagQuery`` / ``removal.RepoQuery`` (the selection is made again on fresh
@@ -176,13 +177,21 @@ class Inventory:
         ``query_tags`` / ``query_repos`` (kept only where the registry still shows the tags it was selected
         with). ``refresh=False`` plans on the inventory as it is instead of re-reading those repositories.
 
+        The cross-repository rule needs the whole registry: without a complete sync of it at most
+        ``max_inventory_age`` old (a ``timedelta``, default a day) the registry is synced whole first (``announce``
+        gets one line saying so); a registry without ``_catalog`` raises ``NoCatalog`` unless
+        ``only_named_repos=True`` accepts checking only the repositories the inventory holds.
+        ``plan.skipped`` says what the rules kept and why.
+
             from regdb.removal import TagQuery
             plan = inventory.plan_removal(client, TagQuery(["app"], tags=["<1.4"]))
             print(len(plan.rows), plan.bytes_freed)
         """
         from . import removal
 
-        return removal.plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs)
+        more = {} if max_inventory_age is None else {"max_inventory_age": max_inventory_age}
+        return removal.plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs,
+                                  only_named_repos=only_named_repos, announce=announce, **more)
 
     def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True,
                max_delete: int | None = None):
@@ -257,7 +266,7 @@ class Inventory:
             return signatures_of(conn, self._selected_registry(conn, registry), wanted)
 
     def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int = 16,
-                    raise_intersecting_repo: bool = True):
+                    raise_intersecting_repo: bool = True, announce=None):
         """The ``policy.PolicyPlan`` of a retention policy (``regdb.policy.load_policy``): one removal plan
         across the registry, with each rule's report of what it removes and what it keeps and why. Delete it
         with ``inventory.remove(client, policy_plan.plan)``.
@@ -274,7 +283,7 @@ class Inventory:
             policy = load_policy(policy)
         self._ensure_synced(client, jobs)
         return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs,
-                           raise_intersecting_repo=raise_intersecting_repo)
+                           raise_intersecting_repo=raise_intersecting_repo, announce=announce)
 
     def plan_untag(self, client: RegistryClient, repo: str, tags, *, method: str = "auto", refresh: bool = True,
                    jobs: int = 16):

@@ -656,7 +656,7 @@ class PolicyPlan:
         for row in rows:
             if (row.repo, row.digest) in owner:
                 continue
-            parent = row.reason.rsplit(" ", 1)[-1] if " of " in row.reason else None
+            parent = row.parent
             if parent and (row.repo, parent) in owner:
                 owner[(row.repo, row.digest)] = owner[(row.repo, parent)]
         return owner
@@ -674,7 +674,7 @@ class PolicyPlan:
 
 
 def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True, jobs: int = 16,
-                raise_intersecting_repo: bool = True, now=None) -> PolicyPlan:
+                raise_intersecting_repo: bool = True, now=None, announce=None) -> PolicyPlan:
     """Evaluate ``policy`` on fresh facts (the matched repositories are re-read from the registry unless
     ``refresh=False``) and plan the removal of its one selection."""
     with engine.connect() as conn:
@@ -687,7 +687,7 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
     repos = sorted({name for names in matched.values() for name in names})
     query = PolicyQuery(repos, raise_intersecting_repo=raise_intersecting_repo, policy=policy, now=now)
     registry_id, selection, _, refreshed = refresh_selection(engine, client, query, refresh=refresh and bool(repos),
-                                                             jobs=jobs)
+                                                             jobs=jobs, announce=announce)
     plan = plan_removal(engine, registry_id, selection)
     plan.refreshed = refreshed
     removed = {(row.repo, row.digest) for row in plan.rows}

@@ -3,7 +3,7 @@
 Kept so that ``from regdb.removal import TagQuery, RepoQuery`` (docs/removal.md) goes on working.
 """
 
-from .cleanup.execute import Outcome, RemovalResult, check_max_delete, incomplete_message, new_run_id, remove, verify
+from .cleanup.execute import Outcome, RemovalResult, incomplete_message, new_run_id, remove, verify
 from .cleanup.plan import (
     CHILD,
     SELECTED,

@@ -97,6 +97,17 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def parse_duration(text: str) -> timedelta:
+    """``12h``, ``90d``, ``4w`` as a ``timedelta``; SelectorError naming the text otherwise."""
+    duration = _DURATION.fullmatch(str(text).strip())
+    try:
+        if duration:
+            return int(duration.group(1)) * _UNIT[duration.group(2)]
+    except OverflowError:
+        pass
+    raise SelectorError(f"bad duration '{text}': give a number of hours, days or weeks (12h, 90d, 4w)")
+
+
 def parse_age(text: str, *, now: datetime | None = None) -> datetime:
     """The cutoff (naive UTC, as the inventory stores times) for ``90d``, ``12h``, ``4w`` back from ``now``, or
     for an ISO date / date-time (``2024-01-31``, ``2024-01-31T12:00:00Z``; without a zone it is UTC).

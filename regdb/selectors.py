@@ -16,8 +16,9 @@ The safety rules (issue #3, after docker-registry-util's documentation), in the 
 
 Everything is evaluated by the database in one statement: the tag filters are SQL expressions over
 ``tags.name`` and ``tags.version_key`` (a version comparison is an index range scan), each rule is an
-``EXISTS`` subquery, negated in WHERE when it drops pairs or selected as a flag column when it must raise.
-Python only groups the result rows and reads those flags. Regular expressions go through ``regex_match``:
+``EXISTS`` subquery selected as a flag column of the candidate rows. Python only groups the result rows and
+reads those flags: a flagged pair either raises or is left out and reported in ``Selection.skipped`` with the
+rule's reason (the excluded tag, the other tag, the other repository), so a person can see why it stays. Regular expressions go through ``regex_match``:
 the ``regdb_match`` SQL function on SQLite (Python's ``re.match``), the ``~`` operator on PostgreSQL.
 """
 
@@ -60,6 +61,7 @@ from .versions import (
 __all__ = [
     "Selected",
     "Selection",
+    "Skipped",
     "TagFilter",
     "TagList",
     "TagRow",
@@ -73,6 +75,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Digests per IN list when naming the repositories that hold left-out digests: well under SQLite's limit on
+# bound parameters (32766).
+_BATCH = 500
 
 _tags = models.Tag.__table__
 _repos = models.Repo.__table__
@@ -100,12 +106,52 @@ class Selected:
                 "media_type": self.media_type, "size": self.size}
 
 
+# Why a digest the selection reached is left out (``Skipped.reason``); what it refers to is in ``parent`` (a
+# digest) or ``others`` (tags, repositories). The removal plan adds its own (regdb.cleanup.plan).
+EXCLUDED_TAG = "excluded-tag"  # rule 1: others = the excluded tags it carries
+OTHER_TAG = "other-tag"  # rule 2: others = its tags the selection does not include
+OTHER_REPO = "other-repo"  # rule 3: others = the repositories outside the selection that hold it
+
+_WHY = {
+    EXCLUDED_TAG: "carries excluded tag {others}",
+    OTHER_TAG: "also tagged {others}, which the selection does not include",
+    OTHER_REPO: "also in repository {others}, outside the selection",
+    "held-by-index": "listed by index {parent}, which stays",
+    "referrer-kept": "has a tag of its own ({tags}) and now refers to {parent}, which is removed",
+    "belongs-to-kept": "a signature or referrer of {parent}, which stays",
+}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A manifest the selection reached and the rules keep, with the reason as a code (see above)."""
+
+    repo: str
+    digest: str
+    tags: tuple[str, ...]
+    reason: str
+    parent: str | None = None  # a digest the reason refers to (the index that holds it, the removed subject)
+    others: tuple[str, ...] = ()  # tags or repositories the reason refers to
+
+    @property
+    def why(self) -> str:
+        return _WHY.get(self.reason, self.reason).format(
+            parent=self.parent, others=", ".join(self.others), tags=", ".join(self.tags)
+        )
+
+    def as_dict(self) -> dict:
+        return {"repo": self.repo, "digest": self.digest, "tags": list(self.tags), "reason": self.reason,
+                "parent": self.parent, "others": list(self.others), "why": self.why}
+
+
 class Selection(list):
     """``list[Selected]``, ordered by repository, then by the version order of each digest's first tag."""
 
-    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = ()):
+    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = (),
+                 skipped: Iterable[Skipped] = ()):
         super().__init__(items)
         self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
+        self.skipped: list[Skipped] = list(skipped)  # what the rules left out, and why
 
 
 @dataclass(frozen=True)
@@ -425,21 +471,16 @@ def _select(
         tag = _tags.alias(alias)
         return exists().where(_same_pair(tag, candidate), condition(tag))
 
-    # Each rule either drops its pairs in WHERE or, when it must raise, becomes a flag column of the rows:
-    # one statement answers the query and finds any violation, so the checks cost one pass, not two.
-    keep: list[ColumnElement[bool]] = []
+    # Each rule is a flag column of the rows: one statement answers the query, finds any violation and says
+    # why each left-out pair is left out, so the checks cost one pass, not two.
     flags: list[ColumnElement] = []
     if exclude:
         # Rule 1: an excluded tag protects its digest, whatever else points at it.
-        keep.append(not_(any_tag_of_candidate("excluded_tag", lambda tag: exclude.clause(tag, dialect))))
+        flags.append(any_tag_of_candidate("excluded_tag", lambda tag: exclude.clause(tag, dialect)).label("excluded"))
     check_tags = match_all_tags and include is not None
     if check_tags:
         # Rule 2: every tag of the digest in that repository must be selected.
-        outside = any_tag_of_candidate("outside_tag", lambda tag: not_(included(tag)))
-        if raise_intersecting_tag:
-            flags.append(outside.label("outside"))
-        else:
-            keep.append(not_(outside))
+        flags.append(any_tag_of_candidate("outside_tag", lambda tag: not_(included(tag))).label("outside"))
     # Rule 3: the digest must not be present in a repository of this registry that -r does not name.
     elsewhere = exists(
         select(_repo_digests.c.repo_id)
@@ -453,20 +494,17 @@ def _select(
             _repos.c.registry_id + 0 == registry_id,
         )
     )
+    flags.append(elsewhere.label("elsewhere"))
     raise_tags = check_tags and raise_intersecting_tag
-    if raise_intersecting_repo or raise_tags:
-        # Also a flag when only the tag check raises: it comes first, so the pairs this rule drops must still
-        # be there for it to see.
-        flags.append(elsewhere.label("elsewhere"))
-    else:
-        keep.append(not_(elsewhere))
 
-    # Every tag of each surviving pair, in version order; with a tag check to raise, whether each is selected.
+    # Every tag of each candidate pair, in version order, and whether each is selected / excluded.
     tag = _tags.alias("tag")
     columns = [_repos.c.name.label("repo"), _digests.c.digest, _digests.c.media_type, _digests.c.total_size,
                tag.c.name.label("tag_name"), candidate.c.digest_id, *flags]
-    if raise_tags:
+    if check_tags:
         columns.append(included(tag).label("selected"))
+    if exclude:
+        columns.append(exclude.clause(tag, dialect).label("tag_excluded"))
     rows = _execute(
         conn,
         select(*columns)
@@ -474,17 +512,34 @@ def _select(
         .join(_repos, _repos.c.id == candidate.c.repo_id)
         .join(_digests, _digests.c.id == candidate.c.digest_id)
         .join(tag, _same_pair(tag, candidate))
-        .where(*keep)
         .order_by(_repos.c.name, *_version_order(tag)),
         "selected digests and their tags",
     ).all()
 
+    skipped: list[Skipped] = []
+
+    def leave_out(flag: str, reason: str, others) -> None:
+        nonlocal rows
+        out = [row for row in rows if getattr(row, flag)]
+        if not out:
+            return
+        rows = [row for row in rows if not getattr(row, flag)]
+        for (repo, digest), pair_rows in _by_pair(out).items():
+            skipped.append(Skipped(repo, digest, tuple(row.tag_name for row in pair_rows), reason,
+                                   others=tuple(others(pair_rows))))
+
+    if exclude:
+        leave_out("excluded", EXCLUDED_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if r.tag_excluded])
     if raise_tags:
         _raise_intersecting_tag(rows)
+    elif check_tags:
+        leave_out("outside", OTHER_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if not r.selected])
     if raise_intersecting_repo:
         _raise_intersecting_repo(conn, registry_id, rows, repo_ids)
-    elif raise_tags:
-        rows = [row for row in rows if not row.elsewhere]
+    else:
+        elsewhere_ids = sorted({row.digest_id for row in rows if row.elsewhere})
+        holders = _other_repos(conn, registry_id, elsewhere_ids, repo_ids) if elsewhere_ids else {}
+        leave_out("elsewhere", OTHER_REPO, lambda pair_rows: holders.get(pair_rows[0].digest_id, []))
     # Rows come ordered by repository and tag version, so a pair's first row places it in the result.
     grouped: dict[tuple[str, str], tuple[str, int, list[str]]] = {}
     for repo, digest, media_type, size, tag_name, *_ in rows:
@@ -499,7 +554,35 @@ def _select(
             for (repo, digest), (media_type, size, tag_names) in grouped.items()
         ),
         missing_repos=missing,
+        skipped=sorted(skipped, key=lambda item: (item.repo, item.digest)),
     )
+
+
+def _by_pair(rows) -> dict[tuple[str, str], list]:
+    grouped: dict[tuple[str, str], list] = {}
+    for row in rows:
+        grouped.setdefault((row.repo, row.digest), []).append(row)
+    return grouped
+
+
+def _other_repos(conn: Connection, registry_id: int, digest_ids: list[int], repo_ids) -> dict[int, list[str]]:
+    """digest_id -> the repositories outside the selection (``repo_ids``) that hold it, by name."""
+    found: dict[int, list[str]] = {}
+    for start in range(0, len(digest_ids), _BATCH):
+        for digest_id, name in _execute(
+            conn,
+            select(_repo_digests.c.digest_id, _repos.c.name)
+            .join(_repos, _repos.c.id == _repo_digests.c.repo_id)
+            .where(
+                _repo_digests.c.digest_id.in_(digest_ids[start : start + _BATCH]),
+                _repo_digests.c.repo_id.not_in(repo_ids),
+                _repos.c.registry_id == registry_id,
+            )
+            .order_by(_repos.c.name),
+            "the other repositories holding left-out digests",
+        ):
+            found.setdefault(digest_id, []).append(name)
+    return found
 
 
 def _same_pair(tag, candidate) -> ColumnElement[bool]:

@@ -60,11 +60,12 @@ def test_remove_tags_deletes_the_selection_and_nothing_else(app, tmp_path):
     result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "<2", "-x", "1.3", "--format", "json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
-    removed = {(row["repo"], row["digest"], tuple(row["tags"]), row["reason"]) for row in outcome["deleted"]}
+    removed = {(row["repo"], row["digest"], tuple(row["tags"]), row["reason"], row["parent"])
+               for row in outcome["deleted"]}
     sig_tag = "sha256-" + images["selected"].digest.split(":")[1] + ".sig"
     assert removed == {
-        ("app", images["selected"].digest, ("1.2",), "selected"),
-        ("app", signature, (sig_tag,), f"signature of {images['selected'].digest}"),
+        ("app", images["selected"].digest, ("1.2",), "selected", None),
+        ("app", signature, (sig_tag,), "signature", images["selected"].digest),
     }
     assert outcome["skipped"] == [] and outcome["failed"] == []
 
@@ -195,14 +196,14 @@ def test_remove_repos_takes_untagged_manifests_too(fresh_registry, fresh_pusher,
 
     result = regdb(fresh_registry.url, db, "remove-repos", "--yes", "-r", "old", "--format", "json")
     assert result.exit_code == 0, result.output
-    deleted = {row["digest"]: row["reason"] for row in json.loads(result.stdout)["deleted"]}
+    deleted = {row["digest"]: (row["reason"], row["parent"]) for row in json.loads(result.stdout)["deleted"]}
     children = [child.digest for child in index.children.values()]
     assert deleted == {
-        first.digest: "untagged",
-        second.digest: "selected",
-        index.digest: "selected",
-        signature: "selected",  # its tag is one of the repository's tags, all selected
-        **{child: f"child of {index.digest}" for child in children},
+        first.digest: ("untagged", None),
+        second.digest: ("selected", None),
+        index.digest: ("selected", None),
+        signature: ("selected", None),  # its tag is one of the repository's tags, all selected
+        **{child: ("child", index.digest) for child in children},
     }
     assert p.tags("old") == []
     for digest in deleted:

@@ -286,15 +286,14 @@ def test_apply_dry_run_then_for_real(estate, tmp_path):
     assert out.endswith("dry run: nothing deleted\n")
 
     as_json = json.loads(regdb(registry.url, db, "apply", str(policy), "--dry-run", "--format", "json").output)
-    removed = {(rule["index"], row["repo"], row["digest"], row["reason"])
+    removed = {(rule["index"], row["repo"], row["digest"], row["reason"], row["parent"])
                for rule in as_json["rules"] for row in rule["remove"]}
-    tool_sig = f"signature of {x['tool']['0.1'].digest}"
     assert removed == {
-        (1, "team/app", x["app"]["1.1"].digest, "selected"),
-        (1, "team/tool", x["tool"]["0.1"].digest, "selected"),
-        (1, "team/tool", x["signature"], tool_sig),
-        (2, "team/app", x["prs"]["pr-1"].digest, "selected"),
-        (3, "ci/build", x["moved"].digest, "selected"),
+        (1, "team/app", x["app"]["1.1"].digest, "selected", None),
+        (1, "team/tool", x["tool"]["0.1"].digest, "selected", None),
+        (1, "team/tool", x["signature"], "signature", x["tool"]["0.1"].digest),
+        (2, "team/app", x["prs"]["pr-1"].digest, "selected", None),
+        (3, "ci/build", x["moved"].digest, "selected", None),
     }
     assert as_json["plan"]["bytes_freed"] > 0
 

@@ -354,7 +354,10 @@ def test_token_mode_pull_only_user_cannot_delete(token_mode, tmp_path):
     db = tmp_path / "inv.db"
     bob = ["-reg", token_mode.url, "--db", db, "-u", BOB[0], "-p", BOB[1]]
     assert regdb(*bob, "sync", "team/app", "team/tool").exit_code == 0
+    # bob may not read the catalog: a removal cannot see the whole registry unless he accepts that.
     result = regdb(*bob, "remove-tags", "-r", "team/app", "-t", "v1", "--yes")
+    assert result.exit_code == 1 and "GET /v2/_catalog answered 401" in result.output, result.output
+    result = regdb(*bob, "remove-tags", "-r", "team/app", "-t", "v1", "--yes", "--only-named-repos")
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         "Error: registry refused scope repository:team/app:delete for user 'bob' (401 insufficient_scope)"

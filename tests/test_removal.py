@@ -84,7 +84,7 @@ def test_bytes_freed_count_each_blob_once_and_only_when_nothing_kept_uses_it(reg
 
     only_c = plan_removal(inventory.engine, registry_id, [selected(registry, app, c, "1.3")])
     assert only_c.bytes_freed == freed_reference([c], [a, b, elsewhere])  # its layer lives on in /other
-    assert [(row.repo, row.digest, row.tags, row.reason) for row in only_c.rows] == [
+    assert [(row.repo, row.digest, row.tags, row.why) for row in only_c.rows] == [
         (app, c.digest, ("1.3",), "selected")
     ]
 
@@ -117,7 +117,7 @@ def test_an_index_takes_its_orphaned_children_and_leaves_a_shared_one(fresh_regi
     plan = plan_removal(inventory.engine, registry_id, [
         selected(fresh_registry, "multi", both, "2.1"), selected(fresh_registry, "multi", other, "3.1"),
     ])
-    assert [(row.digest, row.reason, row.after) for row in plan.rows] == [
+    assert [(row.digest, row.why, row.after) for row in plan.rows] == [
         (both.digest, "selected", ()),
         (orphan.digest, f"child of {both.digest}", (both.digest,)),
         (other.digest, "selected", ()),
@@ -157,12 +157,16 @@ def test_signatures_and_referrers_go_with_their_image(fresh_registry, fresh_push
     assert ("app", referrer.digest) in inventory_manifests(inventory.target)
 
     plan = inventory.plan_removal(client, TagQuery("app", tags=["1.1"]))
-    assert {(row.digest, row.reason) for row in plan.rows} == {
+    assert {(row.digest, row.why) for row in plan.rows} == {
         (image.digest, "selected"),
         (sig, f"signature of {image.digest}"),
         (att, f"signature of {image.digest}"),
-        (referrer.digest, f"signature of {image.digest}"),
+        (referrer.digest, f"referrer of {image.digest}"),
     }
+    # Kept for a tag of its own, and the plan says it now points at a removed image.
+    assert [(k.digest, k.reason, k.parent, k.tags) for k in plan.skipped] == [
+        (kept_sbom, "referrer-kept", image.digest, ("sbom-archive", "sha256-" + image.digest[7:] + ".sbom")),
+    ]
     assert inventory.remove(client, plan).failed == []
     assert p.tags("app") == sorted(["sbom-archive", "sha256-" + image.digest[7:] + ".sbom", "scratch"])
     for digest in (image.digest, sig, att, referrer.digest):
@@ -203,7 +207,7 @@ def test_remove_repos_plans_untagged_manifests_but_not_an_index_s_children(fresh
     plan = inventory.plan_removal(client, RepoQuery("old", raise_intersecting_repo=False))
     # The index is also in `elsewhere`: left in place, and so are its children although untagged.
     assert index.digest not in {row.digest for row in plan.rows}
-    assert {(row.digest, row.reason) for row in plan.rows if row.reason != "selected"} == {(gone.digest, "untagged")}
+    assert {(row.digest, row.why) for row in plan.rows if row.reason != "selected"} == {(gone.digest, "untagged")}
 
 
 # --- verify, right before deleting -------------------------------------------------------------------------------

@@ -79,11 +79,12 @@ def test_query_tags_takes_the_retention_options(versions):
     registry, repo, v, dev, inventory = versions
     result = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "--keep-latest", "2", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert {row["digest"]: row["tags"] for row in json.loads(result.output)} == {
+    assert {row["digest"]: row["tags"] for row in json.loads(result.stdout)} == {
         v["1.2"].digest: ["1.2", "1.2.0"], v["1.1"].digest: ["1.1"]}
     plain = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "-t", "<1.2")
     assert plain.exit_code == 0, plain.output
-    assert plain.output == f"{repo}  {v['1.1'].digest}\n"  # 1.0 also carries `stable`
+    assert plain.stdout == f"{repo}  {v['1.1'].digest}\n"  # 1.0 also carries `stable`, and stderr says so
+    assert f"kept {repo}@{v['1.0'].digest}: also tagged stable, which the selection does not include" in plain.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -44,7 +44,7 @@ from ..sync import BATCH, utcnow
 
 from . import journal
 from .journal import IN_FLIGHT, Intent, Resolved, forget_pair, interrupts_held
-from .plan import CHILD, Plan, PlannedDeletion, freed_bytes
+from .plan import CHILD, REFERRER, SIGNATURE, Plan, PlannedDeletion, freed_bytes
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def remove(engine: Engine, client: RegistryClient, plan: Plan, *, jobs: int = 16
                     for row in wave:
                         blocked = [d for d in row.after if recorder.state.get((row.repo, d)) != "deleted"]
                         if blocked:
-                            what = "index" if row.reason.startswith(CHILD) else "subject"
+                            what = "index" if row.reason == CHILD else "subject"
                             skipped.append(Outcome(row, "skipped", error=f"its {what} {blocked[0]} was not deleted"))
                         else:
                             runnable.append(row)
@@ -287,7 +287,7 @@ def _fetch(client: RegistryClient, row: PlannedDeletion) -> Intent | Outcome:
     if len(body) > MAX_JOURNAL_MANIFEST_BYTES:
         return Outcome(row, "failed", None, f"manifest of {len(body)} bytes is over the journal's "
                                             f"{MAX_JOURNAL_MANIFEST_BYTES}: not deleted, it could not be restored")
-    return Intent(row.repo, row.digest, row.tags, media_type or row.media_type, row.bytes, row.reason, body)
+    return Intent(row.repo, row.digest, row.tags, media_type or row.media_type, row.bytes, row.why, body)
 
 
 MAX_JOURNAL_MANIFEST_BYTES = journal.MAX_JOURNAL_MANIFEST_BYTES
@@ -348,7 +348,7 @@ class _Recorder:
                 {
                     "run_id": self.result.run_id, "at": now, "registry": self.plan.registry, "repo": o.row.repo,
                     "digest": o.row.digest, "tags": ",".join(o.row.tags) or None, "media_type": o.row.media_type,
-                    "bytes": o.row.bytes, "reason": o.row.reason, "outcome": o.outcome,
+                    "bytes": o.row.bytes, "reason": o.row.why, "outcome": o.outcome,
                     "http_status": o.http_status, "error": o.error,
                 }
                 for o in outcomes
@@ -417,7 +417,7 @@ def verify_repo(client: RegistryClient, repo: str, rows: list[PlannedDeletion], 
                 parts.append("no longer tagged " + ", ".join(sorted(planned - current)))
             changed[row.digest] = "tags changed since the plan: " + "; ".join(parts)
             continue
-        if not row.tags and not row.reason.startswith("signature of"):
+        if not row.tags and row.reason not in (SIGNATURE, REFERRER):
             new = sorted(set(now) - known)
             if new:
                 changed[row.digest] = (

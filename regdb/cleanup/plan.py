@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from datetime import timedelta
+from typing import Callable, Iterable, Sequence
 
 from sqlalchemy import (
     Column,
@@ -30,20 +31,27 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
+    delete,
     exists,
     func,
     insert,
     literal,
     select,
+    update,
 )
 
 from .. import models
 from ..client import RegistryClient
 from ..errors import (
+    AuthenticationFailed,
+    IncompleteInventory,
     InventoryError,
+    NoCatalog,
     SelectorError,
 )
-from ..sync import BATCH, sync_registry
+from ..selectors import Skipped
+from ..sync import BATCH, sync_registry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +60,35 @@ log = logging.getLogger(__name__)
 # referrers fallback tag `sha256-<hex>` (an index of the referrers, on registries without the referrers API).
 SIGNATURE_TAG_SUFFIXES = ("", ".sig", ".att", ".sbom")
 
-# Plan reasons, as stored in `deletions.reason` (with the digest they refer to for child / signature).
+# Plan reasons: a code, and for the rows that go with another one its digest in ``PlannedDeletion.parent``
+# (never a sentence parsed back: ``PlannedDeletion.why`` renders both for a person).
 SELECTED = "selected"
 UNTAGGED = "untagged"  # remove-repos: an untagged manifest of a removed repository
-CHILD = "child"
-SIGNATURE = "signature"
+CHILD = "child"  # parent: the removed index that lists it
+SIGNATURE = "signature"  # parent: the removed image its sha256-<hex>[.sig|.att|.sbom] tag names
+REFERRER = "referrer"  # parent: the removed image its OCI `subject` names
+
+# Why a manifest stays although the selection or the closure reached it (``Plan.skipped``, with the selectors'
+# own reasons in ``regdb.selectors``).
+HELD_BY_INDEX = "held-by-index"  # parent: an index that stays in that repository and lists it
+REFERRER_KEPT = "referrer-kept"  # parent: the removed subject; kept for a tag of its own, now points at nothing
+BELONGS_TO_KEPT = "belongs-to-kept"  # parent: the digest left out that this signature or referrer belongs to
+
+_WHY = {
+    SELECTED: "selected",
+    UNTAGGED: "untagged",
+    CHILD: "child of {parent}",
+    SIGNATURE: "signature of {parent}",
+    REFERRER: "referrer of {parent}",
+}
+
+# How old the inventory's last complete sync of the whole registry may be before a removal syncs it whole
+# again: the cross-repository rule (a digest shared with a repository outside the selection) is only as good
+# as the inventory's view of the other repositories. A day, as a nightly sync keeps it.
+DEFAULT_MAX_INVENTORY_AGE = timedelta(hours=24)
+
+# Statuses with which a registry refuses its catalog (Docker Hub 401, GHCR 404, some proxies 403 / 405).
+NO_CATALOG_STATUSES = (401, 403, 404, 405)
 
 _registries = models.Registry.__table__
 _repos = models.Repo.__table__
@@ -81,6 +113,14 @@ _plan = Table(
     Column("reason", String, nullable=False),
     prefixes=["TEMPORARY"],
 )
+# Pairs that an index staying in the repository lists: never planned, whatever selects or reaches them.
+_held = Table(
+    "regdb_removal_held",
+    _plan_metadata,
+    Column("repo_id", Integer, primary_key=True),
+    Column("digest_id", Integer, primary_key=True),
+    prefixes=["TEMPORARY"],
+)
 
 
 # --- the plan -----------------------------------------------------------------------------------------------
@@ -95,10 +135,16 @@ class PlannedDeletion:
     tags: tuple[str, ...]
     media_type: str
     kind: str  # 'image' or 'index'
-    reason: str  # 'selected', 'untagged', 'child of <index>', 'signature of <digest>'
+    reason: str  # SELECTED, UNTAGGED, CHILD, SIGNATURE or REFERRER
     bytes: int  # bytes a garbage collection frees because of this row (each blob counted on one row only)
-    depth: int = 0  # 0: selected; n: goes with a row of depth n-1 (and is deleted after it)
+    depth: int = 0  # 0: selected; n: deleted after the rows of smaller depth it depends on
     after: tuple[str, ...] = ()  # digests in this repository that must be deleted before this one
+    parent: str | None = None  # CHILD, SIGNATURE, REFERRER: the planned digest this row goes with
+
+    @property
+    def why(self) -> str:
+        """The reason for a person: ``child of sha256:...``."""
+        return _WHY.get(self.reason, self.reason).format(parent=self.parent)
 
     def as_dict(self) -> dict:
         return {
@@ -107,6 +153,7 @@ class PlannedDeletion:
             "tags": list(self.tags),
             "media_type": self.media_type,
             "reason": self.reason,
+            "parent": self.parent,
             "bytes": self.bytes,
         }
 
@@ -122,6 +169,10 @@ class Plan:
     bytes_freed: int
     missing_repos: list[str] = field(default_factory=list)
     refreshed: bool = False
+    # What the selection reached and the rules keep, and why: the selectors' (an excluded or other tag, a
+    # repository outside the selection) and the plan's (an index that stays lists it; a referrer kept for a tag
+    # of its own). ``regdb.selectors.Skipped`` rows.
+    skipped: list[Skipped] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -140,6 +191,7 @@ class Plan:
             "manifests": len(self.rows),
             "repos": len(self.repos),
             "bytes_freed": self.bytes_freed,
+            "skipped": [item.as_dict() for item in self.skipped],
         }
 
 
@@ -198,7 +250,40 @@ class RepoQuery:
     def select(self, conn: Connection, registry_id: int | None):
         from ..selectors import query_repos
 
-        return query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
+        made = query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
+        return _keep_what_belongs_to_kept(conn, made)
+
+
+def _keep_what_belongs_to_kept(conn: Connection, selection):
+    """remove-repos selects every tagged digest, signatures included; a digest left out (also in a repository
+    outside the selection) keeps what belongs to it in its repository: the manifests tagged only with its
+    signature tags (``sha256-<hex>.sig`` ...) and its OCI referrers. Nobody chose those on their own."""
+    kept = {(item.repo, item.digest) for item in selection.skipped}
+    if not kept:
+        return selection
+    digests = list({item.digest for item in selection})
+    subject_of: dict[str, str] = {}
+    for start in range(0, len(digests), BATCH):
+        subject_of.update(conn.execute(
+            select(_digests.c.digest, _digests.c.subject_digest).where(
+                _digests.c.digest.in_(digests[start : start + BATCH]), _digests.c.subject_digest.is_not(None)
+            )
+        ).all())
+    stems = {f"{digest.replace(':', '-', 1)}{suffix}": (repo, digest) for repo, digest in kept
+             for suffix in SIGNATURE_TAG_SUFFIXES}
+    chosen, skipped = [], list(selection.skipped)
+    for item in selection:
+        owners = {stems[tag] for tag in item.tags if tag in stems and stems[tag][0] == item.repo}
+        only_signature_tags = item.tags and all(tag in stems and stems[tag][0] == item.repo for tag in item.tags)
+        subject = subject_of.get(item.digest)
+        if only_signature_tags:
+            skipped.append(Skipped(item.repo, item.digest, item.tags, BELONGS_TO_KEPT, parent=min(owners)[1]))
+        elif subject is not None and (item.repo, subject) in kept:
+            skipped.append(Skipped(item.repo, item.digest, item.tags, BELONGS_TO_KEPT, parent=subject))
+        else:
+            chosen.append(item)
+    return type(selection)(chosen, missing_repos=selection.missing_repos,
+                           skipped=sorted(skipped, key=lambda k: (k.repo, k.digest)))
 
 
 def _names(value) -> tuple[str, ...]:
@@ -213,10 +298,13 @@ def _require_repos(repos: tuple[str, ...]) -> None:
         raise SelectorError("no repositories selected: give at least one -r REPO")
 
 
-def plan_fresh(engine: Engine, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16) -> Plan:
+def plan_fresh(engine: Engine, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
+               max_inventory_age: timedelta = DEFAULT_MAX_INVENTORY_AGE, only_named_repos: bool = False,
+               announce: Callable[[str], None] | None = None) -> Plan:
     """Fresh facts, then the plan: ``refresh_selection`` followed by ``plan_removal``."""
     registry_id, selected, untagged_repos, refreshed = refresh_selection(
-        engine, client, selection, refresh=refresh, jobs=jobs
+        engine, client, selection, refresh=refresh, jobs=jobs, max_inventory_age=max_inventory_age,
+        only_named_repos=only_named_repos, announce=announce,
     )
     plan = plan_removal(engine, registry_id, selected, untagged_repos=untagged_repos)
     plan.refreshed = refreshed
@@ -228,28 +316,218 @@ def plan_removal(engine: Engine, registry_id: int, selection: Iterable, *, untag
 
     ``untagged_repos``: repositories removed whole, whose untagged manifests go too (``remove-repos``).
     Pure SQL over the inventory; nothing is written (the temporary table is rolled back).
+
+    The plan is a reachability computation. The selected pairs and what goes with them (an index's children,
+    a removed image's signatures and referrers) are planned; then any planned manifest that something staying
+    in its repository still reaches (an index that is not planned lists it) is taken out again, and the plan is
+    made anew without it, until nothing staying reaches anything planned. Each round only grows the set taken
+    out, so there are at most as many rounds as planned rows. Raises ``IncompleteInventory`` when a planned
+    repository, or one sharing a planned digest, was listed incompletely by its last sync.
     """
     selected = list(dict.fromkeys((item.repo, item.digest) for item in selection))
     missing = list(getattr(selection, "missing_repos", []) or [])
+    skipped: list[Skipped] = list(getattr(selection, "skipped", []) or [])
+    held: dict[tuple[int, int], int] = {}  # (repo_id, digest_id) taken out -> the staying index that lists it
     with engine.connect() as conn:
         with conn.begin() as transaction:
             try:
                 url, name = conn.execute(
                     select(_registries.c.url, _registries.c.name).where(_registries.c.id == registry_id)
                 ).one()
-                _create_plan_table(conn)
-                _insert_pairs(conn, registry_id, selected, depth=0, reason=SELECTED, present_only=True)
                 untagged_repos = list(dict.fromkeys(untagged_repos))
-                if untagged_repos:
-                    _insert_untagged(conn, registry_id, untagged_repos)
-                depth = 1
-                while _close_over(conn, depth):
-                    depth += 1
+                while True:
+                    _create_plan_table(conn)
+                    _insert_pairs(conn, registry_id, selected, depth=0, reason=SELECTED, present_only=True)
+                    if untagged_repos:
+                        _insert_untagged(conn, registry_id, untagged_repos)
+                    _drop_held(conn, held)
+                    depth = 1
+                    while _close_over(conn, depth):
+                        depth += 1
+                    reached = _reached_from_staying(conn)
+                    if not reached:
+                        break
+                    held.update(reached)
+                _order_after_parents(conn)
+                _refuse_incomplete(conn, registry_id)
                 rows, total = _read_plan(conn, registry_id)
+                skipped += _held_selected(conn, registry_id, selected, held)
+                skipped += _kept_referrers(conn)
             finally:
                 transaction.rollback()
     return Plan(registry=url, registry_name=name, registry_id=registry_id, rows=rows, bytes_freed=total,
-                missing_repos=missing)
+                missing_repos=missing, skipped=skipped)
+
+
+def _drop_held(conn: Connection, held: dict[tuple[int, int], int]) -> None:
+    """Take the pairs a staying index reaches (found in an earlier round) out of the plan, and keep them out."""
+    _held.drop(conn, checkfirst=True)
+    _held.create(conn)
+    if not held:
+        return
+    conn.execute(insert(_held), [dict(repo_id=repo_id, digest_id=digest_id) for repo_id, digest_id in held])
+    h = _held.alias("h")
+    conn.execute(delete(_plan).where(exists().where(h.c.repo_id == _plan.c.repo_id, h.c.digest_id == _plan.c.digest_id)))
+
+
+def _not_held(repo_id, digest_id):
+    h = _held.alias()
+    return ~exists().where(h.c.repo_id == repo_id, h.c.digest_id == digest_id)
+
+
+def _reached_from_staying(conn: Connection) -> dict[tuple[int, int], int]:
+    """Planned (repo_id, digest_id) -> the digest_id of an index of the same repository that stays and lists it.
+
+    "Stays" is every manifest of the repository the plan does not hold, tagged or not: deleting a child that an
+    untagged index still lists would break that index just the same. Tags need no check of their own: every tag
+    on a planned pair is either selected with it (match-all-tags, or --no-match-all-tags by the user's choice)
+    or a signature tag of a planned digest.
+    """
+    p = _plan.alias("p")
+    dc = _children.alias("dc")
+    rd = _repo_digests.alias("rd")
+    query = (
+        select(p.c.repo_id, p.c.digest_id, func.min(dc.c.parent_id))
+        .select_from(
+            p.join(dc, dc.c.child_id == p.c.digest_id).join(
+                rd, and_(rd.c.repo_id == p.c.repo_id, rd.c.digest_id == dc.c.parent_id)
+            )
+        )
+        .where(~_in_plan(p.c.repo_id, dc.c.parent_id))
+        .group_by(p.c.repo_id, p.c.digest_id)
+    )
+    return {(repo_id, digest_id): parent_id for repo_id, digest_id, parent_id in conn.execute(query)}
+
+
+def _order_after_parents(conn: Connection) -> None:
+    """A planned child of a planned index, or referrer of a planned subject, in the same repository is deleted
+    after it, whatever made it planned (``-t v1 v1-amd64`` selects both at depth 0): if the index cannot be
+    deleted (its tags changed since the plan), the child it lists is then skipped instead of torn out of it.
+
+    The links are read with one join each; the depths (longest path from a row nothing planned points at) are
+    computed here. Digests are content hashes, so the links form no cycle; the loop is bounded by the plan's
+    size anyway."""
+    p = _plan.alias("p")
+    q = _plan.alias("q")
+    dc = _children.alias("dc")
+    d = _digests.alias("d")
+    dq = _digests.alias("dq")
+    listed_by = select(p.c.seq, q.c.seq).select_from(
+        p.join(dc, dc.c.child_id == p.c.digest_id).join(
+            q, and_(q.c.repo_id == p.c.repo_id, q.c.digest_id == dc.c.parent_id)
+        )
+    )
+    refers_to = select(p.c.seq, q.c.seq).select_from(
+        p.join(d, d.c.id == p.c.digest_id)
+        .join(dq, dq.c.digest == d.c.subject_digest)
+        .join(q, and_(q.c.repo_id == p.c.repo_id, q.c.digest_id == dq.c.id))
+    )
+    edges = {tuple(edge) for query in (listed_by, refers_to) for edge in conn.execute(query)}
+    if not edges:
+        return
+    depth = dict(conn.execute(select(_plan.c.seq, _plan.c.depth)).all())
+    changed: dict[int, int] = {}
+    for _ in range(len(depth)):
+        moved = False
+        for child, parent in edges:
+            if depth[child] <= depth[parent]:
+                depth[child] = changed[child] = depth[parent] + 1
+                moved = True
+        if not moved:
+            break
+    if changed:
+        conn.execute(
+            update(_plan).where(_plan.c.seq == bindparam("row_seq")).values(depth=bindparam("row_depth")),
+            [{"row_seq": seq, "row_depth": value} for seq, value in changed.items()],
+        )
+
+
+def _refuse_incomplete(conn: Connection, registry_id: int) -> None:
+    """A repository whose last listing was incomplete (``repos.incomplete``) may hold tags the inventory never
+    saw: a removal planning anything in it, or a digest also present in it, refuses."""
+    p = _plan.alias("p")
+    rd = _repo_digests.alias("rd")
+    r = _repos.alias("r")
+    planned_in = select(r.c.name, r.c.incomplete).select_from(p.join(r, r.c.id == p.c.repo_id)).where(
+        r.c.incomplete.is_not(None)
+    )
+    shared_with = (
+        select(r.c.name, r.c.incomplete)
+        .select_from(p.join(rd, rd.c.digest_id == p.c.digest_id).join(r, r.c.id == rd.c.repo_id))
+        .where(r.c.incomplete.is_not(None), r.c.registry_id == registry_id)
+    )
+    for query in (planned_in, shared_with):
+        found = conn.execute(query.order_by(r.c.name).limit(1)).first()
+        if found is not None:
+            raise IncompleteInventory(
+                f"repository {found.name} was listed incompletely by the last sync ({found.incomplete}): "
+                "regdb does not remove anything in it or shared with it; fix the listing and sync again",
+                repo=found.name,
+            )
+
+
+def _held_selected(conn: Connection, registry_id: int, selected: Sequence[tuple[str, str]],
+                   held: dict[tuple[int, int], int]) -> list[Skipped]:
+    """The selected pairs the plan took out because an index that stays lists them, as ``Skipped`` rows."""
+    if not held:
+        return []
+    repo_ids, digest_ids = _ids(conn, registry_id, selected)
+    names = {v: k for k, v in repo_ids.items()}
+    wanted = {(repo_ids[r], digest_ids[d]) for r, d in selected if r in repo_ids and d in digest_ids}
+    ids = {digest_id for pair in held for digest_id in pair[1:]} | set(held.values())
+    digest_of = dict(conn.execute(select(_digests.c.id, _digests.c.digest).where(_digests.c.id.in_(ids))).all())
+    found = []
+    for (repo_id, digest_id), parent_id in held.items():
+        if (repo_id, digest_id) not in wanted:
+            continue  # taken out of the closure only: it was never selected, it simply stays
+        tags = tuple(conn.execute(
+            select(_tags.c.name).where(_tags.c.repo_id == repo_id, _tags.c.digest_id == digest_id)
+            .order_by(_tags.c.version_key.is_(None), _tags.c.version_key, _tags.c.name)
+        ).scalars())
+        found.append(Skipped(names[repo_id], digest_of[digest_id], tags, HELD_BY_INDEX, parent=digest_of[parent_id]))
+    return sorted(found, key=lambda item: (item.repo, item.digest))
+
+
+def _kept_referrers(conn: Connection) -> list[Skipped]:
+    """Referrers (``subject``) and signature-tagged manifests of a planned image that stay in its repository
+    because they carry a tag of their own (``sbom-2.0``): kept, and from now on pointing at a removed image."""
+    p = _plan.alias("p")
+    d = _digests.alias("d")
+    referrer = _digests.alias("referrer")
+    rd = _repo_digests.alias("rd")
+    t = _tags.alias("t")
+    r = _repos.alias("r")
+    by_subject = (
+        select(r.c.name, referrer.c.digest, d.c.digest.label("subject"), referrer.c.id, r.c.id.label("repo_id"))
+        .select_from(
+            p.join(d, d.c.id == p.c.digest_id)
+            .join(referrer, referrer.c.subject_digest == d.c.digest)
+            .join(rd, and_(rd.c.repo_id == p.c.repo_id, rd.c.digest_id == referrer.c.id))
+            .join(r, r.c.id == p.c.repo_id)
+        )
+        .where(~_in_plan(p.c.repo_id, referrer.c.id))
+    )
+    by_tag = (
+        select(r.c.name, referrer.c.digest, d.c.digest.label("subject"), referrer.c.id, r.c.id.label("repo_id"))
+        .select_from(
+            p.join(d, d.c.id == p.c.digest_id)
+            .join(t, and_(t.c.repo_id == p.c.repo_id, t.c.name.in_(_signature_tag_names(d.c.digest))))
+            .join(referrer, referrer.c.id == t.c.digest_id)
+            .join(r, r.c.id == p.c.repo_id)
+        )
+        .where(~_in_plan(p.c.repo_id, t.c.digest_id))
+    )
+    found: dict[tuple[str, str], Skipped] = {}
+    for query in (by_subject, by_tag):
+        for name, digest, subject, digest_id, repo_id in conn.execute(query):
+            if (name, digest) in found:
+                continue
+            tags = tuple(conn.execute(
+                select(_tags.c.name).where(_tags.c.repo_id == repo_id, _tags.c.digest_id == digest_id)
+                .order_by(_tags.c.name)
+            ).scalars())
+            found[(name, digest)] = Skipped(name, digest, tags, REFERRER_KEPT, parent=subject)
+    return sorted(found.values(), key=lambda item: (item.repo, item.digest))
 
 
 def _create_plan_table(conn: Connection) -> None:
@@ -363,7 +641,7 @@ def _insert_untagged(conn: Connection, registry_id: int, repo_names: list[str]) 
 
 
 def _close_over(conn: Connection, depth: int) -> bool:
-    """Add, at ``depth``, what goes with the planned manifests; True if anything was added."""
+    """Add, at ``depth``, what goes with the planned manifests (never a held pair); True if anything was added."""
     added = 0
     added += _add_orphaned_children(conn, depth)
     added += _add_signature_tags(conn, depth)
@@ -402,6 +680,7 @@ def _add_orphaned_children(conn: Connection, depth: int) -> int:
         )
         .where(
             ~_in_plan(p.c.repo_id, dc.c.child_id),
+            _not_held(p.c.repo_id, dc.c.child_id),
             ~exists().where(t.c.repo_id == p.c.repo_id, t.c.digest_id == dc.c.child_id),
             ~held_by_a_remaining_index,
         )
@@ -426,7 +705,8 @@ def _add_signature_tags(conn: Connection, depth: int) -> int:
                 t, and_(t.c.repo_id == p.c.repo_id, t.c.name.in_(_signature_tag_names(d.c.digest)))
             )
         )
-        .where(~_in_plan(p.c.repo_id, t.c.digest_id), _only_signature_tags(p.c.repo_id, t.c.digest_id))
+        .where(~_in_plan(p.c.repo_id, t.c.digest_id), _not_held(p.c.repo_id, t.c.digest_id),
+               _only_signature_tags(p.c.repo_id, t.c.digest_id))
         .group_by(p.c.repo_id, t.c.digest_id)
         .order_by(func.min(p.c.seq), func.min(t.c.name))
     )
@@ -442,13 +722,14 @@ def _add_referrers(conn: Connection, depth: int) -> int:
     referrer = _digests.alias("referrer")
     rd = _repo_digests.alias("rd")
     query = (
-        select(p.c.repo_id, referrer.c.id, literal(depth), func.min(p.c.digest_id), literal(SIGNATURE))
+        select(p.c.repo_id, referrer.c.id, literal(depth), func.min(p.c.digest_id), literal(REFERRER))
         .select_from(
             p.join(d, d.c.id == p.c.digest_id)
             .join(referrer, referrer.c.subject_digest == d.c.digest)
             .join(rd, and_(rd.c.repo_id == p.c.repo_id, rd.c.digest_id == referrer.c.id))
         )
-        .where(~_in_plan(p.c.repo_id, referrer.c.id), _only_signature_tags(p.c.repo_id, referrer.c.id))
+        .where(~_in_plan(p.c.repo_id, referrer.c.id), _not_held(p.c.repo_id, referrer.c.id),
+               _only_signature_tags(p.c.repo_id, referrer.c.id))
         .group_by(p.c.repo_id, referrer.c.id, referrer.c.digest)
         .order_by(func.min(p.c.seq), referrer.c.digest)
     )
@@ -540,15 +821,10 @@ def _read_plan(conn: Connection, registry_id: int) -> tuple[list[PlannedDeletion
     by_seq = {row.seq: row for row in rows}
     planned: dict[int, PlannedDeletion] = {}
     for row in rows:
-        reason = row.reason
-        if reason == CHILD:
-            reason = f"child of {row.parent}"
-        elif reason == SIGNATURE:
-            reason = f"signature of {row.parent}"
         planned[row.seq] = PlannedDeletion(
             repo=row.name, digest=row.digest, tags=tuple(tags.get(row.seq, ())), media_type=row.media_type,
-            kind=row.kind, reason=reason, bytes=freed.get(row.seq, 0), depth=row.depth,
-            after=tuple(sorted(after.get(row.seq, ()))),
+            kind=row.kind, reason=row.reason, bytes=freed.get(row.seq, 0), depth=row.depth,
+            after=tuple(sorted(after.get(row.seq, ()))), parent=row.parent,
         )
     # Show each manifest right under the one it goes with: repository by repository, a selected row, then its
     # children and signatures (a plan is read by a person before anything is deleted).
@@ -613,19 +889,35 @@ def _dependencies(conn: Connection) -> dict[int, set[str]]:
 
 
 def refresh_selection(engine: Engine, client: RegistryClient, selection, *, refresh: bool = True,
-                      jobs: int = 16):
+                      jobs: int = 16, max_inventory_age: timedelta = DEFAULT_MAX_INVENTORY_AGE,
+                      only_named_repos: bool = False, announce: Callable[[str], None] | None = None):
     """Re-read the selected repositories from the registry and make the selection again on that state.
+
+    First the cross-repository rule gets the whole registry to look at: when the inventory holds no complete
+    sync of the whole registry (no inventory yet, ``-c None``, only syncs of named repositories) or the last one
+    finished more than ``max_inventory_age`` ago, the whole registry is synced, whatever ``refresh`` says
+    (``announce`` gets one line saying so). A registry without ``_catalog`` cannot be synced whole: ``NoCatalog``,
+    unless ``only_named_repos`` accepts that only the repositories in the inventory are checked.
 
     ``selection`` is a ``TagQuery`` / ``RepoQuery`` (made again from scratch: a tag pushed onto a selected
     digest since the last sync takes it out, a new tag matching the selector comes in), or a ``Selection``
     already made (kept only where the registry still shows exactly the tags it was selected with).
     Returns ``(registry_id, selection, untagged_repos, refreshed)``.
     """
-    registry_id = _registry_id(engine, client.url)
     is_query = isinstance(selection, (TagQuery, RepoQuery))
     repos = list(selection.repos) if is_query else list(dict.fromkeys(item.repo for item in selection))
     refreshed = False
-    if refresh and repos:
+    if repos and not only_named_repos:
+        why = whole_sync_needed(engine, client.url, max_inventory_age)
+        if why is not None:
+            _require_catalog(client)
+            if announce is not None:
+                announce(f"syncing the whole registry {client.name} first ({why}): a removal checks every "
+                         "repository for digests shared with the selection")
+            sync_registry(engine, client, jobs=jobs)
+            refreshed = True
+    registry_id = _registry_id(engine, client.url)
+    if refresh and repos and not refreshed:
         sync_registry(engine, client, repos=repos, jobs=jobs)
         registry_id = _registry_id(engine, client.url)
         refreshed = True
@@ -638,6 +930,47 @@ def refresh_selection(engine: Engine, client: RegistryClient, selection, *, refr
     if refreshed:
         selection = _still_as_selected(engine, registry_id, selection)
     return registry_id, selection, [], refreshed
+
+
+def whole_sync_needed(engine: Engine, url: str, max_age: timedelta = DEFAULT_MAX_INVENTORY_AGE) -> str | None:
+    """Why the inventory's view of the whole registry is not good enough for a removal, or None if it is.
+
+    Good enough: a successful sync of the whole registry (``syncs.scope IS NULL``) that finished at most
+    ``max_age`` ago. A scoped sync since then does not make it older: the other repositories were last seen
+    by that whole sync."""
+    syncs = models.Sync.__table__
+    last = None
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(func.max(syncs.c.finished_at))
+            .join(_registries, _registries.c.id == syncs.c.registry_id)
+            .where(_registries.c.url == url, syncs.c.status == "ok", syncs.c.scope.is_(None))
+        ).scalar()
+    if last is None:
+        return "the inventory holds no complete sync of it"
+    age = utcnow() - last
+    if age > max_age:
+        return f"its last complete sync is {_duration(age)} old, more than --max-inventory-age {_duration(max_age)}"
+    return None
+
+
+def _duration(value: timedelta) -> str:
+    hours = value.total_seconds() / 3600
+    return f"{hours / 24:.1f}d" if hours >= 48 else f"{hours:.1f}h"
+
+
+def _require_catalog(client: RegistryClient) -> None:
+    """``NoCatalog`` when the registry refuses ``_catalog`` (Docker Hub, GHCR): it cannot be seen whole."""
+    try:
+        status = client.request("GET", "/v2/_catalog?n=1", kind="catalog").status_code
+    except AuthenticationFailed as error:  # a token server refusing scope registry:catalog:* for this user
+        status = error.status or 401
+    if status in NO_CATALOG_STATUSES:
+        raise NoCatalog(
+            f"registry {client.name} does not list its repositories to us (GET /v2/_catalog answered {status}), "
+            "so a removal cannot check the repositories outside the selection for shared digests; "
+            "--only-named-repos checks only the repositories in the inventory (a risk: see docs/removal.md)"
+        )
 
 
 def _registry_id(engine: Engine, url: str) -> int | None:
