@@ -788,7 +788,7 @@ def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str,
                        max_delete: int | None = None) -> None:
     """Ask (when regdb must), delete the plan, print the result; a partial failure prints it, then fails."""
     from .cli_removal import interrupted
-    from .removal import check_max_delete
+    from .cleanup.execute import check_max_delete
 
     check_max_delete(plan, max_delete)  # before the question: a plan that will be refused is not asked about
     if confirm:

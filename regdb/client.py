@@ -63,7 +63,7 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 # All four in one Accept header: with only the Docker schema-2 type, a registry answers a manifest-list tag
-# with its linux/amd64 child (the wrong digest to delete) and an OCI manifest with 404 (REGISTRY-FACTS.md).
+# with its linux/amd64 child (the wrong digest to delete) and an OCI manifest with 404 (docs/registry-behaviour.md).
 MANIFEST_ACCEPT = ", ".join([DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX])
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 
@@ -240,7 +240,7 @@ class RegistryClient:
         self.url = normalize_url(registry)
         self.name = registry_name(self.url)
         self.timeout = timeout
-        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override Session.verify (REGISTRY-FACTS.md), so
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override Session.verify (docs/registry-behaviour.md), so
         # verify and cert are passed on every request instead: a -v flag always wins over the environment.
         self.verify = verify
         self.cert = cert
@@ -449,7 +449,7 @@ class RegistryClient:
         )
 
     def _paged(self, path: str, key: str, *, kind: str, limit: int) -> Iterator[list[str]]:
-        """Pages of a listing, following ``Link: <...>; rel="next"`` exactly as given (REGISTRY-FACTS.md), at
+        """Pages of a listing, following ``Link: <...>; rel="next"`` exactly as given (docs/registry-behaviour.md), at
         most MAX_PAGES pages and ``limit`` names in all."""
         url = self.url + path
         seen = {url}
@@ -626,7 +626,7 @@ class RegistryClient:
         return response.headers.get("Docker-Content-Digest") or digest_of(body)
 
     def delete_tag(self, repo: str, tag: str) -> int:
-        """DELETE by tag: OCI 1.1 allows it; distribution 2.8 answers 400 DIGEST_INVALID (REGISTRY-FACTS.md)."""
+        """DELETE by tag: OCI 1.1 allows it; distribution 2.8 answers 400 DIGEST_INVALID (docs/registry-behaviour.md)."""
         path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
         return self.request("DELETE", path, kind="delete").status_code
 

@@ -67,7 +67,7 @@ _children = models.DigestChild.__table__
 _registries = models.Registry.__table__
 
 # cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
-# (REGISTRY-FACTS.md, "Referrers and signatures"); such a tag names the digest it belongs to.
+# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
 DIGEST_TAG_PREFIX = "sha256-"
 ORDERS = ("version", "created")
 

@@ -1,7 +1,7 @@
 """Untag: remove a tag while keeping its digest and the other tags on it.
 
 A registry deletes per (repository, digest): ``DELETE /v2/<repo>/manifests/<digest>`` takes every tag of that
-repository on the digest with it (REGISTRY-FACTS.md). To remove just one tag there are two ways:
+repository on the digest with it (docs/registry-behaviour.md). To remove just one tag there are two ways:
 
 * ``delete-tag``: ``DELETE /v2/<repo>/manifests/<tag>``, which OCI distribution 1.1 defines. distribution 2.8
   answers it 400 DIGEST_INVALID (pinned in tests/test_registry_facts.py).

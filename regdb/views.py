@@ -140,7 +140,7 @@ JOIN registries ON registries.id = summary_blob_usage.registry_id
 """,
 )
 
-# Signatures and referrers belong to their subject (REGISTRY-FACTS.md, "Referrers and signatures"): cosign's
+# Signatures and referrers belong to their subject (docs/registry-behaviour.md, "Referrers and signatures"): cosign's
 # tags sha256-<64 hex>[.sig|.att|.sbom] name it in the tag (71 characters, then the suffix), OCI 1.1 referrers in
 # their manifest's subject. A referrer that also carries such a tag is shown once, by its tag.
 SIGNATURES = View(

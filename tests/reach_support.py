@@ -38,7 +38,7 @@ from tests.tokenserver import TokenServer
 
 
 def bcrypt_hash(password: str) -> str:
-    """A bcrypt hash, the only kind distribution's htpasswd accepts (REGISTRY-FACTS.md).
+    """A bcrypt hash, the only kind distribution's htpasswd accepts (docs/registry-behaviour.md).
 
     The standard library's ``crypt`` (glibc/libxcrypt ``$2b$``) on Python < 3.13, so the suite needs nothing
     extra; ``htpasswd -B`` from apache2-utils where ``crypt`` is gone. Cost 4: the tests need no brute-force
@@ -92,7 +92,7 @@ def start_secure_registry(root: Path, pki: PKI, htpasswd: Path) -> RegistryProce
 
 def tls_session(pki: PKI, auth=None) -> requests.Session:
     """A session for the rig's Pusher against the secure registry. ``trust_env`` off: REQUESTS_CA_BUNDLE in
-    the environment would otherwise override ``verify`` (the requests pitfall in REGISTRY-FACTS.md)."""
+    the environment would otherwise override ``verify`` (the requests pitfall in docs/registry-behaviour.md)."""
     session = requests.Session()
     session.trust_env = False
     session.verify = str(pki.ca.cert_path)

@@ -37,7 +37,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST_TYPES = (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX)
 # One Accept header naming all four: with fewer, distribution 2.8 rewrites a manifest list to its amd64
-# child and answers 404 for OCI manifests (see REGISTRY-FACTS.md), so every read in the rig sends this.
+# child and answers 404 for OCI manifests (see docs/registry-behaviour.md), so every read in the rig sends this.
 ACCEPT_ALL = ", ".join(MANIFEST_TYPES)
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"

@@ -42,3 +42,19 @@ def test_every_cited_test_exists(doc):
 
 def test_the_registry_behaviour_page_cites_tests():
     assert len(cited_tests((ROOT / "docs" / "registry-behaviour.md").read_text())) >= 30
+
+
+def test_the_repository_cites_nothing_outside_itself():
+    # What the code relies on is written in the project's own docs; a file that is not in the repository cannot
+    # be read by whoever clones it.
+    outside = ("REGISTRY-FACTS", "../shared", "CONVENTIONS.md")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("regdb", "migrations", "tests", "docs", "bench", "scripts")
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".md", ".toml") and path.name != "test_docs_references.py"
+        and any(word in path.read_text(errors="replace") for word in outside)
+    ]
+    offenders += [name for name in ("README.md", "Makefile", "pyproject.toml")
+                  if any(word in (ROOT / name).read_text() for word in outside)]
+    assert offenders == []

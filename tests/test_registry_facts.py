@@ -1,6 +1,6 @@
-"""Pin the registry behaviour regdb relies on (REGISTRY-FACTS.md) against a real distribution 2.8 process.
+"""Pin the registry behaviour regdb relies on (docs/registry-behaviour.md) against a real distribution 2.8 process.
 
-If one of these fails after a registry upgrade, the fact changed: fix REGISTRY-FACTS.md and the code that
+If one of these fails after a registry upgrade, the fact changed: fix docs/registry-behaviour.md and the code that
 relies on it, not just the test.
 """
 

@@ -55,7 +55,7 @@ from ..sync import BATCH, sync_registry, utcnow
 
 log = logging.getLogger(__name__)
 
-# Tags that belong to the image `sha256:<hex>` of the same repository (REGISTRY-FACTS.md, "Referrers and
+# Tags that belong to the image `sha256:<hex>` of the same repository (docs/registry-behaviour.md, "Referrers and
 # signatures"): cosign's signature, attestation and SBOM tags `sha256-<hex>.sig|.att|.sbom`, and the OCI 1.1
 # referrers fallback tag `sha256-<hex>` (an index of the referrers, on registries without the referrers API).
 SIGNATURE_TAG_SUFFIXES = ("", ".sig", ".att", ".sbom")
@@ -652,7 +652,7 @@ def _close_over(conn: Connection, depth: int) -> bool:
 def _add_orphaned_children(conn: Connection, depth: int) -> int:
     """Children of a planned index, present in the same repository, that no tag and no remaining index holds.
 
-    Deleting an index leaves its children in the repository (REGISTRY-FACTS.md), so without this a garbage
+    Deleting an index leaves its children in the repository (docs/registry-behaviour.md), so without this a garbage
     collection would free nothing of a removed multi-arch image.
     """
     p = _plan.alias("p")
