@@ -58,3 +58,13 @@ def test_the_repository_cites_nothing_outside_itself():
     offenders += [name for name in ("README.md", "Makefile", "pyproject.toml")
                   if any(word in (ROOT / name).read_text() for word in outside)]
     assert offenders == []
+
+
+def test_every_command_is_in_the_readme_table_and_every_row_is_a_command():
+    from regdb.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Commands"):readme.index("### Global options")]
+    first_cells = re.findall(r"^\| (.+?) \|", table, re.M)
+    documented = {code.split()[0] for cell in first_cells for code in re.findall(r"`([^`]+)`", cell)}
+    assert documented == set(main.commands)
