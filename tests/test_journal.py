@@ -95,7 +95,7 @@ def test_a_tag_pushed_onto_a_planned_digest_while_another_repository_is_deleted_
     db = tmp_path / "proxy.db"  # the inventory names registries by URL: this one knows the proxy's
     with FaultProxy(fresh_registry.url) as proxy:
         dry = regdb(proxy.url, db, "remove-tags", "--dry-run", "--format", "json", "-r", "a", "b", "-t", "1.0")
-        first, second = [row["repo"] for row in json.loads(dry.output)["rows"]]
+        first, second = [row["repo"] for row in json.loads(dry.stdout)["rows"]]
         # While the first repository is being deleted, someone tags the second one's planned digest.
         hook = proxy.add(Hook(method="DELETE", path=f"^/v2/{first}/manifests/", times=1,
                               action=lambda: p.tag(second, "customer", images[second].digest)))

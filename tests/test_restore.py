@@ -51,7 +51,7 @@ def populate(p):
 def remove(url, db) -> str:
     result = regdb(url, db, "remove-tags", "--yes", "--format", "json", "-r", "app", "multi", "-t", "<2", "stable")
     assert result.exit_code == 0, result.output
-    outcome = json.loads(result.output)
+    outcome = json.loads(result.stdout)
     assert len(outcome["deleted"]) == 6  # two releases, a signature, an index and its two children
     return outcome["run_id"]
 

@@ -165,7 +165,7 @@ def test_an_upload_location_on_another_host_never_gets_the_password(module_regis
             moved = proxy.add(SetHeader(method="POST", path="/blobs/uploads/", header="Location",
                                         value=lambda value: foreign.url_for("/upload?state=x")))
             db = tmp_path / "inv.db"
-            result = run("-reg", proxy.url, "-u", USER, "-p", SECRET, "--db", db, "untag", "-r", "leak/app",
+            result = run("-reg", proxy.url, "-u", USER, "-p", SECRET, "--db", db, "untag", "--yes", "-r", "leak/app",
                          "-t", "stable", "--method", "placeholder")
             assert moved.acted == 1, result.output
     finally:
