@@ -396,6 +396,10 @@ class _Untagger:
                     _repos.c.registry_id == self.plan.registry_id, _repos.c.name == row.repo
                 ).scalar_subquery()
                 conn.execute(delete(_tags).where(_tags.c.repo_id == repo_id, _tags.c.name == row.tag))
+                from .live.history import record_tag_history
+
+                record_tag_history(conn, self.plan.registry_id, row.repo, [(row.tag, row.digest, None)],
+                                   source="removal")
         getattr(self.result, outcome.outcome).append(outcome)
 
 

@@ -98,12 +98,18 @@ def write_outcome(conn: Connection, row_id: int, outcome: str, http_status: int 
 
 
 def forget_pair(conn: Connection, registry_id: int, repo: str, digest: str) -> None:
-    """The registry dropped the manifest and every tag of the repository on it: so does the inventory.
+    """The registry dropped the manifest and every tag of the repository on it: so does the inventory, and the
+    tags' history ends there.
 
     The ``digests`` row stays: it is content-addressed, may be in other repositories, and is never re-fetched.
     """
+    from ..live.history import record_tag_history
+
     repo_id = select(_repos.c.id).where(_repos.c.registry_id == registry_id, _repos.c.name == repo).scalar_subquery()
     digest_id = select(_digests.c.id).where(_digests.c.digest == digest).scalar_subquery()
+    tags = conn.execute(select(_tags.c.name).where(_tags.c.repo_id == repo_id, _tags.c.digest_id == digest_id))
+    # Where the tags pointed until now, in the transaction that records the deletion (tag_history).
+    record_tag_history(conn, registry_id, repo, [(tag, digest, None) for tag in tags.scalars()], source="removal")
     conn.execute(delete(_tags).where(_tags.c.repo_id == repo_id, _tags.c.digest_id == digest_id))
     conn.execute(
         delete(_repo_digests).where(_repo_digests.c.repo_id == repo_id, _repo_digests.c.digest_id == digest_id)
