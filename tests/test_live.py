@@ -74,7 +74,11 @@ def test_push_move_pull_delete_reach_the_inventory_without_a_sync(live, tmp_path
     assert live.query("SELECT count(*) FROM pulls WHERE digest = ?", first) == [(0,)]
 
     history = live.query("SELECT tag, digest, source, valid_to IS NULL, ended_by FROM tag_history ORDER BY id")
-    assert history == [("1.0", first, "event", 0, "event"), ("1.0", second, "event", 0, "event")]
+    # The removal ends the tag's stretch in its own transaction, and the registry's delete event reaches the
+    # listener at about the same moment: whichever is first closes it, the other finds it closed.
+    assert history[0] == ("1.0", first, "event", 0, "event")
+    assert history[1][:4] == ("1.0", second, "event", 0) and history[1][4] in ("event", "removal")
+    assert len(history) == 2
     assert live.tags() == synced_state(live.registry.url, tmp_path / "reference.db") == set()
     assert live.query("SELECT count(*) FROM rejected_events") == [(0,)]
 
