@@ -81,7 +81,7 @@ def test_inventory_only_commands_never_load_http(synced, args):
 
 
 def test_cli_memory_is_the_inventorys():
-    from regdb.cli import app as cli
+    from regdb.cli import core as cli
     from regdb.inventory import db
 
     assert cli.MEMORY == db.MEMORY
