@@ -19,7 +19,8 @@ from sqlalchemy import Engine, select
 from regdb.inventory import models
 
 from regdb.selection import selectors
-from regdb.registry.reference import normalize_url
+from regdb.inventory.registries import find_registry, require_registry
+from regdb.registry.reference import RegistryRef, normalize_url
 from regdb.inventory.db import MEMORY, check_revision, create_inventory_engine, upgrade
 
 if TYPE_CHECKING:  # the HTTP side (requests) is imported only by commands that talk to a registry
@@ -65,19 +66,18 @@ class Inventory:
 
     # --- registries -----------------------------------------------------------------------------------
 
-    def registry_id(self, registry: str) -> int | None:
-        """The id of a registry in this inventory (by URL or bare host), or None if never synced."""
-        table = models.Registry.__table__
-        url = normalize_url(registry)
+    def registry_id(self, registry: str | RegistryRef) -> int | None:
+        """The id of a registry in this inventory, or None if never synced (the rule: regdb.inventory.registries)."""
         with self.engine.connect() as conn:
-            return conn.execute(select(table.c.id).where(table.c.url == url)).scalar()
+            return find_registry(conn, registry)
 
-    def last_synced(self, registry: str):
+    def last_synced(self, registry: str | RegistryRef):
         table = models.Registry.__table__
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(table.c.last_synced_at).where(table.c.url == normalize_url(registry))
-            ).scalar()
+            found = find_registry(conn, registry)
+            if found is None:
+                return None
+            return conn.execute(select(table.c.last_synced_at).where(table.c.id == found)).scalar()
 
     def sync(
         self,
@@ -153,20 +153,9 @@ class Inventory:
         selectors.install_sql_functions(self.engine)
         return self.engine.connect()
 
-    def _selected_registry(self, conn, registry: str) -> int:
-        """The id of a registry named by URL or by host[:port]; InventoryError when it was never synced."""
-        from regdb.errors import InventoryError
-
-        table = models.Registry.__table__
-        registry_id = conn.execute(select(table.c.id).where(table.c.url == normalize_url(registry))).scalar()
-        if registry_id is None and "://" not in registry:
-            # "localhost:5000" for a registry synced as http://localhost:5000: the host names it too.
-            registry_id = conn.execute(
-                select(table.c.id).where(table.c.name == registry.strip()).order_by(table.c.id)
-            ).scalar()
-        if registry_id is None:
-            raise InventoryError(f"registry {registry} is not in inventory {self.target}; run 'regdb sync' first")
-        return registry_id
+    def _selected_registry(self, conn, registry: str | RegistryRef) -> int:
+        """The id of a registry; ``RegistryNotInInventory`` when it was never synced."""
+        return require_registry(conn, registry, target=self.target)
 
     # --- removal --------------------------------------------------------------------------------------
 

@@ -46,11 +46,11 @@ from regdb.registry.client import RegistryClient
 from regdb.errors import (
     AuthenticationFailed,
     IncompleteInventory,
-    InventoryError,
     NoCatalog,
     SelectorError,
 )
 from regdb.selection.selectors import Skipped
+from regdb.inventory.registries import RegistryNotInInventory, find_registry
 from regdb.inventory.sync import BATCH, sync_registry, utcnow
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,8 @@ class TagQuery:
         # Mistakes surface here, before any registry is contacted, with the selectors' own messages.
         _require_repos(self.repos)
         if not TagFilter.parse(self.tags, self.regex):
-            raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
+            raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
+                                fields=("tags", "regex"))
         TagFilter.parse(self.exclude, self.exclude_regex)
 
     def select(self, conn: Connection, registry_id: int | None):
@@ -295,7 +296,7 @@ def _names(value) -> tuple[str, ...]:
 
 def _require_repos(repos: tuple[str, ...]) -> None:
     if not repos:
-        raise SelectorError("no repositories selected: give at least one -r REPO")
+        raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
 
 
 def plan_fresh(engine: Engine, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
@@ -916,13 +917,13 @@ def refresh_selection(engine: Engine, client: RegistryClient, selection, *, refr
                          "repository for digests shared with the selection")
             sync_registry(engine, client, jobs=jobs)
             refreshed = True
-    registry_id = _registry_id(engine, client.url)
+    registry_id = _registry_id(engine, client)
     if refresh and repos and not refreshed:
         sync_registry(engine, client, repos=repos, jobs=jobs)
-        registry_id = _registry_id(engine, client.url)
+        registry_id = _registry_id(engine, client)
         refreshed = True
     if registry_id is None:
-        raise InventoryError(f"registry {client.url} is not in the inventory; run 'regdb sync' first")
+        raise RegistryNotInInventory(client.ref)
     if is_query:
         with engine.connect() as conn:
             made = selection.select(conn, registry_id)
@@ -973,9 +974,9 @@ def _require_catalog(client: RegistryClient) -> None:
         )
 
 
-def _registry_id(engine: Engine, url: str) -> int | None:
+def _registry_id(engine: Engine, client: RegistryClient) -> int | None:
     with engine.connect() as conn:
-        return conn.execute(select(_registries.c.id).where(_registries.c.url == url)).scalar()
+        return find_registry(conn, client.ref)
 
 
 def _still_as_selected(engine: Engine, registry_id: int | None, selection) -> list:

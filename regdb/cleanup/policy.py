@@ -55,7 +55,7 @@ from sqlalchemy import Connection, Engine, case, literal, or_, select, tuple_
 
 from regdb.inventory import models
 from regdb.errors import PolicyError, SelectorError
-from regdb.errors import InventoryError
+from regdb.inventory.registries import require_registry
 from regdb.cleanup.plan import Plan, TagQuery, plan_removal, refresh_selection
 from regdb.selection.retention import MAX_KEEP_LATEST, ORDERS, Retention, is_digest_tag
 from regdb.selection.selectors import (
@@ -388,7 +388,7 @@ class _Validator:
             value = value.isoformat()
         if not isinstance(value, str):
             self.fail(f"{key} must be a duration such as \"90d\" or a date, not {value!r}", rule, key, label=label)
-        self.check(lambda: Retention(older_than=value), rule, key, None, label, strip="--older-than: ")
+        self.check(lambda: Retention(older_than=value), rule, key, None, label, strip="older_than: ")
         return value
 
     def check(self, test, rule, key, item, label, strip: str = "") -> None:
@@ -678,11 +678,7 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
     """Evaluate ``policy`` on fresh facts (the matched repositories are re-read from the registry unless
     ``refresh=False``) and plan the removal of its one selection."""
     with engine.connect() as conn:
-        registry_id = conn.execute(
-            select(models.Registry.__table__.c.id).where(models.Registry.__table__.c.url == client.url)
-        ).scalar()
-        if registry_id is None:
-            raise InventoryError(f"registry {client.url} is not in the inventory; run 'regdb sync' first")
+        registry_id = require_registry(conn, client.ref)
         matched = matched_repos(conn, registry_id, policy)
     repos = sorted({name for names in matched.values() for name in names})
     query = PolicyQuery(repos, raise_intersecting_repo=raise_intersecting_repo, policy=policy, now=now)
@@ -723,11 +719,12 @@ class RetentionQuery(TagQuery):
         for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
             object.__setattr__(self, name, _names(getattr(self, name)))
         if not self.repos:
-            raise SelectorError("no repositories selected: give at least one -r REPO")
+            raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
         TagFilter.parse(self.tags, self.regex)
         TagFilter.parse(self.exclude, self.exclude_regex)
         if self.retention.untagged and (self.tags or self.regex or self.exclude or self.exclude_regex):
-            raise SelectorError("--untagged selects manifests without tags: -t, -re, -x and -xre do not apply")
+            raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and {exclude_regex} "
+                                "do not apply", fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
 
     def select(self, conn: Connection, registry_id: int | None):
         return query_tags(

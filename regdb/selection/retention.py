@@ -162,16 +162,21 @@ class Retention:
 
     def __post_init__(self):
         if self.keep_latest is not None and (isinstance(self.keep_latest, bool) or self.keep_latest < 1):
-            raise SelectorError("--keep-latest must be at least 1: it is how many images each repository keeps")
+            raise SelectorError("{keep_latest} must be at least 1: it is how many images each repository keeps",
+                                fields=("keep_latest",))
         if self.keep_latest is not None and self.keep_latest > MAX_KEEP_LATEST:
             # SQLite binds at most a 64-bit integer (99999999999999999999 raised OverflowError deep in a query).
-            raise SelectorError(f"--keep-latest must be at most {MAX_KEEP_LATEST:,}, not {self.keep_latest}")
+            raise SelectorError(f"{{keep_latest}} must be at most {MAX_KEEP_LATEST:,}, not {self.keep_latest}",
+                                fields=("keep_latest",))
         if self.order_by is not None and self.order_by not in ORDERS:
-            raise SelectorError(f"--order-by must be one of {', '.join(ORDERS)}, not '{self.order_by}'")
+            raise SelectorError(f"{{order_by}} must be one of {', '.join(ORDERS)}, not '{self.order_by}'",
+                                fields=("order_by",))
         if self.order_by is not None and self.keep_latest is None:
-            raise SelectorError("--order-by only orders --keep-latest: give --keep-latest N too")
+            raise SelectorError("{order_by} only orders {keep_latest}: give {keep_latest:N} too",
+                                fields=("order_by", "keep_latest"))
         if self.untagged and self.keep_latest is not None:
-            raise SelectorError("--untagged selects manifests without tags: --keep-latest cannot rank them")
+            raise SelectorError("{untagged} selects manifests without tags: {keep_latest} cannot rank them",
+                                fields=("untagged", "keep_latest"))
         now = self.now or utcnow()
         for name, option in (("older_than", "--older-than"), ("newer_than", "--newer-than")):
             text = getattr(self, name)
@@ -179,7 +184,7 @@ class Retention:
                 try:
                     cutoff = parse_age(text, now=now)
                 except SelectorError as error:
-                    raise SelectorError(f"{option}: {error}") from None
+                    raise SelectorError("{%s}: %s" % (name, error), fields=(name,)) from None
                 object.__setattr__(self, name.replace("_than", "_cutoff"), cutoff)
         if self.within is not None:
             object.__setattr__(self, "within", tuple(self.within))
@@ -189,7 +194,7 @@ class Retention:
                 try:
                     cutoff = parse_age(text, now=now)
                 except SelectorError as error:
-                    raise SelectorError(f"{option}: {error}") from None
+                    raise SelectorError("{%s}: %s" % (name, error), fields=(name,)) from None
                 if self.unused_since is None or cutoff < self.unused_since:
                     object.__setattr__(self, "unused_since", cutoff)
                     object.__setattr__(self, "unused_option", f"{option} {text}")
@@ -340,7 +345,7 @@ def query_untagged(conn: Connection, registry_id: int, repos, retention: Retenti
     """
     names = values(repos)
     if not names:
-        raise SelectorError("no repositories selected: give at least one -r REPO")
+        raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
     registry = registry_name(conn, registry_id)
     found, missing = resolve_repos(conn, registry_id, names)
     if not found:
