@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps system-deps test test-loaded demo bench clean
+.PHONY: help deps system-deps lint test test-loaded demo bench clean
 
 help:
 	@echo "make demo   - throwaway local registry with sample images, synced and queried"
+	@echo "make lint   - ruff and mypy (configured in pyproject.toml)"
 	@echo "make test   - the whole test suite (real registry, real PostgreSQL)"
 	@echo "make test-loaded - the same beside two CPU hogs (timing must not matter)"
 	@echo "make bench  - performance figures side by side"
@@ -15,7 +16,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,postgres]'
+	$(PY) -m pip install -q -e '.[test,postgres,lint]'
 	touch $@
 
 deps: $(VENV)/.installed system-deps
@@ -33,6 +34,11 @@ system-deps:
 		echo "installing$$missing with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# ruff over all the Python in the repository; mypy over the package (the packages setting in pyproject.toml).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check regdb tests bench scripts migrations
+	$(VENV)/bin/mypy
 
 test: deps
 	$(PY) -m pytest -q

@@ -142,10 +142,10 @@ def print_table() -> None:
     cells = [headers] + [(r.figure, r.value, r.target, r.verdict) for r in ROWS]
     widths = [max(len(c[i]) for c in cells) for i in range(3)]
     say("")
-    say("  ".join(h.ljust(w) for h, w in zip(headers, widths + [0])).rstrip())
+    say("  ".join(h.ljust(w) for h, w in zip(headers, widths + [0], strict=True)).rstrip())
     say("  ".join("-" * w for w in widths + [7]))
     for r in cells[1:]:
-        say("  ".join(c.ljust(w) for c, w in zip(r, widths + [0])).rstrip())
+        say("  ".join(c.ljust(w) for c, w in zip(r, widths + [0], strict=True)).rstrip())
 
 
 def secs(value: float) -> str:
@@ -171,7 +171,8 @@ def regdb_command() -> list[str]:
 def seed_python() -> tuple[Path | None, str]:
     """The seed venv's python, installing docker-registry-util 1.0.3 from PyPI the first time."""
     python = SEED_VENV / "bin" / "python"
-    check = [str(python), "-c", "import docker_registry_util, sys; sys.exit(docker_registry_util.__version__ != '1.0.3')"]
+    check = [str(python), "-c",
+             "import docker_registry_util, sys; sys.exit(docker_registry_util.__version__ != '1.0.3')"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python, ""
     say(f"installing {SEED_VERSION} into {SEED_VENV} ...")
@@ -410,7 +411,7 @@ def bench_registry(profile: bool) -> None:
         again_run = min(again_runs, key=lambda run: run.wall)
         floor, again, first = floor_run.wall, again_run.wall, first_run.wall
         again_result, again_stats = again_run.result
-        ratios = [a.wall / f.wall for a, f in zip(again_runs, floor_runs)]
+        ratios = [a.wall / f.wall for a, f in zip(again_runs, floor_runs, strict=True)]
         pairs = "/".join(f"{ratio:.2f}" for ratio in ratios)
         if profile:
             profile_sync(lambda: first_sync(work / "profiled.db"), "first sync")
@@ -767,7 +768,7 @@ def bench_queries(db: Path | None) -> None:
                     detail += ", same tags in the same order as the seed"
                 else:
                     # Issue 3 orders by version with non-version tags last; the seed sorted with LooseVersion.
-                    first = next(i for i, (a, b) in enumerate(zip(mine, seeds)) if a != b)
+                    first = next(i for i, (a, b) in enumerate(zip(mine, seeds, strict=False)) if a != b)
                     detail += f", same tags as the seed, order the same up to position {first + 1}"
             row(name, f"{secs(run.wall)} end to end ({detail}; {timing(run, ours[key])})", "< 0.5 s",
                 verdict(run.wall < 0.5))
@@ -795,7 +796,8 @@ def bench_queries(db: Path | None) -> None:
             seed_inside = answer["load_seconds"] + answer["query_seconds"]
             regdb_inside = phases["open"] + phases[phase]
             row(f"{figure}\" same, inside the process", f"{seed_inside / regdb_inside:.0f}x (seed load + filter "
-                f"{seed_inside:.2f} s, regdb open + SQL {regdb_inside:.3f} s)", "(>= 20x)", verdict(seed_inside >= 20 * regdb_inside))
+                f"{seed_inside:.2f} s, regdb open + SQL {regdb_inside:.3f} s)", "(>= 20x)",
+                verdict(seed_inside >= 20 * regdb_inside))
 
     run = best(floor)
     row("3c regdb process floor: regdb --version", f"{secs(run.wall)} ({timing(run, floor)})", "reference", "")
@@ -1082,8 +1084,9 @@ def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
             layout = make_oci_layout(root / f"layout{i}", "v1")
             digest = skopeo_copy(layout, "v1", live.registry.host, "bench/lag", f"t{i}")
             pushed = time.perf_counter()
-            wait_for(lambda: live.query("SELECT 1 FROM images WHERE repo = 'bench/lag' AND tag = ? AND digest = ?",
-                                        f"t{i}", digest), "the pushed tag", timeout=60)
+            wait_for(lambda i=i, digest=digest: live.query(
+                "SELECT 1 FROM images WHERE repo = 'bench/lag' AND tag = ? AND digest = ?", f"t{i}", digest),
+                "the pushed tag", timeout=60)
             lags.append(time.perf_counter() - pushed)
         if lags:
             median = statistics.median(lags)

@@ -38,7 +38,8 @@ def refresh(url, cache):
     with open(cache) as f:
         data = json.load(f)
     digests = {d for tags in data.values() for d in tags.values()}
-    return dict(seconds=seconds, cpu_seconds=cpu, repos=len(data), tags=sum(len(t) for t in data.values()), digests=len(digests))
+    return dict(seconds=seconds, cpu_seconds=cpu, repos=len(data), tags=sum(len(t) for t in data.values()),
+                digests=len(digests))
 
 
 def _query(cache):

@@ -222,8 +222,8 @@ def parse_tag_selector(text: str) -> TagSelector:
     """Parse a ``-t`` value: ``<1.4``, ``>= v2.0``, ``==1.0-rc1`` compare versions; anything else is a tag name.
 
     ``1.4`` without an operator is the exact tag ``1.4``; ``==1.4`` also matches ``v1.4`` and ``1.4-alpine``, and
-    not ``1.4.0`` nor ``1`` (the precision rule, in the module docstring). The operand must be a PEP 440 version as a whole: ``<1.2-alpine`` is refused rather than
-    silently read as ``<1.2``.
+    not ``1.4.0`` nor ``1`` (the precision rule, in the module docstring). The operand must be a PEP 440 version as
+    a whole: ``<1.2-alpine`` is refused rather than silently read as ``<1.2``.
     """
     stripped = text.strip()
     if not stripped:

@@ -874,7 +874,8 @@ def test_debug_logging_of_a_whole_token_flow_has_no_secret(fake, tokens):
         response = session.get(registry.url + "/v2/team/app/tags/list")
         # What a debugging client might log: the request it sent and the token server's answer.
         logging.getLogger("regdb.registry.client").debug("sent %s", response.request.headers)
-        logging.getLogger("regdb.registry.client").debug("token server said %s", json.dumps({"token": registry.seen_tokens[-1]}))
+        logging.getLogger("regdb.registry.client").debug("token server said %s",
+                                                         json.dumps({"token": registry.seen_tokens[-1]}))
     finally:
         root.removeHandler(handler)
         root.removeFilter(installed)

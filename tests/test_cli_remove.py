@@ -159,8 +159,8 @@ def test_a_digest_shared_by_two_selected_repositories_goes_from_both(fresh_regis
     assert "team/c" in refused.output
     assert manifest_present(p, "team/a", shared.digest) and manifest_present(p, "team/b", shared.digest)
 
-    result = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r", "team/a", "team/b",
-                   "-t", "1.1")
+    result = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes",
+                   "-r", "team/a", "team/b", "-t", "1.1")
     assert result.exit_code == 0, result.output
     assert "nothing to remove" in result.output  # dropped, as the option says, rather than half-deleted
     as_json = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r", "team/a",

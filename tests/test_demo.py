@@ -40,7 +40,7 @@ def test_the_demo_lines_run_as_printed(registry_binary, tmp_path, monkeypatch):
         demo.main()
     printed = [line[2:] for line in out.getvalue().splitlines() if line.startswith("$ regdb ")]
     assert len(printed) == len(ran) >= 8
-    for line, (command, env) in zip(printed, ran):
+    for line, (command, env) in zip(printed, ran, strict=True):
         assert shlex.split(line)[1:] == command[1:]  # printed exactly as run
         assert not set(env) & set(demo.HIDDEN)
     assert not (tmp_path / "hidden.db").exists()

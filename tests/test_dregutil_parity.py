@@ -224,7 +224,7 @@ def explain(args: list[str], ours: str, theirs: str) -> set[str]:
             mine, theirs_ = our_lines[repo], their_lines.get(repo, [])
             if mine != theirs_:
                 more = [line for line in mine if line not in theirs_]
-                assert all(line.split()[-1] in seen for line in more) and all(l in mine for l in theirs_), (
+                assert all(line.split()[-1] in seen for line in more) and all(line in mine for line in theirs_), (
                     args, repo, mine, theirs_)
                 causes.add("shared-digest")
                 extra += len(more)
@@ -348,5 +348,6 @@ def readme_difference_rows() -> list[str]:
 
 def test_the_readme_table_names_every_cause_and_the_intended_fixes():
     rows = readme_difference_rows()
-    for needed in [*CAUSES.values(), "OCI images and indexes", "index digests for multi-arch tags", "fresh state before deleting"]:
+    for needed in [*CAUSES.values(), "OCI images and indexes", "index digests for multi-arch tags",
+                   "fresh state before deleting"]:
         assert needed in rows, needed

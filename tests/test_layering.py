@@ -136,7 +136,8 @@ def test_nothing_imports_the_cli_but_the_entry():
 
 def test_no_import_cycles():
     """No cycle among the imports that run (type-only imports are annotations: they may point back)."""
-    graph = {name: {t for module, _, names in _imports(name, path, runtime_only=True) for t in _targets(module, names, MODULES)
+    graph = {name: {t for module, _, names in _imports(name, path, runtime_only=True)
+                    for t in _targets(module, names, MODULES)
                     if t != name and not name.startswith(t + ".")}  # a submodule naming its own package
              for name, path in MODULES.items() if name != "regdb"}
     cycles = []

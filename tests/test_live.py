@@ -318,7 +318,8 @@ def test_two_listeners_on_one_postgresql_inventory(registry_binary, tmp_path, pg
                 return set(conn.execute(text("SELECT repo, tag, digest FROM images")).all())
 
         expected = synced_state(registry.url, tmp_path / "reference.db")
-        wait_for(lambda: state() == expected and all(l.pending() == 0 for l in listeners), "both listeners")
+        wait_for(lambda: state() == expected and all(listener.pending() == 0 for listener in listeners),
+                 "both listeners")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT sum(gets) FROM pulls")).scalar() == pulls
             assert conn.execute(text("SELECT count(*) FROM tag_history")).scalar() == 7

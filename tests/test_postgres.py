@@ -237,7 +237,8 @@ def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, mo
             deadline = time.monotonic() + 30
             with engine.connect() as watcher:
                 while not watcher.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 )).scalar():
                     assert time.monotonic() < deadline, "the second writer never waited for the lock"
                     time.sleep(0.01)

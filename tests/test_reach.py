@@ -244,7 +244,7 @@ def test_untrusted_ca(secure, tmp_path):
     ("-key", "client key not found: {path} (-key/--client-key)"),
 ])
 def test_tls_file_not_found(secure, tmp_path, missing, message):
-    flags = dict(zip(secure.tls[::2], secure.tls[1::2]))
+    flags = dict(zip(secure.tls[::2], secure.tls[1::2], strict=True))
     flags[missing] = tmp_path / "nowhere.pem"
     result = regdb("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
                    *[x for pair in flags.items() for x in pair], "sync")
@@ -578,8 +578,8 @@ def test_broken_head_switches_to_get(stub_server, tmp_path, head_status):
     result, now = resync_with_a_moved_tag(stub, db, expected, "-j", "1")
     assert result.exit_code == 0, result.output
     assert images(db) == now
-    assert f"WARNING regdb.registry.client: registry {stub.url} answers HEAD badly; resolving tags with GET from now on\n" \
-        in result.stderr
+    warning = f"registry {stub.url} answers HEAD badly; resolving tags with GET from now on\n"
+    assert f"WARNING regdb.registry.client: {warning}" in result.stderr
     assert len(stub.requests_of("HEAD")) == 1  # one refused HEAD, then GET for the rest of the run
 
 

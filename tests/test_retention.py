@@ -349,18 +349,18 @@ def reference(repos, created, ids, retention: Retention, match_all_tags: bool) -
         counted = {t: label for t, label in tags.items() if not t.startswith("sha256-")}
         if retention.ordering == "version":
             counted = {t: label for t, label in counted.items() if version_key(t) is not None}
-            rank_key = {label: (max(version_key(t) for t, l in counted.items() if l == label),)
+            rank_key = {label: (max(version_key(t) for t, other in counted.items() if other == label),)
                         for label in set(counted.values())}
         else:
             rank_key = {}
             for label in set(counted.values()):
                 if created[label] is not None:
-                    keys = [version_key(t) for t, l in counted.items() if l == label and version_key(t)]
+                    keys = [version_key(t) for t, other in counted.items() if other == label and version_key(t)]
                     rank_key[label] = (created[label], (1, max(keys)) if keys else (0, ""))
         order = sorted(rank_key, key=lambda label: (rank_key[label], ids[label]), reverse=True)
         beyond = set(order[retention.keep_latest:]) if retention.keep_latest else None
 
-        def tag_selected(tag, label):
+        def tag_selected(tag, label, beyond=beyond):
             if tag.startswith("sha256-"):
                 return False
             if beyond is not None:
@@ -372,7 +372,7 @@ def reference(repos, created, ids, retention: Retention, match_all_tags: bool) -
             return True
 
         for label in set(tags.values()):
-            mine = [t for t, l in tags.items() if l == label]
+            mine = [t for t, other in tags.items() if other == label]
             picked = [tag_selected(t, label) for t in mine]
             if (all(picked) if match_all_tags else any(picked)):
                 chosen.add((repo, label))

@@ -60,7 +60,8 @@ def inventory_file(data, tmp_path_factory) -> Path:
 def fingerprint(db: Path) -> dict[str, str | None]:
     """sha256 of the inventory, its -wal and its -shm (None when absent): what "unchanged" means."""
     return {
-        suffix: hashlib.sha256(Path(f"{db}{suffix}").read_bytes()).hexdigest() if Path(f"{db}{suffix}").exists() else None
+        suffix: hashlib.sha256(Path(f"{db}{suffix}").read_bytes()).hexdigest()
+        if Path(f"{db}{suffix}").exists() else None
         for suffix in ("", "-wal", "-shm")
     }
 
@@ -291,7 +292,8 @@ def test_sqlite3_shell_reads_every_view_while_a_sync_writes(registry, tmp_path, 
         def progress(repos_done: int, _tags: int) -> None:
             # Called by the sync after it wrote a repository, inside its open write transaction.
             during.append(sqlite3_cli(db))
-            with Inventory(db, readonly=True) as reader, reader.sql("SELECT repo, tag FROM images ORDER BY 1, 2") as rows:
+            with Inventory(db, readonly=True) as reader, \
+                    reader.sql("SELECT repo, tag FROM images ORDER BY 1, 2") as rows:
                 regdb_during.append(list(rows))
 
         inventory.sync(client, [one, two], progress=progress)

@@ -222,7 +222,7 @@ def _delete_wave(pool: ThreadPoolExecutor, jobs: int, client: RegistryClient, ro
                                  f"manifests deleted so far, each recorded under run {result.run_id}") from None
         inflight: dict[Future, tuple[PlannedDeletion, int]] = {
             pool.submit(_delete_one, client, by_key[(i.repo, i.digest)]): (by_key[(i.repo, i.digest)], row_id)
-            for i, row_id in zip(intents, ids)
+            for i, row_id in zip(intents, ids, strict=True)
         }
         fatal: RegdbError | None = None
         while inflight:
@@ -400,7 +400,7 @@ def verify_repo(client: RegistryClient, repo: str, rows: list[PlannedDeletion], 
     """
     tags = _tags_or_none(client, repo) or []
     listing: dict[str, str] = {}
-    for tag, ref in zip(tags, pool.map(lambda tag: client.resolve(repo, tag), tags)):
+    for tag, ref in zip(tags, pool.map(lambda tag: client.resolve(repo, tag), tags), strict=True):
         if ref is not None:  # deleted between the listing and the HEAD: it is on no digest
             listing[tag] = ref.digest
     now: dict[str, set[str]] = defaultdict(set)

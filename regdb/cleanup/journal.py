@@ -14,6 +14,7 @@ deleted. The lock is not held through the deletions: a sync or a notification li
 
 from __future__ import annotations
 
+import builtins
 import signal
 import threading
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ class Intent:
     media_type: str | None
     bytes: int | None
     reason: str | None
-    manifest: bytes
+    manifest: builtins.bytes  # `bytes` is the field above in this class
 
 
 @dataclass(frozen=True)

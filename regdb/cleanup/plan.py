@@ -368,7 +368,8 @@ def _drop_held(conn: Connection, held: dict[tuple[int, int], int]) -> None:
         return
     conn.execute(insert(_held), [dict(repo_id=repo_id, digest_id=digest_id) for repo_id, digest_id in held])
     h = _held.alias("h")
-    conn.execute(delete(_plan).where(exists().where(h.c.repo_id == _plan.c.repo_id, h.c.digest_id == _plan.c.digest_id)))
+    conn.execute(delete(_plan).where(exists().where(h.c.repo_id == _plan.c.repo_id,
+                                                    h.c.digest_id == _plan.c.digest_id)))
 
 
 def _not_held(repo_id, digest_id):

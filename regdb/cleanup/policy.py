@@ -723,8 +723,9 @@ class RetentionQuery(TagQuery):
         TagFilter.parse(self.tags, self.regex)
         TagFilter.parse(self.exclude, self.exclude_regex)
         if self.retention.untagged and (self.tags or self.regex or self.exclude or self.exclude_regex):
-            raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and {exclude_regex} "
-                                "do not apply", fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
+            raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and "
+                                "{exclude_regex} do not apply",
+                                fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
 
     def select(self, conn: Connection, registry_id: int | None):
         return query_tags(

@@ -24,9 +24,10 @@ if TYPE_CHECKING:  # imported where used: --version and --help load neither SQLA
     from regdb.registry.client import RegistryClient
     from regdb.api import Inventory
 
+from regdb.text import escape_controls
+
 # regdb.inventory.db.MEMORY, spelled out: naming it must not import SQLAlchemy (tests/test_startup.py holds them equal).
 MEMORY = ":memory:"
-from regdb.text import escape_controls
 
 log = logging.getLogger("regdb")
 
@@ -433,7 +434,8 @@ def selector_options(func):
         click.option("--untagged", is_flag=True,
                      help="Select the manifests no tag and no index holds, instead of tags."),
         # Retention by use (issue 15): from the pulls `regdb listen` records.
-        click.option("--not-pulled-for", metavar="AGE", help="Images nobody pulled for AGE (30d); needs `regdb listen`."),
+        click.option("--not-pulled-for", metavar="AGE",
+                     help="Images nobody pulled for AGE (30d); needs `regdb listen`."),
         click.option("--keep-pulled-within", metavar="AGE", help="Never select an image pulled within AGE (7d)."),
     ]
     for option in reversed(options):

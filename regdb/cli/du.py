@@ -52,7 +52,7 @@ def space_by_repo(inventory, registry_url: str, repos=()) -> tuple[list[dict], l
     from regdb.registry.reference import registry_name
 
     with inventory.sql(DU_SQL, {"registry": registry_name(registry_url)}) as result:
-        rows = [dict(zip(DU_COLUMNS, values)) for values in result]
+        rows = [dict(zip(DU_COLUMNS, values, strict=True)) for values in result]
     if not repos:
         return rows, []
     wanted = set(repos)

@@ -128,7 +128,7 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")  # json.dumps escapes \x00-
 
 
 def _json_object(columns: list[str], record: list[Any]) -> str:
-    text = json.dumps(dict(zip(columns, record)), ensure_ascii=False, default=_json_default)
+    text = json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False, default=_json_default)
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _JSON_UNSAFE.search(text) else text
 
 

@@ -12,7 +12,9 @@ prints them. The public contract for BI users is the set of views (see ``regdb.i
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -31,6 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
 # Named constraints, so Alembic's batch mode can rebuild SQLite tables and drop constraints by name.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -47,6 +52,10 @@ ByteString = String().with_variant(String(collation="C"), "postgresql")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:
+        # Every model here is declared with columns, so its __table__ is a Table (DeclarativeBase types it as
+        # any FromClause, which insert() / update() / delete() do not take); the inventory's code uses it.
+        __table__: ClassVar[Table]
 
 
 class Registry(Base):
@@ -219,8 +228,8 @@ class Deletion(Base):
     bytes: Mapped[int | None] = mapped_column(BigInteger, doc="Bytes a garbage collection frees for this plan row.")
     reason: Mapped[str | None] = mapped_column(String, doc="Why it was planned (selected, child of, signature of).")
     outcome: Mapped[str] = mapped_column(
-        String, index=True, doc="'deleted', 'skipped', 'failed', 'untagged', or 'in-flight': the DELETE was about to be sent "
-                    "when the run stopped (the next removal asks the registry and records what it finds)."
+        String, index=True, doc="'deleted', 'skipped', 'failed', 'untagged', or 'in-flight': the DELETE was about "
+                    "to be sent when the run stopped (the next removal asks the registry and records what it finds)."
     )
     http_status: Mapped[int | None] = mapped_column(Integer, doc="HTTP status of the DELETE.")
     error: Mapped[str | None] = mapped_column(Text, doc="Why it was skipped or failed.")
@@ -229,8 +238,9 @@ class Deletion(Base):
         DateTime, doc="When the intent to delete was recorded, before the DELETE was sent (UTC)."
     )
     # nullable spelled out: in this class `bytes` names the column above, not the type.
-    manifest: Mapped[bytes | None] = mapped_column(
-        LargeBinary, nullable=True, doc="The manifest's bytes as the registry served them, so 'regdb restore' can push it back."
+    manifest: Mapped[builtins.bytes | None] = mapped_column(
+        LargeBinary, nullable=True,
+        doc="The manifest's bytes as the registry served them, so 'regdb restore' can push it back."
     )
     resolved_by: Mapped[str | None] = mapped_column(
         String, doc="Run that settled an in-flight row by asking the registry whether the manifest was gone."

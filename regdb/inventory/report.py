@@ -200,7 +200,8 @@ def to_html(report: Report, *, title: str = "regdb storage report") -> str:
         _section("Reclaimable now", "reclaimable",
                  f"What a garbage collection frees after regdb's deletions: {report.reclaimable_blobs} blobs, "
                  f"{esc(human_bytes(report.reclaimable_bytes))}.",
-                 _bar_chart(list(report.reclaimable_by_kind), list(report.reclaimable_by_kind.values()), bytes_axis=True)
+                 _bar_chart(list(report.reclaimable_by_kind), list(report.reclaimable_by_kind.values()),
+                            bytes_axis=True)
                  if report.reclaimable_bytes else "<p class=empty>Nothing to reclaim.</p>",
                  _table(["kind", "bytes"], [[kind, (size, human_bytes(size))]
                                             for kind, size in report.reclaimable_by_kind.items()])),

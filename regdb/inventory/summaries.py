@@ -35,8 +35,8 @@ BATCH = 500
 ANALYZE_AFTER = 1_000
 
 # Scratch tables of one refresh, private to the connection (TEMP) and emptied before and after use.
-# On PostgreSQL digests carry the "C" collation (regdb/inventory/models.py): the scratch copy must too, or comparing the two
-# has no collation to use.
+# On PostgreSQL digests carry the "C" collation (regdb/inventory/models.py): the scratch copy must too, or comparing
+# the two has no collation to use.
 _SCRATCH = (
     "CREATE TEMP TABLE IF NOT EXISTS regdb_scope_repos (repo_id INTEGER PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS regdb_scope_blobs (blob_digest VARCHAR{collate} PRIMARY KEY, old_repos BIGINT)",

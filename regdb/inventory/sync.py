@@ -175,7 +175,7 @@ class SnapshotWriter:
                 [
                     dict(parent_id=digest_id, position=i, child_id=child_id, architecture=c.architecture,
                          os=c.os, variant=c.variant, missing=c.digest in info.missing_children)
-                    for i, (c, child_id) in enumerate(zip(info.children, children_ids))
+                    for i, (c, child_id) in enumerate(zip(info.children, children_ids, strict=True))
                 ],
             )
         blobs = []

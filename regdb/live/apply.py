@@ -189,7 +189,7 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled], 
                                       and e.id not in done])
     fetched: dict[str, ManifestInfo] = {}
     problems: dict[int, str] = {}
-    for row, event, problem in parsed:
+    for row, event, _problem in parsed:
         if event is None or event.id in done or event.action != "push" or not event.is_manifest:
             continue
         try:

@@ -266,7 +266,7 @@ class RegistryClient:
         response = self.session.request(method, url, verify=self.verify, cert=self.cert, stream=True,
                                         allow_redirects=False, hooks={"response": [check_location]}, **kwargs)
         if method == "HEAD":
-            response.content  # no body to read: this hands the connection back to the pool (close() would not)
+            _ = response.content  # no body to read: this hands the connection back to the pool (close() would not)
         elif response.status_code >= 300:
             read_bounded(response, MAX_OTHER_BYTES, what, truncate=True)  # only the error code is wanted
         else:
@@ -505,7 +505,10 @@ class RegistryClient:
         return response.headers.get("Docker-Content-Digest") or digest_of(body)
 
     def delete_tag(self, repo: str, tag: str) -> int:
-        """DELETE by tag: OCI 1.1 allows it; distribution 2.8 answers 400 DIGEST_INVALID (docs/registry-behaviour.md)."""
+        """DELETE by tag: OCI 1.1 allows it; distribution 2.8 answers 400 DIGEST_INVALID.
+
+        See docs/registry-behaviour.md.
+        """
         path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
         return self.request("DELETE", path, kind="delete").status_code
 

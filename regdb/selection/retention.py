@@ -1,7 +1,7 @@
 """Retention selectors: keep the newest N, by age, untagged manifests, compiled into SQL.
 
-They extend the tag selectors of ``regdb.selection.selectors`` (``-t``, ``-re``, ``-x``, ``-xre``) and go through the same
-safety rules: a digest is selected only when every tag of it in that repository is selected, an excluded tag
+They extend the tag selectors of ``regdb.selection.selectors`` (``-t``, ``-re``, ``-x``, ``-xre``) and go through the
+same safety rules: a digest is selected only when every tag of it in that repository is selected, an excluded tag
 protects its digest, and a digest also present in a repository not named is an intersection. Within one
 query every selector given must hold for a tag to be selected (they are ANDed):
 
@@ -178,7 +178,7 @@ class Retention:
             raise SelectorError("{untagged} selects manifests without tags: {keep_latest} cannot rank them",
                                 fields=("untagged", "keep_latest"))
         now = self.now or utcnow()
-        for name, option in (("older_than", "--older-than"), ("newer_than", "--newer-than")):
+        for name in ("older_than", "newer_than"):
             text = getattr(self, name)
             if text is not None:
                 try:

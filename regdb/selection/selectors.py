@@ -18,8 +18,9 @@ Everything is evaluated by the database in one statement: the tag filters are SQ
 ``tags.name`` and ``tags.version_key`` (a version comparison is an index range scan), each rule is an
 ``EXISTS`` subquery selected as a flag column of the candidate rows. Python only groups the result rows and
 reads those flags: a flagged pair either raises or is left out and reported in ``Selection.skipped`` with the
-rule's reason (the excluded tag, the other tag, the other repository), so a person can see why it stays. Regular expressions go through ``regex_match``:
-the ``regdb_match`` SQL function on SQLite (Python's ``re.match``), the ``~`` operator on PostgreSQL.
+rule's reason (the excluded tag, the other tag, the other repository), so a person can see why it stays. Regular
+expressions go through ``regex_match``: the ``regdb_match`` SQL function on SQLite (Python's ``re.match``), the
+``~`` operator on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -230,8 +231,8 @@ def query_tags(
     must not be selected. The safety rules are in the module docstring. Raises ``SelectorError`` for an invalid
     selector or an empty one, ``IntersectionError`` as those rules say.
 
-    ``retention``: a ``regdb.selection.retention.Retention`` (``--keep-latest``, ``--older-than``, ``--newer-than``): its
-    selectors must hold too, and ``tags`` / ``regex`` may then be empty (every tag). With ``--untagged`` the
+    ``retention``: a ``regdb.selection.retention.Retention`` (``--keep-latest``, ``--older-than``, ``--newer-than``):
+    its selectors must hold too, and ``tags`` / ``regex`` may then be empty (every tag). With ``--untagged`` the
     query selects manifests without tags instead (``regdb.selection.retention.query_untagged``).
     """
     if retention is None or not retention.selects:
