@@ -16,7 +16,8 @@ def _run(prog_name: str) -> int:
         if prog_name == "dregutil":
             from regdb.cli.dregutil import main as dregutil_main
 
-            return dregutil_main()
+            dregutil_main()  # exits itself on an error; returning is success
+            return 0
         from regdb.cli.app import main
 
         return main(prog_name=prog_name)

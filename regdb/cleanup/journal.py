@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from regdb.inventory import models
 from regdb.registry.client import RegistryClient
-from regdb.inventory.db import write_transaction
+from regdb.inventory.db import insert_id, write_transaction
 from regdb.errors import RegistryError
 from regdb.inventory.registries import find_registry
 from regdb.inventory.sync import utcnow
@@ -85,11 +85,11 @@ def write_intents(engine: Engine, registry: str, run_id: str, intents: list[Inte
     ids = []
     with write_transaction(engine) as conn:
         for each in intents:
-            ids.append(conn.execute(insert(_deletions).values(
+            ids.append(insert_id(conn, insert(_deletions).values(
                 run_id=run_id, at=now, intent_at=now, registry=registry, repo=each.repo, digest=each.digest,
                 tags=",".join(each.tags) or None, media_type=each.media_type, bytes=each.bytes,
                 reason=each.reason, outcome=IN_FLIGHT, manifest=each.manifest,
-            )).inserted_primary_key[0])
+            )))
     return ids
 
 

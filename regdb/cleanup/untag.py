@@ -40,7 +40,7 @@ from regdb.inventory.registries import require_registry
 from regdb.registry.client import RegistryClient
 from regdb.registry.media import OCI_MANIFEST
 from regdb.registry.transport import digest_of
-from regdb.inventory.db import write_transaction
+from regdb.inventory.db import insert_id, write_transaction
 from regdb.errors import (
     AuthenticationFailed,
     DeleteDisabled,
@@ -374,11 +374,11 @@ class _Untagger:
     def intend(self, row: Untag) -> int:
         with journal.interrupts_held(), write_transaction(self.engine) as conn:
             now = utcnow()
-            return conn.execute(insert(_deletions).values(
+            return insert_id(conn, insert(_deletions).values(
                 run_id=self.result.run_id, at=now, intent_at=now, registry=self.plan.registry, repo=row.repo,
                 digest=row.digest, tags=row.tag, media_type=row.media_type, bytes=0, reason="untag",
                 outcome=journal.IN_FLIGHT,
-            )).inserted_primary_key[0]
+            ))
 
     def record(self, outcome: UntagOutcome, row_id: int) -> None:
         row = outcome.row

@@ -133,6 +133,11 @@ def load_config(path: Path | None = None) -> Config | None:
     return config
 
 
+def _is_kind(value: Any, wanted: type | tuple[type, ...]) -> bool:
+    """Whether a TOML value has the type a setting wants (a bool is an int to Python, never to a profile)."""
+    return isinstance(value, wanted) and not (isinstance(value, bool) and wanted is not bool)
+
+
 def _profile(path: Path, name: str, table: Any, private: bool, mode: int) -> Profile:
     where = f"{path}: profile {name!r}"
     if not isinstance(table, dict):
@@ -155,7 +160,7 @@ def _profile(path: Path, name: str, table: Any, private: bool, mode: int) -> Pro
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ProfileError(f"{where}: unknown key {key!r}{hint}")
         wanted = SETTINGS[key]
-        if isinstance(value, bool) and wanted is not bool or not isinstance(value, wanted):
+        if not _is_kind(value, wanted):
             raise ProfileError(f"{where}: {key} must be {_kind(wanted)}, not {value!r}")
         if key == "verify" and value == "None":
             raise ProfileError(f"{where}: verify = \"None\" (no TLS verification) cannot be set in a profile: "

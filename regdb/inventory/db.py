@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, Insert, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
@@ -24,6 +24,7 @@ from regdb.errors import InventoryBusy, InventoryError, SchemaTooNew
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
@@ -196,23 +197,36 @@ def _sqlstate(error: DBAPIError) -> str | None:
     return getattr(error.orig, "sqlstate", None)
 
 
-def alembic_config(connection: Connection) -> "Config":
-    """An Alembic configuration that finds the migrations shipped inside the installed package."""
+def insert_id(conn: Connection, statement: Insert) -> int:
+    """The primary key of the one row ``statement`` inserts."""
+    key = conn.execute(statement).inserted_primary_key
+    assert key is not None  # None only after an executemany, and one row is one execute
+    return key[0]
+
+
+def alembic_config(connection: Connection | None = None) -> "Config":
+    """The one Alembic configuration: it finds the migrations shipped inside the installed package (so they
+    run from a wheel) and hands migrations/env.py the open ``connection`` when there is one."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(resources.files("regdb.migrations")))
-    config.attributes["connection"] = connection
+    if connection is not None:
+        config.attributes["connection"] = connection
     return config
 
 
-def head_revision() -> str:
-    from alembic.config import Config
+def _migrations() -> "ScriptDirectory":
     from alembic.script import ScriptDirectory
 
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("regdb.migrations")))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    head = _migrations().get_current_head()
+    if head is None:  # the package ships its migrations: only a broken installation has none
+        raise InventoryError("regdb's schema migrations are missing from this installation")
+    return head
 
 
 def upgrade(engine: Engine) -> None:
@@ -241,7 +255,6 @@ def _upgrade(engine: Engine) -> None:
         return
     from alembic import command
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     try:
         if engine.dialect.name == "sqlite" and stored_revision(engine) is None:
@@ -250,15 +263,10 @@ def _upgrade(engine: Engine) -> None:
             _enable_wal(engine)
         with write_transaction(engine, summarise=False) as conn:
             config = alembic_config(conn)
-            script = ScriptDirectory.from_config(config)
+            script = _migrations()
             current = MigrationContext.configure(conn).get_current_revision()
             if current is None:
-                foreign = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-                if foreign:
-                    raise InventoryError(
-                        f"{describe(str(engine.url.database or engine.url))} is a database but not a regdb "
-                        f"inventory (it has tables {', '.join(sorted(foreign)[:3])})"
-                    )
+                _refuse_foreign_tables(conn, engine)
             elif current not in {rev.revision for rev in script.walk_revisions()}:
                 raise SchemaTooNew(
                     f"inventory {engine.url.database} was written by a newer regdb (schema revision {current}); "
@@ -273,7 +281,11 @@ def _upgrade(engine: Engine) -> None:
 
 def _refuse_foreign_database(engine: Engine) -> None:
     with engine.connect() as conn:
-        foreign = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
+        _refuse_foreign_tables(conn, engine)
+
+
+def _refuse_foreign_tables(conn: Connection, engine: Engine) -> None:
+    foreign = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
     if foreign:
         raise InventoryError(
             f"{describe(str(engine.url.database or engine.url))} is a database but not a regdb "
@@ -298,15 +310,10 @@ def check_revision(engine: Engine) -> None:
     current = stored_revision(engine)
     if current == SCHEMA_HEAD:
         return
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
     name = _inventory_name(engine)
     if current is None:
         raise InventoryError(f"{name} is not a regdb inventory (no schema revision)")
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("regdb.migrations")))
-    known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+    known = {rev.revision for rev in _migrations().walk_revisions()}
     if current not in known:
         raise SchemaTooNew(
             f"inventory {name} was written by a newer regdb (schema revision {current}); "

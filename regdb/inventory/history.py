@@ -48,15 +48,15 @@ def record_tag_history(conn: Connection, registry_id: int, repo: str,
         raise ValueError(f"tag history source must be one of {SOURCES}, not {source!r}")
     at = at or utcnow()
     table = models.TagHistory.__table__
-    changes = [change if isinstance(change, TagChange) else TagChange(*change) for change in changes]
-    changes = list({change.tag: change for change in changes}.values())  # the last word on each tag
-    if not changes:
+    typed = [change if isinstance(change, TagChange) else TagChange(*change) for change in changes]
+    last = list({change.tag: change for change in typed}.values())  # the last word on each tag
+    if not last:
         return 0
     written = 0
     # In slices: a first sync of a 100,000-tag repository opens 100,000 rows, and building them all as
     # parameter dicts at once doubled the sync's peak memory (tests/faults/test_huge_tag_list.py).
-    for start in range(0, len(changes), WRITE_BATCH):
-        written += _record_slice(conn, table, registry_id, repo, changes[start : start + WRITE_BATCH], source, at)
+    for start in range(0, len(last), WRITE_BATCH):
+        written += _record_slice(conn, table, registry_id, repo, last[start : start + WRITE_BATCH], source, at)
     return written
 
 

@@ -58,13 +58,15 @@ class ManifestInfo:
     missing_children: set[str] = field(default_factory=set)  # children the registry no longer has (404)
 
     @property
-    def wants_config(self) -> bool:
-        return (
+    def wanted_config(self) -> str | None:
+        """The config blob to fetch: an image's, of a config type regdb reads and small enough; else None."""
+        if (
             self.kind == "image"
-            and self.config_digest is not None
             and self.config_media_type in IMAGE_CONFIG_TYPES
             and (self.config_size or 0) <= MAX_CONFIG_BYTES
-        )
+        ):
+            return self.config_digest
+        return None
 
 
 def parse_manifest(digest: str, body: bytes, media_type: str | None) -> ManifestInfo:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, cast
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import InvalidRequestError
@@ -242,7 +242,7 @@ class _Deadline:
 def _run_sqlite(engine: Engine, statement: str, params: dict, prepare, timeout: float | None = None) -> SqlResult:
     # The DBAPI connection itself: SQLAlchemy must not wrap the statement (its BEGIN would meet the authorizer).
     conn = engine.connect()
-    connection: sqlite3.Connection = conn.connection.driver_connection
+    connection = cast(sqlite3.Connection, conn.connection.driver_connection)  # None only once it is closed
     authorizer = _ReadOnlyAuthorizer()
     cursor = None
     closed = False
@@ -304,7 +304,7 @@ def _sqlite_error(error: Exception, authorizer: _ReadOnlyAuthorizer, deadline: _
         return deadline.error()
     if authorizer.refused is not None:
         return ReadOnlyViolation(f"read-only SQL: {authorizer.refused} is refused")
-    message = _one_line(error)
+    message = _one_line(str(error))
     if "readonly database" in message or "read-only" in message:
         # Caught by mode=ro / query_only rather than the authorizer (REINDEX, for one).
         return ReadOnlyViolation(f"read-only SQL: the statement tried to write ({message})")
@@ -319,7 +319,7 @@ def _run_postgresql(engine: Engine, statement: str, params: dict, timeout: float
         raise SqlError(_one_line(str(error).split(" (Background on this error", 1)[0])) from None
     dbapi = engine.dialect.loaded_dbapi
     fairy = engine.raw_connection()
-    connection = fairy.driver_connection
+    connection: Any = fairy.driver_connection  # the driver's own (psycopg), typed by SQLAlchemy as Any | None
     cursor = connection.cursor()
     closed = False
 

@@ -295,10 +295,11 @@ def refresh_summaries(conn: Connection, registry_id: int, repos: Iterable[str] |
             conn.execute(pick, {**params, "names": names[start:start + BATCH]})
     conn.execute(text(_UNSUMMARISED), params)
     conn.execute(text(_ORPHANS), params)
-    scope = conn.execute(text("SELECT COUNT(*) FROM regdb_scope_repos")).scalar()
+    scope = conn.execute(text("SELECT COUNT(*) FROM regdb_scope_repos")).scalar_one()
     if scope == 0:
         return
-    registry_repos = conn.execute(text("SELECT COUNT(*) FROM repos WHERE registry_id = :registry_id"), params).scalar()
+    registry_repos = conn.execute(text("SELECT COUNT(*) FROM repos WHERE registry_id = :registry_id"),
+                                  params).scalar_one()
     if scope >= WHOLE_REGISTRY_SHARE * registry_repos:
         # Most of the registry changed (a first sync): recomputing all of it at once is several times faster
         # than following each blob of so many repositories.

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, up
 from regdb.inventory import models
 from regdb.registry.reference import check_repository, is_repository, is_tag, printable
 from regdb.registry.client import RegistryClient
-from regdb.inventory.db import write_transaction
+from regdb.inventory.db import insert_id, write_transaction
 from regdb.errors import InvalidName, RegdbError, RegistryError, RepositoryNotFound
 from regdb.inventory.history import end_repository_history, reconcile_repository
 from regdb.inventory.manifests import ManifestInfo, apply_config, parse_manifest, total_size
@@ -105,7 +105,7 @@ class SnapshotWriter:
         found = self.conn.execute(select(table.c.id).where(table.c.url == url)).scalar()
         if found is not None:
             return found
-        return self.conn.execute(insert(table).values(url=url, name=name)).inserted_primary_key[0]
+        return insert_id(self.conn, insert(table).values(url=url, name=name))
 
     def lookup(self, digests: Iterable[str]) -> dict[str, int]:
         """digest -> id for the digests already in the inventory."""
@@ -168,7 +168,7 @@ class SnapshotWriter:
             children = models.DigestChild.__table__
             self.conn.execute(update(children).where(children.c.child_id == digest_id).values(missing=False))
         else:
-            digest_id = self.conn.execute(insert(digests).values(**values)).inserted_primary_key[0]
+            digest_id = insert_id(self.conn, insert(digests).values(**values))
         if info.kind == "index" and info.children:
             self.conn.execute(
                 insert(models.DigestChild.__table__),
@@ -199,10 +199,10 @@ class SnapshotWriter:
         if found is not None:
             return found
         self.placeholders = True
-        return self.conn.execute(
+        return insert_id(self.conn,
             insert(digests).values(digest=digest, media_type="", kind=MISSING, size=0, total_size=0,
                                    fetched_at=utcnow())
-        ).inserted_primary_key[0]
+        )
 
     def repo_id(self, name: str) -> int:
         table = models.Repo.__table__
@@ -211,9 +211,9 @@ class SnapshotWriter:
         ).scalar()
         if found is not None:
             return found
-        return self.conn.execute(
+        return insert_id(self.conn,
             insert(table).values(registry_id=self.registry_id, name=name)
-        ).inserted_primary_key[0]
+        )
 
     def has_tags(self, name: str) -> bool:
         """Whether the inventory already knows tags of this repository (from an earlier sync)."""
@@ -323,13 +323,13 @@ class SnapshotWriter:
         if status == "ok":
             table = models.Registry.__table__
             self.conn.execute(update(table).where(table.c.id == self.registry_id).values(last_synced_at=now))
-        return self.conn.execute(
+        return insert_id(self.conn,
             insert(models.Sync.__table__).values(
                 registry_id=self.registry_id, started_at=started_at, finished_at=now, status=status,
                 error=error, scope=scope, repos=repos, tags=tags, digests_fetched=digests_fetched,
                 requests=requests,
             )
-        ).inserted_primary_key[0]
+        )
 
 
 # --- walking the registry -------------------------------------------------------------------------------------
@@ -535,8 +535,8 @@ class _Walk:
     def _fetch(self, repo: str, digest: str, fetched: tuple[bytes, str | None] | None = None) -> ManifestInfo:
         body, media_type = fetched if fetched is not None else self.client.manifest(repo, digest)
         info = parse_manifest(digest, body, media_type)
-        if info.wants_config:
-            apply_config(info, self.client.blob(repo, info.config_digest))
+        if (config := info.wanted_config) is not None:
+            apply_config(info, self.client.blob(repo, config))
         return info
 
     def _on_manifest(self, job: _DigestJob, info: ManifestInfo | None) -> None:
@@ -564,6 +564,7 @@ class _Walk:
         del self.fetching[job.digest]
         for waiter in job.waiters:
             if isinstance(waiter, _DigestJob):
+                assert waiter.info is not None  # an index waits for its children only once it is parsed
                 if job.info is None:
                     waiter.info.missing_children.add(job.digest)
                 else:

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from regdb.inventory import models
 from regdb.registry.client import RegistryClient
 from regdb.registry.transport import USER_AGENT
-from regdb.inventory.db import write_transaction
+from regdb.inventory.db import insert_id, write_transaction
 from regdb.errors import AuthenticationFailed, RegdbError, RegistryUnreachable
 from regdb.inventory.manifests import ManifestInfo, apply_config, parse_manifest, parse_timestamp
 from regdb.inventory.sync import SnapshotWriter
@@ -294,8 +294,8 @@ def _fetch_missing(client: RegistryClient, repo: str, digest: str, known: set[st
         raise EventShapeError(f"indexes nested deeper than {MAX_INDEX_DEPTH} levels under {digest}")
     body, media_type = client.manifest(repo, digest)
     info = parse_manifest(digest, body, media_type)
-    if info.wants_config:
-        apply_config(info, client.blob(repo, info.config_digest))
+    if (config := info.wanted_config) is not None:
+        apply_config(info, client.blob(repo, config))
     for child in info.children:
         _fetch_missing(client, repo, child.digest, known, fetched, depth + 1)
     fetched[digest] = info
@@ -456,10 +456,10 @@ class _Window:
             self.conn.execute(update(table).where(table.c.id == self.id).values(
                 last_event_at=self.last, ended_at=self.last, end_reason=reason))
         self.gap = None
-        self.id = self.conn.execute(insert(table).values(
+        self.id = insert_id(self.conn, insert(table).values(
             registry_id=self.registry_id, instance_id=instance, started_at=event.timestamp,
             last_event_at=event.timestamp,
-        )).inserted_primary_key[0]
+        ))
         self.instance, self.started, self.last = instance, event.timestamp, event.timestamp
 
     def write(self) -> None:

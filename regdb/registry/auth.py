@@ -39,7 +39,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import IO, Callable, cast
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -250,7 +250,7 @@ class RegistryAuth(AuthBase):
         clock: Callable[[], float] = time.monotonic,
     ):
         self.user = user
-        self.password = password if password is not None else ("" if user is not None else None)
+        self.password = password or ""  # a user without a password sends an empty one, as docker does
         self._session = token_session
         self._private_session: requests.Session | None = None
         self._clock = clock
@@ -407,11 +407,12 @@ class RegistryAuth(AuthBase):
         read_bounded(response, MAX_OTHER_BYTES, "401", truncate=True)
         response.close()
         prep = response.request.copy()
-        if prep._cookies is not None:
-            extract_cookies_to_jar(prep._cookies, response.request, response.raw)
-            prep.prepare_cookies(prep._cookies)
-        if state.body_position is not None:
-            prep.body.seek(state.body_position)
+        cookies = prep._cookies  # type: ignore[attr-defined]  # the request's jar; requests' handle_401 uses it too
+        if cookies is not None:
+            extract_cookies_to_jar(cookies, response.request, response.raw)
+            prep.prepare_cookies(cookies)
+        if state.body_position is not None:  # set only for a file-like body (one with tell())
+            cast(IO[bytes], prep.body).seek(state.body_position)
         prep.headers["Authorization"] = authorization
         retried = response.connection.send(prep, **kwargs)
         retried.history.append(response)
@@ -609,6 +610,8 @@ class DigestAuth(HTTPDigestAuth):
     """requests' ``HTTPDigestAuth`` (thread-safe: its challenge state is thread-local), bound to the origin
     of each request so a redirect elsewhere is never answered, and raising ``AuthenticationFailed`` when the
     registry refuses the digest."""
+
+    _thread_local: threading.local  # HTTPDigestAuth.__init__ sets it; requests' type stubs leave it out
 
     def __repr__(self) -> str:
         return f"<DigestAuth user={self.username!r}>"

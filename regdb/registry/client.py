@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.timeout import Timeout
@@ -286,16 +287,20 @@ class RegistryClient:
         url = self.url + path
         prepared = requests.PreparedRequest()  # just what auth and the adapter read: no URL re-parsing
         prepared.method, prepared.url, prepared.body = "HEAD", url, None
-        prepared.headers = requests.structures.CaseInsensitiveDict(self.session.headers)
+        prepared.headers = requests.structures.CaseInsensitiveDict(self.session.headers)  # type: ignore[arg-type]  # all str
         prepared.headers.update(headers)
-        if auth is not None:
+        if isinstance(auth, requests.auth.AuthBase):  # the constructor turns a (user, password) into one
             prepared = auth(prepared)  # Basic or a cached Bearer token up front, as for any request
         if self.rate:
             self.rate.wait()
         self._count("head")
         adapter = self.session.get_adapter(url)
+        if not isinstance(adapter, HTTPAdapter):  # a test's or a user's own transport
+            return None
         try:
-            pool = adapter.get_connection_with_tls_context(prepared, self.verify, None, self.cert)
+            # An HTTP(S)ConnectionPool; urllib3's types name the base class, which has no urlopen.
+            pool: HTTPConnectionPool = adapter.get_connection_with_tls_context(  # type: ignore[assignment]
+                prepared, self.verify, None, self.cert)
             adapter.cert_verify(pool, url, self.verify, self.cert)
             connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
             return pool.urlopen("HEAD", path, headers=dict(prepared.headers), retries=False, redirect=False,

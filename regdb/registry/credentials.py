@@ -159,9 +159,9 @@ def _from_entry(entry, key: str, path: Path) -> tuple[str, str] | None:
         if not sep:
             raise DockerConfigError(f"{path}: auths[{key!r}].auth is not base64 of user:password")
         return user, password
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and user and isinstance(password, str):
-        return user, password
+    username, secret = entry.get("username"), entry.get("password")
+    if isinstance(username, str) and username and isinstance(secret, str):
+        return username, secret
     return None  # an empty entry: the CLI writes {} next to a credsStore
 
 

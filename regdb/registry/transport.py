@@ -62,7 +62,7 @@ def read_bounded(response: requests.Response, limit: int, what: str, *, truncate
     """Read a streamed response's body, at most ``limit`` bytes (decoded), in chunks. Past the limit: the
     connection is closed and ``ResponseTooLarge`` raised, or with ``truncate`` the first ``limit`` bytes kept.
     The body is then also ``response.content``."""
-    if response._content_consumed:  # already read (a hook, a retry)
+    if response._content_consumed:  # type: ignore[attr-defined]  # requests sets it once the body is read (a hook, a retry)
         body = response._content or b""
         if len(body) > limit and not truncate:
             raise ResponseTooLarge(f"{what}: the registry's answer is over {_size(limit)}; refusing it")
@@ -87,7 +87,7 @@ def read_bounded(response: requests.Response, limit: int, what: str, *, truncate
         raise RegistryError(f"{what}: the registry's answer cannot be decoded") from None
     body = b"".join(chunks)[:limit]
     response._content = body
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]  # what requests sets after reading the body
     return body
 
 
