@@ -100,7 +100,7 @@ class Inventory:
 
     # --- listing and querying (selectors) -------------------------------------------------------------
 
-    def query_tags(self, registry: str, repos, tags=(), regex=(), exclude=(), exclude_regex=(), *,
+    def query_tags(self, registry: str | RegistryRef, repos, tags=(), regex=(), exclude=(), exclude_regex=(), *,
                    match_all_tags: bool = True, raise_intersecting_tag: bool = False,
                    raise_intersecting_repo: bool = True):
         """Select (repository, digest) pairs by tag, as ``dregutil query-tags`` does; returns a ``Selection``.
@@ -123,7 +123,7 @@ class Inventory:
                 raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=raise_intersecting_repo,
             )
 
-    def query_repos(self, registry: str, repos, *, raise_intersecting_repo: bool = True):
+    def query_repos(self, registry: str | RegistryRef, repos, *, raise_intersecting_repo: bool = True):
         """Every tagged digest of ``repos`` as a ``Selection`` (``dregutil query-repos``), with the repository
         check of ``query_tags``."""
 
@@ -131,14 +131,14 @@ class Inventory:
             registry_id = self._selected_registry(conn, registry)
             return selectors.query_repos(conn, registry_id, repos, raise_intersecting_repo=raise_intersecting_repo)
 
-    def list_repos(self, registry: str) -> list[str]:
+    def list_repos(self, registry: str | RegistryRef) -> list[str]:
         """Names of the repositories with at least one tag, sorted."""
 
         with self._connect_for_selecting() as conn:
             registry_id = self._selected_registry(conn, registry)
             return selectors.list_repos(conn, registry_id)
 
-    def list_tags(self, registry: str, repos=None, *, reverse: bool = False):
+    def list_tags(self, registry: str | RegistryRef, repos=None, *, reverse: bool = False):
         """``TagRow(repo, tag, digest)`` for every tag (of ``repos`` when given): repositories by name, tags in
         version order with tags that are no version after them; ``reverse`` reverses each repository's tags.
         The result's ``missing_repos`` lists the ``repos`` this inventory does not hold."""
@@ -227,8 +227,8 @@ class Inventory:
 
     # --- retention ------------------------------------------------------------------------------------
 
-    def query_retention(self, registry: str, repos, tags=(), regex=(), exclude=(), exclude_regex=(), *, retention,
-                        match_all_tags: bool = True, raise_intersecting_tag: bool = False,
+    def query_retention(self, registry: str | RegistryRef, repos, tags=(), regex=(), exclude=(), exclude_regex=(), *,
+                        retention, match_all_tags: bool = True, raise_intersecting_tag: bool = False,
                         raise_intersecting_repo: bool = True):
         """``query_tags`` with retention selectors: ``retention`` is a ``regdb.selection.retention.Retention`` (keep the
         newest N per repository, by age, untagged manifests). ``tags`` / ``regex`` may then be empty (every tag);
@@ -248,7 +248,7 @@ class Inventory:
                 retention=retention,
             )
 
-    def signatures(self, registry: str, pairs) -> dict:
+    def signatures(self, registry: str | RegistryRef, pairs) -> dict:
         """(repo, digest) -> the signature tags (``sha256-<hex>.sig`` ...) and OCI referrers of that digest in
         that repository, for the given (repo, digest) pairs (``Selected`` rows work: ``.repo``, ``.digest``)."""
         from regdb.selection.retention import signatures_of

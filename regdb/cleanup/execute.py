@@ -500,8 +500,8 @@ def _done_and_not_done(result: RemovalResult, plan: Plan, limit: int) -> list[st
     for o in result.deleted[:limit]:
         lines.append(f"  deleted: {o.row.repo}@{o.row.digest}")
     for row in not_deleted[:limit]:
-        o = why.get((row.repo, row.digest))
-        detail = f"{o.outcome}: {o.error}" if o is not None else "not attempted"
+        known = why.get((row.repo, row.digest))
+        detail = f"{known.outcome}: {known.error}" if known is not None else "not attempted"
         lines.append(f"  not deleted: {row.repo}@{row.digest} ({detail})")
     hidden = max(len(result.deleted) - limit, 0) + max(len(not_deleted) - limit, 0)
     if hidden:

@@ -225,7 +225,7 @@ class TagQuery:
                                 fields=("tags", "regex"))
         TagFilter.parse(self.exclude, self.exclude_regex)
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def select(self, conn: Connection, registry_id: int):
         from regdb.selection.selectors import query_tags
 
         return query_tags(
@@ -248,7 +248,7 @@ class RepoQuery:
         object.__setattr__(self, "repos", _names(self.repos))
         _require_repos(self.repos)
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def select(self, conn: Connection, registry_id: int):
         from regdb.selection.selectors import query_repos
 
         made = query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
@@ -566,8 +566,8 @@ def _insert_pairs(conn: Connection, registry_id: int, pairs: Sequence[tuple[str,
     ]
     if present_only and rows:
         # A selection made on another state may name a pair the inventory no longer holds: nothing to delete.
-        present = set()
-        by_repo = defaultdict(list)
+        present: set[tuple[int, int]] = set()
+        by_repo: defaultdict[int, list[int]] = defaultdict(list)
         for row in rows:
             by_repo[row["repo_id"]].append(row["digest_id"])
         for repo_id, ids in by_repo.items():

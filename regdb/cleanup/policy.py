@@ -49,7 +49,7 @@ import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Engine, case, literal, or_, select, tuple_
 
@@ -260,18 +260,19 @@ class _Validator:
         header = re.compile(r"^\s*\[\[\s*rule\s*\]\]\s*(#.*)?$")
         other_header = re.compile(r"^\s*\[")
         key = re.compile(r"""^\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""")
-        section: int | None | str = None
+        section: int | None = None
+        other = False  # inside a table that is neither the top level nor a [[rule]]
         last: tuple[int | None, str] | None = None
         for number, line in enumerate(self.lines, start=1):
             if header.match(line):
                 self.rule_lines.append(number)
-                section, last = len(self.rule_lines), None
+                section, other, last = len(self.rule_lines), False, None
                 continue
             if other_header.match(line) and not key.match(line):
-                section, last = "other", None
+                other, last = True, None
                 continue
             found = key.match(line)
-            if found and section != "other":
+            if found and not other:
                 name = next(g for g in found.groups() if g is not None)
                 last = (section, name)
                 self.spans.setdefault(last, (number, number))
@@ -294,7 +295,7 @@ class _Validator:
         return span[0]
 
     def fail(self, message: str, rule: int | None = None, key: str | None = None, item: str | None = None,
-             label: str | None = None):
+             label: str | None = None) -> NoReturn:
         where = f"{self.source}, line {self.line_of(rule, key, item)}"
         raise PolicyError(f"{where}: {label + ': ' if label else ''}{message}")
 
@@ -630,7 +631,9 @@ class PolicyQuery(TagQuery):
     def __post_init__(self):
         object.__setattr__(self, "repos", _names(self.repos))
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def select(self, conn: Connection, registry_id: int):
+        if self.policy is None:  # a default only because the fields before it have defaults
+            raise TypeError("PolicyQuery needs its policy")
         if not self.repos:
             return PolicySelection(reports=[RuleReport(rule, []) for rule in self.policy.rules])
         return evaluate(conn, registry_id, self.policy, self.repos,
@@ -681,7 +684,7 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
         registry_id = require_registry(conn, client.ref)
         matched = matched_repos(conn, registry_id, policy)
     repos = sorted({name for names in matched.values() for name in names})
-    query = PolicyQuery(repos, raise_intersecting_repo=raise_intersecting_repo, policy=policy, now=now)
+    query = PolicyQuery(tuple(repos), raise_intersecting_repo=raise_intersecting_repo, policy=policy, now=now)
     registry_id, selection, _, refreshed = refresh_selection(engine, client, query, refresh=refresh and bool(repos),
                                                              jobs=jobs, announce=announce)
     plan = plan_removal(engine, registry_id, selection)
@@ -727,7 +730,7 @@ class RetentionQuery(TagQuery):
                                 "{exclude_regex} do not apply",
                                 fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def select(self, conn: Connection, registry_id: int):
         return query_tags(
             conn, registry_id, list(self.repos), list(self.tags), list(self.regex), list(self.exclude),
             list(self.exclude_regex), match_all_tags=self.match_all_tags,

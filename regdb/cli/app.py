@@ -7,7 +7,7 @@ register themselves when imported at the bottom. A thin layer: parse options, ca
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -29,7 +29,7 @@ from regdb.errors import RemovalIncomplete, RemovalInterrupted
 from regdb.text import escape_controls
 
 if TYPE_CHECKING:
-    pass
+    from regdb.selection.common import Selection
 
 
 @main.command()
@@ -164,7 +164,8 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
     if retention is None:
         as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
     inventory = settings.synced_inventory()
-    query, more = inventory.query_tags, {}
+    query: Callable[..., Selection] = inventory.query_tags
+    more = {}
     if retention is not None:
         query, more = inventory.query_retention, {"retention": retention}
     selection = as_usage_error(

@@ -174,10 +174,11 @@ def changes(settings: Settings, since, since_sync, fmt):
             query = select(syncs.c.finished_at).where(syncs.c.registry_id == registry_id, syncs.c.status == "ok")
             if since_sync is not None:
                 query = query.where(syncs.c.id == since_sync)
-            cutoff = conn.execute(query.order_by(syncs.c.id.desc()).limit(1)).scalar()
-            if cutoff is None:
+            finished = conn.execute(query.order_by(syncs.c.id.desc()).limit(1)).scalar()
+            if finished is None:
                 what = f"sync {since_sync}" if since_sync is not None else "a complete sync"
                 raise click.ClickException(f"the inventory has no record of {what} of this registry; use --since")
+            cutoff = finished
         rows = changes_since(conn, registry_id, cutoff)
     echo_listing(settings, rows, CHANGES_COLUMNS, fmt)
 

@@ -228,8 +228,11 @@ class Listener:
         failures = 0
         while not self._stop.is_set():
             try:
-                taken = self._skip_poison() if failures >= 2 else self.drain_once()
-                taken = 1 if taken is None else taken
+                if failures >= 2:
+                    self._skip_poison()
+                    taken = 1
+                else:
+                    taken = self.drain_once()
                 failures = 0
                 self.last_error = None
             except InventoryBusy:
@@ -260,13 +263,17 @@ class Listener:
 
 def serve(listener: Listener, host: str, port: int, *, threads: int = 8, ready=None) -> None:
     """Serve until interrupted (KeyboardInterrupt or SIGTERM turned into one by the caller)."""
-    from waitress.server import create_server
+    from waitress.server import MultiSocketServer, create_server
 
     server = create_server(listener.app, host=host, port=port, threads=threads,
                            max_request_body_size=MAX_ENVELOPE_BYTES + 1, ident="regdb")
     listener.start()
     if ready is not None:
-        ready(f"http://{host}:{server.effective_port}")
+        if isinstance(server, MultiSocketServer):  # a host name of several addresses (localhost: 127.0.0.1, ::1)
+            bound = server.effective_listen[0][1]
+        else:
+            bound = server.effective_port  # type: ignore[attr-defined]  # TcpWSGIServer's; the stubs lack it
+        ready(f"http://{host}:{bound}")
     try:
         server.run()
     finally:

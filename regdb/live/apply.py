@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
@@ -139,11 +139,10 @@ def parse_event(obj) -> Event:
     media_type = target.get("mediaType") or None
     if media_type is not None and not isinstance(media_type, str):
         raise EventShapeError("target.mediaType is not a string")
-    request = obj.get("request") if isinstance(obj.get("request"), dict) else {}
-    source = obj.get("source") if isinstance(obj.get("source"), dict) else {}
-    method = request.get("method") if isinstance(request.get("method"), str) else None
-    useragent = request.get("useragent") if isinstance(request.get("useragent"), str) else ""
-    instance_id = source.get("instanceID") if isinstance(source.get("instanceID"), str) else None
+    request, source = _object(obj.get("request")), _object(obj.get("source"))
+    method = _string(request.get("method"))
+    useragent = _string(request.get("useragent")) or ""
+    instance_id = _string(source.get("instanceID"))
     if len(useragent) > MAX_FIELD_LENGTH or (instance_id and len(instance_id) > MAX_FIELD_LENGTH):
         raise EventShapeError("request.useragent or source.instanceID is too long")
     event = Event(event_id, timestamp, action, repo, digest, tag, media_type, method, useragent, instance_id or None)
@@ -154,6 +153,14 @@ def parse_event(obj) -> Event:
     return event
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 # --- applying a batch -----------------------------------------------------------------------------------------
 
 
@@ -162,7 +169,7 @@ class BatchResult:
     applied: int = 0
     rejected: int = 0
     duplicates: int = 0
-    lags: list[float] | None = None
+    lags: list[float] = field(default_factory=list)
     last_event_at: datetime | None = None
 
 
@@ -192,6 +199,7 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled], 
     for row, event, _problem in parsed:
         if event is None or event.id in done or event.action != "push" or not event.is_manifest:
             continue
+        assert event.digest is not None  # parse_event refuses a manifest push without one
         try:
             _fetch_missing(client, event.repo, event.digest, known, fetched)
         except (RegistryUnreachable, AuthenticationFailed):
@@ -237,7 +245,7 @@ def apply_batch(engine: Engine, client: RegistryClient, batch: list[Journaled], 
             if event_id is not None:
                 seen_ids.add(event_id)
                 applied.append(dict(event_id=event_id, registry_id=registry_id, applied_at=now,
-                                    action="rejected" if problem is not None else event.action))
+                                    action="rejected" if problem is not None or event is None else event.action))
         if applied:
             conn.execute(insert(models.AppliedEvent.__table__), applied)
         _add_pulls(conn, registry_id, pulls)
@@ -316,6 +324,7 @@ def _store(writer: SnapshotWriter, digest: str, fetched: dict[str, ManifestInfo]
 def _apply_push(writer: SnapshotWriter, event: Event, fetched: dict[str, ManifestInfo],
                 received_at: datetime) -> None:
     conn = writer.conn
+    assert event.digest is not None  # parse_event refuses a manifest push without one
     digest_id = _store(writer, event.digest, fetched)
     if digest_id is None:
         raise AssertionError(f"{event.digest} neither known nor fetched")  # _fetch_missing guarantees one
@@ -328,7 +337,7 @@ def _apply_push(writer: SnapshotWriter, event: Event, fetched: dict[str, Manifes
         conn.execute(insert(rd), new)
     if event.tag is None:
         return
-    if _stale(writer, event, received_at):
+    if _stale(writer, event.repo, event.tag, received_at):
         return
     tags = models.Tag.__table__
     row = conn.execute(
@@ -373,7 +382,8 @@ def _apply_delete(writer: SnapshotWriter, event: Event, received_at: datetime) -
                            [TagChange(tag, event.digest, None) for tag in ended], source="event",
                            at=event.timestamp)
         return
-    if _stale(writer, event, received_at):
+    assert event.tag is not None  # parse_event refuses a delete that names neither a digest nor a tag
+    if _stale(writer, event.repo, event.tag, received_at):
         return
     row = None
     if repo_id is not None:
@@ -387,7 +397,7 @@ def _apply_delete(writer: SnapshotWriter, event: Event, received_at: datetime) -
                        source="event", at=event.timestamp)
 
 
-def _stale(writer: SnapshotWriter, event: Event, received_at: datetime) -> bool:
+def _stale(writer: SnapshotWriter, repo: str, tag: str, received_at: datetime) -> bool:
     """A sync listed the tag after this event was received (it waited in the journal while the sync held the
     lock): the sync's state is newer, and applying the event would undo it until the next event.
 
@@ -395,7 +405,7 @@ def _stale(writer: SnapshotWriter, event: Event, received_at: datetime) -> bool:
     registry's: a skewed clock must not make a newer event look stale. An event received after the listing is
     applied even if it happened before it: events arrive in order, so what follows it puts the newer state back.
     """
-    changed = last_sync_change_at(writer.conn, writer.registry_id, event.repo, event.tag)
+    changed = last_sync_change_at(writer.conn, writer.registry_id, repo, tag)
     return changed is not None and changed > received_at
 
 
@@ -446,7 +456,7 @@ class _Window:
     def saw(self, event: Event) -> None:
         instance = event.instance_id or "(none)"
         if self.id is not None and instance == self.instance and self.gap is None:
-            self.last = max(self.last, event.timestamp)
+            self.last = max(self.last or event.timestamp, event.timestamp)
             return
         table = models.ObservedWindow.__table__
         if self.id is not None:

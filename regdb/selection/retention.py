@@ -288,15 +288,14 @@ class Retention:
                 .where(*terms, d.c.created.is_not(None))
                 .group_by(t.c.repo_id, t.c.digest_id, d.c.created)
             )
-        per_digest = per_digest.subquery("newest_per_digest")
+        by_digest = per_digest.subquery("newest_per_digest")
         # Ties (two images of one build time, one version on two digests) fall to the higher version, then to
         # the digest fetched later, so the ranking is the same on every run and on every database.
         place = func.row_number().over(
-            partition_by=per_digest.c.repo_id,
-            order_by=[per_digest.c.newest.desc(), per_digest.c.version.desc().nulls_last(),
-                      per_digest.c.digest_id.desc()],
+            partition_by=by_digest.c.repo_id,
+            order_by=[by_digest.c.newest.desc(), by_digest.c.version.desc().nulls_last(), by_digest.c.digest_id.desc()],
         )
-        return select(per_digest.c.repo_id, per_digest.c.digest_id, place.label("n")).subquery("ranked")
+        return select(by_digest.c.repo_id, by_digest.c.digest_id, place.label("n")).subquery("ranked")
 
     def _within_ids(self, registry_id: int) -> Select:
         return select(_repos.c.id).where(_repos.c.registry_id == registry_id, _repos.c.name.in_(self.within or ()))

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     ColumnElement,
     and_,
@@ -151,7 +152,7 @@ class TagFilter:
 
     def clause(self, tag, dialect_name: str) -> ColumnElement[bool]:
         """True when the tag row matches any selector or pattern; never NULL, so it can be negated."""
-        names = sorted({s.name for s in self.selectors if s.op is None})
+        names = sorted({s.name for s in self.selectors if s.op is None and s.name is not None})
         terms: list[ColumnElement[bool]] = []
         if names:
             terms.append(tag.c.name.in_(names))
@@ -174,6 +175,7 @@ def version_clause(key, selector: TagSelector, *, protects: bool) -> ColumnEleme
     PEP 440 is a range comparison; keys written before the precision field existed (no ``#``) compare the
     same way under these bounds, and never pass the precision check, so they select nothing until re-synced.
     """
+    assert selector.base is not None and selector.op is not None and selector.precision is not None  # a version
     base, high = selector.base, selector.base + ABOVE_PRECISION
     plain = {
         "==": and_(key >= base, key < high),
@@ -291,7 +293,8 @@ def _select(
         return Selection(missing_repos=missing)
     # Inlined rather than bound: a query over thousands of repositories would otherwise run into SQLite's
     # limit on bound parameters (32766), once for each of the two places the list appears.
-    repo_ids = bindparam("repo_ids", sorted(found.values()), expanding=True, literal_execute=True)
+    repo_ids: BindParameter[list[int]] = bindparam("repo_ids", sorted(found.values()), expanding=True,
+                                                   literal_execute=True)
 
     def included(tag) -> ColumnElement[bool]:
         if include is None:
