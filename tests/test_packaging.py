@@ -7,8 +7,10 @@ import sqlite3
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
+import regdb
 from regdb.inventory import db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,11 @@ def test_wheel_installs_and_syncs_from_a_fresh_venv(tmp_path, fresh_registry, fr
         check=True, capture_output=True,
     )
     (wheel,) = dist.glob("regdb-*.whl")
+    # One version source: pyproject reads regdb.__version__. py.typed (PEP 561): users' type checkers read
+    # regdb's annotations.
+    assert wheel.name.startswith(f"regdb-{regdb.__version__}-"), wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        assert "regdb/py.typed" in archive.namelist()
     env_dir = tmp_path / "venv"
     # System site-packages only to reuse what the base interpreter already has; regdb itself must come
     # from the wheel, which the import check below proves.
