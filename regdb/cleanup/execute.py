@@ -40,7 +40,8 @@ from regdb.errors import (
     RepositoryNotFound,
     ScopeRefused,
 )
-from regdb.inventory.sync import BATCH, utcnow
+from regdb.inventory.models import utcnow
+from regdb.inventory.sync import BATCH
 
 from regdb.cleanup import journal
 from regdb.cleanup.journal import IN_FLIGHT, Intent, Resolved, forget_pair, interrupts_held

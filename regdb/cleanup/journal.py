@@ -28,7 +28,7 @@ from regdb.registry.client import RegistryClient
 from regdb.inventory.db import insert_id, write_transaction
 from regdb.errors import RegistryError
 from regdb.inventory.registries import find_registry
-from regdb.inventory.sync import utcnow
+from regdb.inventory.models import utcnow
 
 IN_FLIGHT = "in-flight"
 # The journal keeps each deleted manifest whole. distribution refuses to store a manifest over 4 MiB

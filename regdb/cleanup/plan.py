@@ -49,9 +49,11 @@ from regdb.errors import (
     NoCatalog,
     SelectorError,
 )
+from regdb.selection.common import values
 from regdb.selection.selectors import Skipped
 from regdb.inventory.registries import RegistryNotInInventory, find_registry
-from regdb.inventory.sync import BATCH, sync_registry, utcnow
+from regdb.inventory.models import utcnow
+from regdb.inventory.sync import BATCH, sync_registry
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +219,7 @@ class TagQuery:
         from regdb.selection.selectors import TagFilter
 
         for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
-            object.__setattr__(self, name, _names(getattr(self, name)))
+            object.__setattr__(self, name, values(getattr(self, name)))
         # Mistakes surface here, before any registry is contacted, with the selectors' own messages.
         _require_repos(self.repos)
         if not TagFilter.parse(self.tags, self.regex):
@@ -245,7 +247,7 @@ class RepoQuery:
     untagged = True
 
     def __post_init__(self):
-        object.__setattr__(self, "repos", _names(self.repos))
+        object.__setattr__(self, "repos", values(self.repos))
         _require_repos(self.repos)
 
     def select(self, conn: Connection, registry_id: int):
@@ -285,13 +287,6 @@ def _keep_what_belongs_to_kept(conn: Connection, selection):
             chosen.append(item)
     return type(selection)(chosen, missing_repos=selection.missing_repos,
                            skipped=sorted(skipped, key=lambda k: (k.repo, k.digest)))
-
-
-def _names(value) -> tuple[str, ...]:
-    """One name or many, as the selectors accept them: ``"app"`` or ``["app", "tool"]``."""
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _require_repos(repos: tuple[str, ...]) -> None:
@@ -637,9 +632,14 @@ def _insert_untagged(conn: Connection, registry_id: int, repo_names: list[str]) 
         )
         .order_by(rd.c.repo_id, d.c.digest)
     )
-    conn.execute(
+    _add_to_plan(conn, query)
+
+
+def _add_to_plan(conn: Connection, query) -> int:
+    """Insert the rows of ``query``, (repo_id, digest_id, depth, parent_id, reason), into the plan; how many."""
+    return conn.execute(
         insert(_plan).from_select(["repo_id", "digest_id", "depth", "parent_id", "reason"], query)
-    )
+    ).rowcount
 
 
 def _close_over(conn: Connection, depth: int) -> bool:
@@ -689,9 +689,7 @@ def _add_orphaned_children(conn: Connection, depth: int) -> int:
         .group_by(p.c.repo_id, dc.c.child_id)
         .order_by(func.min(p.c.seq), func.min(dc.c.position))  # as the index lists them
     )
-    return conn.execute(
-        insert(_plan).from_select(["repo_id", "digest_id", "depth", "parent_id", "reason"], query)
-    ).rowcount
+    return _add_to_plan(conn, query)
 
 
 def _add_signature_tags(conn: Connection, depth: int) -> int:
@@ -712,9 +710,7 @@ def _add_signature_tags(conn: Connection, depth: int) -> int:
         .group_by(p.c.repo_id, t.c.digest_id)
         .order_by(func.min(p.c.seq), func.min(t.c.name))
     )
-    return conn.execute(
-        insert(_plan).from_select(["repo_id", "digest_id", "depth", "parent_id", "reason"], query)
-    ).rowcount
+    return _add_to_plan(conn, query)
 
 
 def _add_referrers(conn: Connection, depth: int) -> int:
@@ -735,9 +731,7 @@ def _add_referrers(conn: Connection, depth: int) -> int:
         .group_by(p.c.repo_id, referrer.c.id, referrer.c.digest)
         .order_by(func.min(p.c.seq), referrer.c.digest)
     )
-    return conn.execute(
-        insert(_plan).from_select(["repo_id", "digest_id", "depth", "parent_id", "reason"], query)
-    ).rowcount
+    return _add_to_plan(conn, query)
 
 
 def _remaining_pair(rd, registry_id: int):

@@ -57,6 +57,7 @@ from regdb.inventory import models
 from regdb.errors import PolicyError, SelectorError
 from regdb.inventory.registries import require_registry
 from regdb.cleanup.plan import Plan, TagQuery, plan_removal, refresh_selection
+from regdb.selection.common import values
 from regdb.selection.retention import MAX_KEEP_LATEST, ORDERS, Retention, is_digest_tag
 from regdb.selection.selectors import (
     Selected,
@@ -629,7 +630,7 @@ class PolicyQuery(TagQuery):
     now: Any = None
 
     def __post_init__(self):
-        object.__setattr__(self, "repos", _names(self.repos))
+        object.__setattr__(self, "repos", values(self.repos))
 
     def select(self, conn: Connection, registry_id: int):
         if self.policy is None:  # a default only because the fields before it have defaults
@@ -698,12 +699,6 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
     return PolicyPlan(plan=plan, reports=selection.reports, policy=policy)
 
 
-def _names(value) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
 # --- one rule from the command line ------------------------------------------------------------------------------
 
 
@@ -720,7 +715,7 @@ class RetentionQuery(TagQuery):
             super().__post_init__()
             return
         for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
-            object.__setattr__(self, name, _names(getattr(self, name)))
+            object.__setattr__(self, name, values(getattr(self, name)))
         if not self.repos:
             raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
         TagFilter.parse(self.tags, self.regex)

@@ -49,7 +49,8 @@ from regdb.errors import (
     ScopeRefused,
     SelectorError,
 )
-from regdb.inventory.sync import sync_registry, utcnow
+from regdb.inventory.models import utcnow
+from regdb.inventory.sync import sync_registry
 
 log = logging.getLogger(__name__)
 

@@ -289,6 +289,14 @@ def asks_for_confirmation(yes: bool) -> bool:
     return confirm_or_refuse(yes)
 
 
+def _plan_summary(plan) -> str:
+    """The plan's last line: how many manifests in how many repositories, and what a garbage collection frees."""
+    repos = len(plan.repos)
+    return (f"{len(plan.rows)} manifest{'s' if len(plan.rows) != 1 else ''} in {repos} "
+            f"repositor{'ies' if repos != 1 else 'y'}; a garbage collection would then free "
+            f"{human_bytes(plan.bytes_freed)}")
+
+
 def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
                 max_delete: int | None = None, max_inventory_age: str = "24h",
                 only_named_repos: bool = False) -> None:
@@ -369,13 +377,7 @@ def echo_plan(plan, *, err: bool = False) -> None:
     shown = [dict(row.as_dict(), reason=row.why) for row in plan.rows]
     for chunk in output.render(shown, PLAN_COLUMNS, "table"):
         click.echo(chunk, nl=False, err=err)
-    repos = len(plan.repos)
-    click.echo(
-        f"{len(plan.rows)} manifest{'s' if len(plan.rows) != 1 else ''} in {repos} "
-        f"repositor{'ies' if repos != 1 else 'y'}; a garbage collection would then free "
-        f"{human_bytes(plan.bytes_freed)}",
-        err=err,
-    )
+    click.echo(_plan_summary(plan), err=err)
 
 
 def echo_result(result, fmt: str, *, left_out=()) -> None:
@@ -602,13 +604,7 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
     if not plan.rows:
         click.echo("nothing to remove", err=err)
         return
-    repos = len(plan.repos)
-    click.echo(
-        f"{len(plan.rows)} manifest{'s' if len(plan.rows) != 1 else ''} in {repos} "
-        f"repositor{'ies' if repos != 1 else 'y'}; a garbage collection would then free "
-        f"{human_bytes(plan.bytes_freed)}",
-        err=err,
-    )
+    click.echo(_plan_summary(plan), err=err)
 
 
 @main.command()

@@ -9,19 +9,16 @@ sync finding what an event already recorded) writes nothing, so the listener and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from regdb.inventory import models
+from regdb.inventory.models import utcnow
 
 SOURCES = ("event", "sync", "removal")
 BATCH = 500  # names per IN (...) list: well under SQLite's bound-parameter limit
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

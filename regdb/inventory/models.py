@@ -13,7 +13,7 @@ prints them. The public contract for BI users is the set of views (see ``regdb.i
 from __future__ import annotations
 
 import builtins
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import (
@@ -48,6 +48,11 @@ NAMING_CONVENTION = {
 # Version keys and digests compare byte-wise; PostgreSQL's default collation would not (it ignores
 # punctuation in en_US), so they carry the "C" collation there. SQLite compares BINARY by default.
 ByteString = String().with_variant(String(collation="C"), "postgresql")
+
+
+def utcnow() -> datetime:
+    """Now as every DateTime column of the inventory stores it: UTC, without a time zone."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

@@ -21,12 +21,13 @@ import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterable
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from regdb.inventory import models
+from regdb.inventory.models import utcnow
 from regdb.registry.reference import check_repository, is_repository, is_tag, printable
 from regdb.registry.client import RegistryClient
 from regdb.inventory.db import insert_id, write_transaction
@@ -41,10 +42,6 @@ log = logging.getLogger(__name__)
 BATCH = 500  # rows per IN (...) lookup; well under SQLite's bound-parameter limit
 # digests.kind of a placeholder for an index child the registry no longer has (digest_children.missing).
 MISSING = "missing"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass

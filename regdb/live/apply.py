@@ -22,12 +22,13 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from regdb.inventory import models
+from regdb.inventory.models import utcnow
 from regdb.registry.client import RegistryClient
 from regdb.registry.transport import USER_AGENT
 from regdb.inventory.db import insert_id, write_transaction
@@ -69,10 +70,6 @@ MAX_INDEX_DEPTH = 4
 # ``applied_events`` is only needed while the registry may still re-send an id: it retries from an in-memory
 # queue, so a week covers any listener outage one would not notice anyway; older ids are pruned.
 APPLIED_EVENTS_KEPT = timedelta(days=7)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class EventShapeError(RegdbError):

@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 
 from regdb.inventory import models
+from regdb.inventory.models import utcnow
 from regdb.errors import IntersectionError, SelectorError
 if TYPE_CHECKING:  # the type only: selectors builds on this module
     from regdb.selection.selectors import TagFilter
@@ -94,10 +95,6 @@ MAX_KEEP_LATEST = 1_000_000
 
 _DURATION = re.compile(r"(\d+)\s*([hdw])")
 _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def parse_duration(text: str) -> timedelta:
