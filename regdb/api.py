@@ -84,7 +84,7 @@ class Inventory:
         client: RegistryClient | str,
         repos: Iterable[str] | None = None,
         *,
-        jobs: int = 16,
+        jobs: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         watch: Callable | None = None,
     ) -> SyncResult:
@@ -95,8 +95,8 @@ class Inventory:
         from regdb.inventory.sync import sync_registry
 
         if isinstance(client, str):
-            client = RegistryClient(client, jobs=jobs)
-        return sync_registry(self.engine, client, repos=repos, jobs=jobs, progress=progress, watch=watch)
+            client = RegistryClient(client, jobs=jobs or 16)
+        return sync_registry(self.engine, client, repos=repos, jobs=jobs or client.jobs, progress=progress, watch=watch)
 
     # --- listing and querying (selectors) -------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class Inventory:
 
     # --- removal --------------------------------------------------------------------------------------
 
-    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
+    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int | None = None,
                      max_inventory_age=None, only_named_repos: bool = False, announce=None):
         """The ``removal.Plan`` for deleting ``selection`` from the registry ``client`` talks to.
 
@@ -181,10 +181,10 @@ class Inventory:
         from regdb.cleanup.plan import plan_fresh
 
         more = {} if max_inventory_age is None else {"max_inventory_age": max_inventory_age}
-        return plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs,
+        return plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs or client.jobs,
                                   only_named_repos=only_named_repos, announce=announce, **more)
 
-    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True,
+    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int | None = None, refresh: bool = True,
                max_delete: int | None = None):
         """Delete a plan (or plan ``selection`` first, as ``plan_removal``); returns a ``removal.RemovalResult``.
 
@@ -203,7 +203,7 @@ class Inventory:
         plan = plan_or_selection
         if not isinstance(plan, Plan):
             plan = self.plan_removal(client, plan_or_selection, refresh=refresh, jobs=jobs)
-        return remove(self.engine, client, plan, jobs=jobs, max_delete=max_delete)
+        return remove(self.engine, client, plan, jobs=jobs or client.jobs, max_delete=max_delete)
 
     # --- raw SQL --------------------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class Inventory:
         with self._connect_for_selecting() as conn:
             return signatures_of(conn, self._selected_registry(conn, registry), wanted)
 
-    def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int = 16,
+    def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int | None = None,
                     raise_intersecting_repo: bool = True, announce=None):
         """The ``policy.PolicyPlan`` of a retention policy (``regdb.cleanup.policy.load_policy``): one removal plan
         across the registry, with each rule's report of what it removes and what it keeps and why. Delete it
@@ -274,17 +274,17 @@ class Inventory:
 
             policy = load_policy(policy)
         self._ensure_synced(client, jobs)
-        return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs,
+        return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs or client.jobs,
                            raise_intersecting_repo=raise_intersecting_repo, announce=announce)
 
     def plan_untag(self, client: RegistryClient, repo: str, tags, *, method: str = "auto", refresh: bool = True,
-                   jobs: int = 16):
+                   jobs: int | None = None):
         """The ``untag.UntagPlan`` for removing ``tags`` from ``repo`` while keeping their digests and the other
         tags on them; ``method`` is ``auto`` (DELETE by tag, else a placeholder), ``delete-tag`` or
         ``placeholder``. Carry it out with ``inventory.untag(client, plan)``."""
         from regdb.cleanup.untag import plan_untag
 
-        return plan_untag(self.engine, client, repo, tags, method=method, refresh=refresh, jobs=jobs)
+        return plan_untag(self.engine, client, repo, tags, method=method, refresh=refresh, jobs=jobs or client.jobs)
 
     def untag(self, client: RegistryClient, plan):
         """Remove the planned tags; returns an ``untag.UntagResult``, every outcome recorded in ``deletions``
@@ -294,7 +294,7 @@ class Inventory:
 
         return untag(self.engine, client, plan)
 
-    def _ensure_synced(self, client: RegistryClient, jobs: int) -> None:
+    def _ensure_synced(self, client: RegistryClient, jobs: int | None) -> None:
         """A policy matches repositories by pattern, so the inventory must know them all: the registry is synced
         whole first unless it ever was (a sync of named repositories does not count)."""
         syncs = models.Sync.__table__

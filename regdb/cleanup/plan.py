@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from sqlalchemy import (
     Column,
@@ -49,7 +49,8 @@ from regdb.errors import (
     NoCatalog,
     SelectorError,
 )
-from regdb.selection.common import values
+from regdb.selection.common import Selection, values
+from regdb.selection.retention import Retention
 from regdb.selection.selectors import Skipped
 from regdb.inventory.registries import RegistryNotInInventory, find_registry
 from regdb.inventory.models import utcnow
@@ -197,12 +198,23 @@ class Plan:
         }
 
 
+@runtime_checkable
+class RemovalQuery(Protocol):
+    """A removal's selection as the user wrote it, so that it can be made again on fresh facts
+    (``refresh_selection``): ``TagQuery``, ``RepoQuery``, a retention policy's ``PolicyQuery``."""
+
+    repos: tuple[str, ...]
+    raise_intersecting_repo: bool
+    untagged: bool  # True: the repositories are removed whole and lose their untagged manifests too
+
+    def select(self, conn: Connection, registry_id: int) -> Selection: ...
+
+
 @dataclass(frozen=True)
 class TagQuery:
-    """A ``remove-tags`` selection as the user wrote it, so it can be made again on fresh facts.
-
-    The same parameters as ``regdb.selection.selectors.query_tags``.
-    """
+    """A ``remove-tags`` selection as the user wrote it: the parameters of
+    ``regdb.selection.selectors.query_tags``, and optionally a ``Retention`` (``--keep-latest``,
+    ``--older-than``, ``--untagged``, ...), which makes ``tags`` / ``regex`` optional."""
 
     repos: tuple[str, ...]
     tags: tuple[str, ...] = ()
@@ -212,6 +224,7 @@ class TagQuery:
     match_all_tags: bool = True
     raise_intersecting_tag: bool = False
     raise_intersecting_repo: bool = True
+    retention: Retention | None = None
 
     untagged = False  # only repositories removed whole lose their untagged manifests
 
@@ -222,18 +235,25 @@ class TagQuery:
             object.__setattr__(self, name, values(getattr(self, name)))
         # Mistakes surface here, before any registry is contacted, with the selectors' own messages.
         _require_repos(self.repos)
-        if not TagFilter.parse(self.tags, self.regex):
+        retention = self.retention if self.retention is not None and self.retention.selects else None
+        if not TagFilter.parse(self.tags, self.regex) and retention is None:
             raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
                                 fields=("tags", "regex"))
         TagFilter.parse(self.exclude, self.exclude_regex)
+        if retention is not None and retention.untagged and (self.tags or self.regex or self.exclude
+                                                             or self.exclude_regex):
+            raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and "
+                                "{exclude_regex} do not apply",
+                                fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
 
-    def select(self, conn: Connection, registry_id: int):
+    def select(self, conn: Connection, registry_id: int) -> Selection:
         from regdb.selection.selectors import query_tags
 
         return query_tags(
             conn, registry_id, list(self.repos), list(self.tags), list(self.regex), list(self.exclude),
             list(self.exclude_regex), match_all_tags=self.match_all_tags,
             raise_intersecting_tag=self.raise_intersecting_tag, raise_intersecting_repo=self.raise_intersecting_repo,
+            retention=self.retention,
         )
 
 
@@ -250,7 +270,7 @@ class RepoQuery:
         object.__setattr__(self, "repos", values(self.repos))
         _require_repos(self.repos)
 
-    def select(self, conn: Connection, registry_id: int):
+    def select(self, conn: Connection, registry_id: int) -> Selection:
         from regdb.selection.selectors import query_repos
 
         made = query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
@@ -900,7 +920,7 @@ def refresh_selection(engine: Engine, client: RegistryClient, selection, *, refr
     already made (kept only where the registry still shows exactly the tags it was selected with).
     Returns ``(registry_id, selection, untagged_repos, refreshed)``.
     """
-    is_query = isinstance(selection, (TagQuery, RepoQuery))
+    is_query = isinstance(selection, RemovalQuery)
     repos = list(selection.repos) if is_query else list(dict.fromkeys(item.repo for item in selection))
     refreshed = False
     if repos and not only_named_repos:

@@ -620,21 +620,24 @@ def _explain(conn: Connection, registry_id: int, policy: Policy, report: RuleRep
 
 
 @dataclass(frozen=True)
-class PolicyQuery(TagQuery):
-    """A policy as a removal query: made again on fresh facts by ``regdb.cleanup.plan.refresh_selection``.
+class PolicyQuery:
+    """A policy as a removal query (``regdb.cleanup.plan.RemovalQuery``): made again on fresh facts by
+    ``regdb.cleanup.plan.refresh_selection``.
 
     ``repos``: the repositories the policy's patterns matched in the inventory before the refresh (those are
     re-read from the registry)."""
 
-    policy: Policy | None = None
+    repos: tuple[str, ...]
+    policy: Policy
+    raise_intersecting_repo: bool = True
     now: Any = None
+
+    untagged = False  # a policy's untagged rules select manifests themselves; no repository is removed whole
 
     def __post_init__(self):
         object.__setattr__(self, "repos", values(self.repos))
 
     def select(self, conn: Connection, registry_id: int):
-        if self.policy is None:  # a default only because the fields before it have defaults
-            raise TypeError("PolicyQuery needs its policy")
         if not self.repos:
             return PolicySelection(reports=[RuleReport(rule, []) for rule in self.policy.rules])
         return evaluate(conn, registry_id, self.policy, self.repos,
@@ -702,33 +705,6 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
 # --- one rule from the command line ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetentionQuery(TagQuery):
-    """``remove-tags`` with retention selectors: the ``TagQuery`` parameters plus a ``Retention``.
-
-    Without ``-t`` / ``-re`` every tag is looked at; ``--untagged`` takes no tag selector at all."""
-
-    retention: Retention | None = None
-
-    def __post_init__(self):
-        if self.retention is None or not self.retention.selects:
-            super().__post_init__()
-            return
-        for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
-            object.__setattr__(self, name, values(getattr(self, name)))
-        if not self.repos:
-            raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
-        TagFilter.parse(self.tags, self.regex)
-        TagFilter.parse(self.exclude, self.exclude_regex)
-        if self.retention.untagged and (self.tags or self.regex or self.exclude or self.exclude_regex):
-            raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and "
-                                "{exclude_regex} do not apply",
-                                fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
-
-    def select(self, conn: Connection, registry_id: int):
-        return query_tags(
-            conn, registry_id, list(self.repos), list(self.tags), list(self.regex), list(self.exclude),
-            list(self.exclude_regex), match_all_tags=self.match_all_tags,
-            raise_intersecting_tag=self.raise_intersecting_tag, raise_intersecting_repo=self.raise_intersecting_repo,
-            retention=self.retention,
-        )
+# ``remove-tags`` with retention selectors (--keep-latest, --older-than, --untagged, ...) is a TagQuery with its
+# ``retention`` set; the name stays for the code that knows it.
+RetentionQuery = TagQuery

@@ -92,7 +92,7 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_di
     rows = settings.synced_inventory().list_tags(ref, list(repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
     if omit_digest_tags:
-        rows = without_digest_tags(rows)
+        rows = rows.without_digest_tags()
     if image_names:
         host = ref.name
         images = [(f"{host}/{row.repo}:{row.tag}", row.repo, row.tag, row.digest) for row in rows]
@@ -176,7 +176,7 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
     warn_missing_repos(selection.missing_repos)
     echo_left_out(selection.skipped, fmt)
     if omit_digest_tags:
-        selection = without_digest_tags(selection)
+        selection = selection.without_digest_tags()
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
 
 
@@ -504,26 +504,6 @@ def retention_of(keep_latest, order_by, older_than, newer_than, untagged, not_pu
 
     return Retention(keep_latest=keep_latest, order_by=order_by, older_than=older_than, newer_than=newer_than,
                      untagged=untagged, not_pulled_for=not_pulled_for, keep_pulled_within=keep_pulled_within)
-
-
-def without_digest_tags(rows):
-    """--omit-digest-tags: listing rows without ``sha256-*`` tags (query rows: such tags dropped from a row,
-    and a row left with none dropped, unless it had no tag to begin with)."""
-    import dataclasses
-
-    from regdb.selection.retention import is_digest_tag
-
-    kept = []
-    for row in rows:
-        if hasattr(row, "tags"):
-            tags = tuple(tag for tag in row.tags if not is_digest_tag(tag))
-            if tags or not row.tags:
-                kept.append(dataclasses.replace(row, tags=tags))
-        elif not is_digest_tag(row.tag):
-            kept.append(row)
-    result = type(rows)(kept)
-    result.missing_repos = list(getattr(rows, "missing_repos", []))
-    return result
 
 
 @main.command()

@@ -131,6 +131,7 @@ class RegistryClient:
         # 1000 is distribution's maximum by default (more is 400 PAGINATION_NUMBER_INVALID); registries that
         # ignore `n` or cap it lower still work, since every page's Link is followed.
         self.page_size = page_size
+        self.jobs = max(jobs, 1)  # its connection pool's size: the parallel requests an operation may make
         self.rate = RateLimiter(rate) if rate else None
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()

@@ -50,7 +50,15 @@ from regdb.errors import IntersectionError, SelectorError
 if TYPE_CHECKING:  # the type only: selectors builds on this module
     from regdb.selection.selectors import TagFilter
 
-from regdb.selection.common import Selected, Selection, registry_name, resolve_repos, values
+from regdb.selection.common import (
+    DIGEST_TAG_PREFIX,
+    Selected,
+    Selection,
+    is_digest_tag,
+    registry_name,
+    resolve_repos,
+    values,
+)
 
 __all__ = [
     "DIGEST_TAG_PREFIX",
@@ -70,15 +78,7 @@ _digests = models.Digest.__table__
 _children = models.DigestChild.__table__
 _registries = models.Registry.__table__
 
-# cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
-# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
-DIGEST_TAG_PREFIX = "sha256-"
 ORDERS = ("version", "created")
-
-
-def is_digest_tag(name: str) -> bool:
-    """True for ``sha256-<hex>`` tags (cosign ``.sig`` / ``.att`` / ``.sbom``, OCI referrers fallback)."""
-    return name.startswith(DIGEST_TAG_PREFIX)
 
 
 def digest_tag(tag) -> ColumnElement[bool]:
