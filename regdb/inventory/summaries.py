@@ -138,9 +138,8 @@ WHERE (COALESCE(regdb_scope_blobs.old_repos, 0) = 1) <> (COALESCE(summary_blobs.
   AND summary_repo_blobs.repo_id NOT IN (SELECT repo_id FROM regdb_scope_repos)
 """
 
-_REPOS = (
-    "DELETE FROM summary_repos WHERE repo_id IN (SELECT repo_id FROM regdb_scope_repos)",
-    """
+# Each figure is written once and computed for the scope or for the whole registry ({where} / {scope}).
+_REPO_FIGURES = """
 INSERT INTO summary_repos (repo_id, registry_id, tags, digests, total_bytes, unique_bytes)
 SELECT repos.id, repos.registry_id,
        (SELECT COUNT(*) FROM tags WHERE tags.repo_id = repos.id),
@@ -152,8 +151,31 @@ SELECT repos.id, repos.registry_id,
                                    AND summary_blobs.blob_digest = summary_repo_blobs.blob_digest
                  WHERE summary_repo_blobs.repo_id = repos.id AND summary_blobs.repos = 1), 0)
 FROM repos
-WHERE repos.id IN (SELECT repo_id FROM regdb_scope_repos)
-""",
+WHERE {where}
+"""
+_DIGEST_FIGURES = """
+INSERT INTO summary_digests (registry_id, digest_id, repos, tags)
+SELECT repos.registry_id, repo_digests.digest_id, COUNT(DISTINCT repo_digests.repo_id), COUNT(tags.id)
+FROM repo_digests
+JOIN repos ON repos.id = repo_digests.repo_id
+LEFT JOIN tags ON tags.repo_id = repo_digests.repo_id AND tags.digest_id = repo_digests.digest_id
+WHERE repos.registry_id = :registry_id {scope}
+GROUP BY repos.registry_id, repo_digests.digest_id
+"""
+_BLOB_USAGE_FIGURES = """
+INSERT INTO summary_blob_usage (registry_id, blob_digest, size, manifests, repos)
+SELECT repos.registry_id, digest_blobs.blob_digest, MAX(digest_blobs.size),
+       COUNT(DISTINCT digest_blobs.digest_id), COUNT(DISTINCT repo_digests.repo_id)
+FROM digest_blobs
+JOIN repo_digests ON repo_digests.digest_id = digest_blobs.digest_id
+JOIN repos ON repos.id = repo_digests.repo_id
+WHERE repos.registry_id = :registry_id {scope}
+GROUP BY repos.registry_id, digest_blobs.blob_digest
+"""
+
+_REPOS = (
+    "DELETE FROM summary_repos WHERE repo_id IN (SELECT repo_id FROM regdb_scope_repos)",
+    _REPO_FIGURES.format(where="repos.id IN (SELECT repo_id FROM regdb_scope_repos)"),
 )
 
 # Manifests the scope held before or holds now: every manifest digest is among the scope's blobs.
@@ -166,16 +188,7 @@ SELECT digests.id FROM regdb_scope_blobs JOIN digests ON digests.digest = regdb_
 DELETE FROM summary_digests
 WHERE registry_id = :registry_id AND digest_id IN (SELECT digest_id FROM regdb_scope_digests)
 """,
-    """
-INSERT INTO summary_digests (registry_id, digest_id, repos, tags)
-SELECT repos.registry_id, repo_digests.digest_id, COUNT(DISTINCT repo_digests.repo_id), COUNT(tags.id)
-FROM repo_digests
-JOIN repos ON repos.id = repo_digests.repo_id
-LEFT JOIN tags ON tags.repo_id = repo_digests.repo_id AND tags.digest_id = repo_digests.digest_id
-WHERE repos.registry_id = :registry_id
-  AND repo_digests.digest_id IN (SELECT digest_id FROM regdb_scope_digests)
-GROUP BY repos.registry_id, repo_digests.digest_id
-""",
+    _DIGEST_FIGURES.format(scope="AND repo_digests.digest_id IN (SELECT digest_id FROM regdb_scope_digests)"),
 )
 
 _BLOB_USAGE = (
@@ -183,17 +196,7 @@ _BLOB_USAGE = (
 DELETE FROM summary_blob_usage
 WHERE registry_id = :registry_id AND blob_digest IN (SELECT blob_digest FROM regdb_scope_blobs)
 """,
-    """
-INSERT INTO summary_blob_usage (registry_id, blob_digest, size, manifests, repos)
-SELECT repos.registry_id, digest_blobs.blob_digest, MAX(digest_blobs.size),
-       COUNT(DISTINCT digest_blobs.digest_id), COUNT(DISTINCT repo_digests.repo_id)
-FROM digest_blobs
-JOIN repo_digests ON repo_digests.digest_id = digest_blobs.digest_id
-JOIN repos ON repos.id = repo_digests.repo_id
-WHERE repos.registry_id = :registry_id
-  AND digest_blobs.blob_digest IN (SELECT blob_digest FROM regdb_scope_blobs)
-GROUP BY repos.registry_id, digest_blobs.blob_digest
-""",
+    _BLOB_USAGE_FIGURES.format(scope="AND digest_blobs.blob_digest IN (SELECT blob_digest FROM regdb_scope_blobs)"),
 )
 
 
@@ -233,39 +236,9 @@ INSERT INTO summary_blobs (registry_id, blob_digest, repos)
 SELECT registry_id, blob_digest, COUNT(*) FROM summary_repo_blobs WHERE registry_id = :registry_id
 GROUP BY registry_id, blob_digest
 """,
-    """
-INSERT INTO summary_repos (repo_id, registry_id, tags, digests, total_bytes, unique_bytes)
-SELECT repos.id, repos.registry_id,
-       (SELECT COUNT(*) FROM tags WHERE tags.repo_id = repos.id),
-       (SELECT COUNT(*) FROM repo_digests WHERE repo_digests.repo_id = repos.id),
-       COALESCE((SELECT SUM(summary_repo_blobs.size) FROM summary_repo_blobs
-                 WHERE summary_repo_blobs.repo_id = repos.id), 0),
-       COALESCE((SELECT SUM(summary_repo_blobs.size) FROM summary_repo_blobs
-                 JOIN summary_blobs ON summary_blobs.registry_id = summary_repo_blobs.registry_id
-                                   AND summary_blobs.blob_digest = summary_repo_blobs.blob_digest
-                 WHERE summary_repo_blobs.repo_id = repos.id AND summary_blobs.repos = 1), 0)
-FROM repos
-WHERE repos.registry_id = :registry_id
-""",
-    """
-INSERT INTO summary_digests (registry_id, digest_id, repos, tags)
-SELECT repos.registry_id, repo_digests.digest_id, COUNT(DISTINCT repo_digests.repo_id), COUNT(tags.id)
-FROM repo_digests
-JOIN repos ON repos.id = repo_digests.repo_id
-LEFT JOIN tags ON tags.repo_id = repo_digests.repo_id AND tags.digest_id = repo_digests.digest_id
-WHERE repos.registry_id = :registry_id
-GROUP BY repos.registry_id, repo_digests.digest_id
-""",
-    """
-INSERT INTO summary_blob_usage (registry_id, blob_digest, size, manifests, repos)
-SELECT repos.registry_id, digest_blobs.blob_digest, MAX(digest_blobs.size),
-       COUNT(DISTINCT digest_blobs.digest_id), COUNT(DISTINCT repo_digests.repo_id)
-FROM digest_blobs
-JOIN repo_digests ON repo_digests.digest_id = digest_blobs.digest_id
-JOIN repos ON repos.id = repo_digests.repo_id
-WHERE repos.registry_id = :registry_id
-GROUP BY repos.registry_id, digest_blobs.blob_digest
-""",
+    _REPO_FIGURES.format(where="repos.registry_id = :registry_id"),
+    _DIGEST_FIGURES.format(scope=""),
+    _BLOB_USAGE_FIGURES.format(scope=""),
 )
 
 

@@ -70,6 +70,8 @@ MAX_INDEX_DEPTH = 4
 # ``applied_events`` is only needed while the registry may still re-send an id: it retries from an in-memory
 # queue, so a week covers any listener outage one would not notice anyway; older ids are pruned.
 APPLIED_EVENTS_KEPT = timedelta(days=7)
+# Values per IN list when looking up event ids or digests: well under SQLite's limit on bound parameters.
+_LOOKUP_BATCH = 500
 
 
 class EventShapeError(RegdbError):
@@ -269,23 +271,19 @@ def reject_batch(engine: Engine, client: RegistryClient, batch: list[Journaled],
 
 
 def _already_applied(conn: Connection, ids: Iterable[str]) -> set[str]:
-    table = models.AppliedEvent.__table__
-    ids = list(dict.fromkeys(ids))
-    found: set[str] = set()
-    for start in range(0, len(ids), 500):
-        found.update(conn.execute(
-            select(table.c.event_id).where(table.c.event_id.in_(ids[start : start + 500]))
-        ).scalars())
-    return found
+    return _held(conn, models.AppliedEvent.__table__.c.event_id, list(dict.fromkeys(ids)))
 
 
 def _known_digests(conn: Connection, digests: Iterable[str | None]) -> set[str]:
-    table = models.Digest.__table__
-    wanted = list({d for d in digests if d})
+    return _held(conn, models.Digest.__table__.c.digest, list({d for d in digests if d}))
+
+
+def _held(conn: Connection, column, wanted: list[str]) -> set[str]:
+    """The values of ``wanted`` that ``column`` holds, asked _LOOKUP_BATCH at a time."""
     found: set[str] = set()
-    for start in range(0, len(wanted), 500):
+    for start in range(0, len(wanted), _LOOKUP_BATCH):
         found.update(conn.execute(
-            select(table.c.digest).where(table.c.digest.in_(wanted[start : start + 500]))
+            select(column).where(column.in_(wanted[start : start + _LOOKUP_BATCH]))
         ).scalars())
     return found
 
