@@ -244,13 +244,20 @@ class Retention:
             terms.append(tuple_(tag.c.repo_id, tag.c.digest_id).in_(beyond))
             if self.ordering == "version":
                 terms.append(tag.c.version_key.is_not(None))  # a tag that is no version has no place in the order
+        terms += self.age_and_use_terms(tag.c.repo_id, tag.c.digest_id)
+        return and_(*terms)
+
+    def age_and_use_terms(self, repo_id, digest_id) -> list[ColumnElement[bool]]:
+        """The age and use selectors on a manifest of a repository: the same rules for a tag's manifest and an
+        untagged one (``--untagged --older-than 30d``)."""
+        terms = []
         if self.older_cutoff is not None or self.newer_cutoff is not None:
-            terms.append(self.age_clause(tag.c.digest_id))
+            terms.append(self.age_clause(digest_id))
         if self.unused_since is not None:
             from regdb.inventory.use import used_since
 
-            terms.append(not_(used_since(tag.c.repo_id, tag.c.digest_id, self.unused_since)))
-        return and_(*terms)
+            terms.append(not_(used_since(repo_id, digest_id, self.unused_since)))
+        return terms
 
     def age_clause(self, digest_id) -> ColumnElement[bool]:
         """True when the manifest ``digest_id`` has a build time within the age selectors (never when unknown)."""
@@ -353,12 +360,7 @@ def query_untagged(conn: Connection, registry_id: int, repos, retention: Retenti
     terms: list[ColumnElement[bool]] = [rd.c.repo_id.in_(repo_ids), *untagged_terms(rd, d)]
     if retention.within is not None:
         terms.append(rd.c.repo_id.in_(retention._within_ids(registry_id)))
-    if retention.older_cutoff is not None or retention.newer_cutoff is not None:
-        terms.append(retention.age_clause(rd.c.digest_id))
-    if retention.unused_since is not None:
-        from regdb.inventory.use import used_since
-
-        terms.append(not_(used_since(rd.c.repo_id, rd.c.digest_id, retention.unused_since)))
+    terms += retention.age_and_use_terms(rd.c.repo_id, rd.c.digest_id)
 
     rd_other = _repo_digests.alias("rd_other")
     r_other = _repos.alias("r_other")
