@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from regdb.cli import main
-from tests.rig import Pusher
-from tests.test_dregutil_suite import kept_logging
+from tests.rig.cli import kept_logging
+from tests.rig.pusher import Pusher
 
 
 @pytest.fixture(autouse=True)

@@ -20,9 +20,9 @@ from regdb.db import create_inventory_engine, upgrade, write_transaction
 from regdb.examples import EXAMPLES
 from regdb.rawsql import describe_schema
 from regdb.views import VIEWS
-from tests.bi_support import Generated, rows
-from tests.datasource_support import documented_examples
-from tests.rig import free_port
+from tests.rig.dataset import documented_examples
+from tests.rig.loopback import free_port
+from tests.rig.summaries import Generated, rows
 
 BIN = Path(sys.executable).parent
 CHROMIUM = "/usr/bin/chromium"

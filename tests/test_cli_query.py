@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from regdb import output
 from regdb.cli import main
 from regdb.versions import version_key
-from tests.rig import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, Pusher
+from tests.rig.media import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST
+from tests.rig.pusher import Pusher
 
 
 def regdb(url: str, db, *args: str):

@@ -11,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from regdb.cli import main
-from tests.removal_support import (
-    FaultyProxy,
+from tests.rig.http_proxy import FaultyProxy
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.state import (
     assert_inventory_equals_registry,
     deletions,
     inventory_manifests,
@@ -20,7 +22,6 @@ from tests.removal_support import (
     manifest_present,
     registry_tags,
 )
-from tests.rig import Pusher, start_registry
 
 
 def regdb(url, db, *args, input=None):

@@ -8,8 +8,8 @@ import pytest
 
 from regdb.db import MEMORY
 from regdb.dregutil import build_parser, inventory_target, log_level, loose_order, settings_of
-from tests.rig import Pusher
-from tests.test_dregutil_suite import run_dregutil
+from tests.rig.cli import run_dregutil
+from tests.rig.pusher import Pusher
 
 URL = "http://127.0.0.1:5000"
 

@@ -10,7 +10,6 @@ import json
 from click.testing import CliRunner
 
 from regdb.cli import main
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 
 def regdb(url: str, db, *args: str):

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from regdb.cli import main
 from regdb.cli_removal import ASK, PROCEED, REFUSE, confirmation_required
-from tests.faults.proxy import FaultProxy, Hook
-from tests.removal_support import deletions, inventory_tags, manifest_present, registry_tags
+from tests.rig.fault_proxy import FaultProxy, Hook
+from tests.rig.state import deletions, inventory_tags, manifest_present, registry_tags
 
 
 def regdb(url, db, *args, prog_name=None):

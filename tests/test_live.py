@@ -18,9 +18,10 @@ from click.testing import CliRunner
 from regdb import Inventory, RegistryClient
 from regdb.cli import main
 from regdb.db import write_transaction
-from tests.live_support import Live, skopeo_pull, start_live, wait_for
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.rig import Pusher, make_oci_layout, notifications_config, skopeo_copy, start_registry
+from tests.rig.layout import make_oci_layout, skopeo_copy
+from tests.rig.live import Live, skopeo_pull, start_live, wait_for
+from tests.rig.pusher import Pusher
+from tests.rig.registry import notifications_config, start_registry
 
 
 @pytest.fixture
@@ -289,8 +290,8 @@ def test_two_listeners_on_one_postgresql_inventory(registry_binary, tmp_path, pg
     """The registry notifies both; each event is applied once, whichever listener gets there first."""
     from sqlalchemy import create_engine, text
 
-    from tests.live_support import ListenerProcess
-    from tests.rig import free_port
+    from tests.rig.live import ListenerProcess
+    from tests.rig.loopback import free_port
 
     token = "pg-secret"
     ports = [free_port(), free_port()]

@@ -14,8 +14,8 @@ from regdb.cli import main
 from regdb.errors import PolicyError
 from regdb.policy import glob_regex, parse_policy, plan_policy
 from regdb.versions import regex_matches
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
-from tests.retention_support import ago, synced
+from tests.rig.retention import ago, synced
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
 
 UNREACHABLE = "http://127.0.0.1:9"  # nothing listens: a policy mistake must be reported before any request
 

@@ -20,7 +20,7 @@ from regdb.cli import main
 from regdb.db import create_inventory_engine, write_transaction
 from regdb.errors import ReadOnlyViolation, SqlError
 from regdb.views import VIEWS
-from tests.datasource_support import (
+from tests.rig.dataset import (
     FORMATS,
     LITERAL,
     Dataset,
@@ -30,8 +30,7 @@ from tests.datasource_support import (
     example_params,
     push_dataset,
 )
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.rig import Pusher
+from tests.rig.pusher import Pusher
 
 
 def run(*args):
@@ -44,7 +43,7 @@ def data(registry) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def synced_pg(postgres_server, data) -> str:  # noqa: F811
+def synced_pg(postgres_server, data) -> str:
     """A PostgreSQL inventory of the dataset, synced through the CLI as a user would."""
     name = postgres_server.create_database("synced")
     url = postgres_server.url(name)
@@ -71,7 +70,7 @@ def rows(db: str, statement: str, params=None) -> list[tuple]:
 # --- migrations -----------------------------------------------------------------------------------------------
 
 
-def test_migrations_round_trip_on_postgresql(pg_url):  # noqa: F811
+def test_migrations_round_trip_on_postgresql(pg_url):
     engine = create_inventory_engine(pg_url)
     try:
         assert_migrations_round_trip(engine)
@@ -180,7 +179,7 @@ def test_a_session_setting_does_not_outlive_its_statement(synced_pg):
             inventory.sql("SELECT * FROM images WHERE repo = :repo")
 
 
-def test_password_in_the_url_never_reaches_the_output(postgres_server):  # noqa: F811
+def test_password_in_the_url_never_reaches_the_output(postgres_server):
     url = f"postgresql+psycopg://regdb:hunter2@127.0.0.1:{postgres_server.port}/no_such_database"
     for args in (["sql", "SELECT 1"], ["-reg", "http://127.0.0.1:9", "sync"]):
         result = run("--db", url, *args)
@@ -210,7 +209,7 @@ def test_readers_see_the_last_snapshot_while_a_writer_holds_its_transaction(sync
         engine.dispose()
 
 
-def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, monkeypatch):  # noqa: F811
+def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, monkeypatch):
     Inventory(pg_url).close()  # migrated
     engine = create_inventory_engine(pg_url)
     other = create_inventory_engine(pg_url)
@@ -250,7 +249,7 @@ def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, mo
         other.dispose()
 
 
-def test_sync_into_postgresql_from_the_library(pg_url, data):  # noqa: F811
+def test_sync_into_postgresql_from_the_library(pg_url, data):
     with Inventory(pg_url) as inventory, closing(RegistryClient(data.url)) as client:
         result = inventory.sync(client, data.repos)
         assert (result.repos, result.tags) == (4, 6)

@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from regdb.cli import main
-from tests import rig
-from tests.reach_support import write_htpasswd
+from tests.rig.pusher import Pusher
+from tests.rig.reach import write_htpasswd
+from tests.rig.registry import start_registry
 
 REGDB = str(Path(sys.executable).parent / "regdb")
 SEED_ENV = ("REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD", "REGDB_DATABASE", "REGDB_PROFILE", "REQUESTS_CA_BUNDLE")
@@ -124,11 +125,11 @@ def test_broken_toml_names_the_file(config):
 def locked(registry_binary, tmp_path_factory):
     root = tmp_path_factory.mktemp("locked")
     htpasswd = write_htpasswd(root / "htpasswd", {"alice": "wonderland"})
-    registry = rig.start_registry(root / "registry", extra={"auth": {"htpasswd": {"realm": "regdb-test",
+    registry = start_registry(root / "registry", extra={"auth": {"htpasswd": {"realm": "regdb-test",
                                                                                     "path": str(htpasswd)}}})
     import requests
 
-    pusher = rig.Pusher(registry.url, session=requests.Session())
+    pusher = Pusher(registry.url, session=requests.Session())
     pusher.session.auth = ("alice", "wonderland")
     pusher.push_image("locked/app", "1.0")
     yield registry

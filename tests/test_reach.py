@@ -35,8 +35,9 @@ from regdb.auth import build_auth
 from regdb.cli import main
 from regdb.client import RegistryClient
 from regdb.errors import ScopeRefused
-from tests.pki import PKI, make_ca, make_client_cert, make_pki
-from tests.reach_support import (
+from tests.rig.pki import PKI, make_ca, make_client_cert, make_pki
+from tests.rig.pusher import Pusher
+from tests.rig.reach import (
     DigestChecker,
     RecordingTokenServer,
     StubRegistry,
@@ -48,8 +49,8 @@ from tests.reach_support import (
     tls_session,
     write_htpasswd,
 )
-from tests.rig import Pusher, RegistryProcess, start_registry
-from tests.tokenserver import ALL_REPOSITORIES, PULL_ONLY
+from tests.rig.registry import RegistryProcess, start_registry
+from tests.rig.tokenserver import ALL_REPOSITORIES, PULL_ONLY
 
 ALICE = ("alice", "alice-Pw-7rQz4kX")
 BOB = ("bob", "bob-Pw-2mVn8tJ")

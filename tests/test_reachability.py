@@ -16,14 +16,10 @@ from regdb import Inventory, RegistryClient
 from regdb.cli import main
 from regdb.errors import IntersectionError
 from regdb.removal import TagQuery
-from tests.removal_support import (
-    FaultyProxy,
-    assert_inventory_equals_registry,
-    manifest_present,
-    registry_tags,
-)
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.rig import Pusher, start_registry
+from tests.rig.http_proxy import FaultyProxy
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.state import assert_inventory_equals_registry, manifest_present, registry_tags
 
 AMD64, ARM64 = ("amd64", "linux", None), ("arm64", "linux", "v8")
 
@@ -258,7 +254,7 @@ def test_query_tags_says_why_it_leaves_digests_out(registry, pusher, repo_name, 
     }
 
 
-def test_the_reachability_plan_on_postgresql(fresh_registry, fresh_pusher, pg_url, tmp_path):  # noqa: F811
+def test_the_reachability_plan_on_postgresql(fresh_registry, fresh_pusher, pg_url, tmp_path):
     """The plan is SQL over the inventory: the same rules on PostgreSQL (held child, child after its index)."""
     p = fresh_pusher
     index = multi_with_tagged_child(p)

@@ -35,8 +35,9 @@ from hypothesis import strategies as st
 from regdb import Inventory
 from regdb.cli import main
 from regdb.versions import parse_tag_selector
-from tests.removal_support import assert_inventory_equals_registry, manifest_present
-from tests.rig import Pusher, start_registry
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.state import assert_inventory_equals_registry, manifest_present
 
 LONG = os.environ.get("REGDB_LONG") == "1"
 # 150 examples: 64 s measured on the 2-core machine at load 1.6, 283 s at load 15 (make test must stay under 15

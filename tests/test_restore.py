@@ -18,9 +18,9 @@ from regdb import Inventory, RegistryClient
 from regdb.cleanup.restore import plan_restore, restore
 from regdb.cli import main
 from regdb.removal import TagQuery
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present
-from tests.rig import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, REGISTRY_BINARY, canonical_json
+from tests.rig.media import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, canonical_json
+from tests.rig.registry import REGISTRY_BINARY
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present
 
 
 def regdb(url, db, *args):

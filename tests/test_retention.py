@@ -19,9 +19,8 @@ from regdb.cli import main
 from regdb.errors import SelectorError
 from regdb.policy import RetentionQuery
 from regdb.retention import Retention, parse_age
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.removal_support import assert_inventory_equals_registry, manifest_present, registry_tags
-from tests.retention_support import ago, populate, push_index_of, selected, synced
+from tests.rig.retention import ago, populate, push_index_of, selected, synced
+from tests.rig.state import assert_inventory_equals_registry, manifest_present, registry_tags
 
 
 def regdb(url, db, *args):
@@ -38,7 +37,7 @@ def sig_tag(digest: str, kind: str = "sig") -> str:
 @pytest.fixture(scope="module")
 def versions(registry, tmp_path_factory):
     """One repository with versions, a version pair on one digest, names, and signatures."""
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     p = Pusher(registry.url)
     repo = "retention-versions/app"
@@ -123,7 +122,7 @@ def test_omit_digest_tags_hides_signature_tags_from_listings(versions):
 def builds(registry, tmp_path_factory):
     """Pull-request builds of known build times, a release, a build without a time, and a `sha256-*` tag on the
     newest image of all (which must not take a place among the newest)."""
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     p = Pusher(registry.url)
     repo = "retention-builds/app"
@@ -156,7 +155,7 @@ def test_keep_latest_by_created_counts_every_tag_but_signatures_and_skips_unknow
 
 @pytest.fixture(scope="module")
 def ages(registry, tmp_path_factory):
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     p = Pusher(registry.url)
     repo = "retention-ages/app"
@@ -439,7 +438,7 @@ def test_images_of_one_build_time_rank_by_version_then_by_digest(memory_inventor
         ["i1", "i3", "i4"], ["i3", "i4"], ["i3"]]
 
 
-def test_retention_on_postgresql_answers_as_on_sqlite(pg_url, memory_inventory):  # noqa: F811
+def test_retention_on_postgresql_answers_as_on_sqlite(pg_url, memory_inventory):
     """Window functions, row-value IN and the age comparisons, on both databases."""
     from regdb import Inventory
     from regdb.selectors import query_tags

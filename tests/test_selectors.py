@@ -27,7 +27,6 @@ from regdb.selectors import (
 )
 from regdb.sync import utcnow
 from regdb.versions import compile_regex, parse_tag_selector, regex_matches, version_key
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 URL = "https://registry.test"
 NAME = "registry.test"
@@ -594,7 +593,7 @@ def hold_against_reference(inventory, registry, query, other_registry):
 
 
 @pytest.fixture
-def pg_inventory(pg_url):  # noqa: F811
+def pg_inventory(pg_url):
     with Inventory(pg_url) as inv:
         yield inv
 

@@ -21,7 +21,7 @@ from regdb.db import create_inventory_engine
 from regdb.errors import ReadOnlyViolation, SqlError
 from regdb.rawsql import describe_schema
 from regdb.views import VIEWS
-from tests.datasource_support import (
+from tests.rig.dataset import (
     FORMATS,
     LITERAL,
     Dataset,
@@ -31,7 +31,7 @@ from tests.datasource_support import (
     example_params,
     push_dataset,
 )
-from tests.rig import Pusher
+from tests.rig.pusher import Pusher
 
 SQLITE3 = "/usr/bin/sqlite3"
 

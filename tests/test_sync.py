@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
 from regdb.cli import main
-from tests.rig import Pusher, make_oci_layout, skopeo_copy
+from tests.rig.layout import make_oci_layout, skopeo_copy
+from tests.rig.pusher import Pusher
 
 
 def registry_state(pusher: Pusher, repos=None) -> set[tuple[str, str, str]]:

@@ -17,7 +17,7 @@ from werkzeug import Response
 
 from regdb import Inventory, RegistryClient
 from regdb.cli import main
-from tests.rig import DOCKER_MANIFEST, canonical_json
+from tests.rig.media import DOCKER_MANIFEST, canonical_json
 
 V2_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0", "Content-Type": "application/json"}
 

@@ -9,9 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from regdb.cli import main
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
-from tests.retention_support import RegistryProxy, live_placeholders, synced
-from tests.rig import Pusher, start_registry
+from tests.rig.http_proxy import RegistryProxy
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.retention import live_placeholders, synced
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
 
 
 def regdb(url, db, *args):

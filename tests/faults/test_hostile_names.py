@@ -17,9 +17,11 @@ from regdb.address import is_digest, is_repository, is_tag
 from regdb.client import digest_of
 from regdb.errors import DigestMismatch
 from regdb.output import to_string
-from tests.faults.conftest import integrity, run
-from tests.faults.test_hostile import StubRegistry
-from tests.rig import OCI_INDEX, Pusher, canonical_json
+from tests.rig.cli import run
+from tests.rig.hostile import StubRegistry
+from tests.rig.media import OCI_INDEX, canonical_json
+from tests.rig.pusher import Pusher
+from tests.rig.state import integrity
 
 ANSI = "\x1b[2J\x1b]0;pwned\x07\x1b[31m"
 

@@ -18,10 +18,11 @@ from werkzeug import Request, Response
 
 from regdb.address import follow_url
 from regdb.errors import UnsafeURL
-from tests.faults.conftest import error_line, run, snapshot, syncs
-from tests.faults.proxy import FaultProxy, RequireBasic, SetHeader
-from tests.faults.test_hostile import StubRegistry
-from tests.rig import Pusher
+from tests.rig.cli import error_line, run
+from tests.rig.fault_proxy import FaultProxy, RequireBasic, SetHeader
+from tests.rig.hostile import StubRegistry
+from tests.rig.pusher import Pusher
+from tests.rig.state import snapshot, syncs
 
 USER, SECRET = "ursula", "Secret-Pw-93kQ"
 

@@ -20,7 +20,7 @@ from regdb.manifests import Child, ManifestInfo
 from regdb.summaries import refresh_summaries
 from regdb.sync import SnapshotWriter
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 SUMMARY_TABLES = ("summary_repos", "summary_repo_blobs", "summary_blobs", "summary_digests", "summary_blob_usage")
 ON_THE_FLY_VIEWS = ("digest_usage", "repo_stats", "blob_usage")
 

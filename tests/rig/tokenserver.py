@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from tests.pki import Issued, make_ca, make_signing_cert
+from tests.rig.pki import Issued, make_ca, make_signing_cert
 
 # grants: who may do what. A grant is (type, name pattern (fnmatch), actions); "*" in actions means all.
 Grant = tuple[str, str, tuple[str, ...]]

@@ -29,10 +29,11 @@ from pytest_httpserver import HTTPServer
 from urllib3.exceptions import InsecureRequestWarning
 from werkzeug import Request, Response
 
-from tests import rig
-from tests.pki import PKI
-from tests.rig import DOCKER_CONFIG, DOCKER_MANIFEST, RegistryProcess, canonical_json, sha256_digest
-from tests.tokenserver import TokenServer
+from tests.rig import registry as registry_process
+from tests.rig.media import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, canonical_json, sha256_digest
+from tests.rig.pki import PKI
+from tests.rig.registry import RegistryProcess, start_registry
+from tests.rig.tokenserver import TokenServer
 
 # --- htpasswd ------------------------------------------------------------------------------------------------
 
@@ -73,7 +74,7 @@ def start_secure_registry(root: Path, pki: PKI, htpasswd: Path) -> RegistryProce
     """distribution 2.8 serving TLS from ``pki`` with ``clientcas`` (a client certificate is mandatory) and
     htpasswd Basic auth.
 
-    tests/rig.py polls ``GET /v2/`` without a client certificate until the registry answers, and a clientcas
+    rig/registry.py polls ``GET /v2/`` without a client certificate until the registry answers, and a clientcas
     registry refuses that handshake, so the poll would time out. Its ``requests`` name is swapped, for the
     start only, for one whose ``get`` presents our client certificate.
     """
@@ -85,9 +86,9 @@ def start_secure_registry(root: Path, pki: PKI, htpasswd: Path) -> RegistryProce
         "http": {"tls": {"certificate": str(pki.server.cert_path), "key": str(pki.server.key_path),
                          "clientcas": [str(pki.ca.cert_path)]}},
     }
-    with mock.patch.object(rig, "requests", poll), warnings.catch_warnings():
+    with mock.patch.object(registry_process, "requests", poll), warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureRequestWarning)  # the poll does not verify; nothing to warn about
-        return rig.start_registry(root, extra=extra)
+        return start_registry(root, extra=extra)
 
 
 def tls_session(pki: PKI, auth=None) -> requests.Session:
@@ -190,7 +191,7 @@ class StubRegistry:
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
             "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": sha256_digest(config)},
-            "layers": [{"mediaType": rig.DOCKER_LAYER, "size": len(layer), "digest": sha256_digest(layer)}],
+            "layers": [{"mediaType": DOCKER_LAYER, "size": len(layer), "digest": sha256_digest(layer)}],
         })
         image = StubImage(sha256_digest(manifest), manifest, sha256_digest(config), config)
         with self.lock:
