@@ -3,7 +3,7 @@
 
 Fake registries here are pytest-httpserver handlers that answer the way distribution 2.8 does (its challenge
 format, its per-method scopes, ``error="insufficient_scope"``), backed by a real token server
-(tests/tokenserver.py) whose JWTs they verify. The last tests run the real ``docker-registry`` in token mode.
+(tests/rig/tokenserver.py) whose JWTs they verify. The last tests run the real ``docker-registry`` in token mode.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The same inventory on PostgreSQL (Debian's server, started by tests/pg_support.py): migrations without
+"""The same inventory on PostgreSQL (Debian's server, started by tests/rig/pg.py): migrations without
 drift and back to base, a sync from a real registry, the views and documented examples giving exactly what
 they give on SQLite, selectors with PostgreSQL's regex operator, ``regdb sql`` read-only through a read-only
 transaction, readers never blocked by a sync, and writers serialized by the advisory lock.

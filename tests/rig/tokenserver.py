@@ -168,7 +168,7 @@ class TokenServer:
         return self.url + "/token"
 
     def registry_config(self) -> dict:
-        """The dict to deep-merge into a distribution config (tests/rig.py ``start_registry(extra=...)``)."""
+        """The dict to deep-merge into a distribution config (tests/rig/registry.py ``start_registry(extra=...)``)."""
         return {
             "auth": {
                 "token": {
