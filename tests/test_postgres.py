@@ -11,15 +11,14 @@ import time
 from contextlib import closing
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import text
 
 from regdb import Inventory, InventoryBusy, RegistryClient
 from regdb import db as regdb_db
-from regdb.cli import main
 from regdb.db import create_inventory_engine, write_transaction
 from regdb.errors import ReadOnlyViolation, SqlError
 from regdb.views import VIEWS
+from tests.rig.cli import run
 from tests.rig.dataset import (
     FORMATS,
     LITERAL,
@@ -31,10 +30,6 @@ from tests.rig.dataset import (
     push_dataset,
 )
 from tests.rig.pusher import Pusher
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

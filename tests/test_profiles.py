@@ -12,9 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from regdb.cli import main
+from tests.rig.cli import run
 from tests.rig.pusher import Pusher
 from tests.rig.reach import write_htpasswd
 from tests.rig.registry import start_registry
@@ -40,10 +39,6 @@ def config(tmp_path, monkeypatch):
         return path
 
     return write
-
-
-def run(*args: str, env: dict | None = None):
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def inventory_used(*args: str, env: dict | None = None) -> str:

@@ -10,21 +10,16 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regdb import RegistryClient
-from regdb.cli import main
 from regdb.errors import SelectorError
 from regdb.policy import RetentionQuery
 from regdb.retention import Retention, parse_age
+from tests.rig.cli import run
 from tests.rig.retention import ago, populate, push_index_of, selected, synced
 from tests.rig.state import assert_inventory_equals_registry, manifest_present, registry_tags
-
-
-def regdb(url, db, *args):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
 
 
 def sig_tag(digest: str, kind: str = "sig") -> str:
@@ -76,11 +71,12 @@ def test_keep_latest_ranks_within_the_tag_filter_and_honours_excludes(versions):
 
 def test_query_tags_takes_the_retention_options(versions):
     registry, repo, v, dev, inventory = versions
-    result = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "--keep-latest", "2", "--format", "json")
+    result = run("-reg", registry.url, "--db", inventory.target, "query-tags", "-r", repo, "--keep-latest", "2",
+                 "--format", "json")
     assert result.exit_code == 0, result.output
     assert {row["digest"]: row["tags"] for row in json.loads(result.stdout)} == {
         v["1.2"].digest: ["1.2", "1.2.0"], v["1.1"].digest: ["1.1"]}
-    plain = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "-t", "<1.2")
+    plain = run("-reg", registry.url, "--db", inventory.target, "query-tags", "-r", repo, "-t", "<1.2")
     assert plain.exit_code == 0, plain.output
     assert plain.stdout == f"{repo}  {v['1.1'].digest}\n"  # 1.0 also carries `stable`, and stderr says so
     assert f"kept {repo}@{v['1.0'].digest}: also tagged stable, which the selection does not include" in plain.stderr
@@ -97,7 +93,7 @@ def test_query_tags_takes_the_retention_options(versions):
 @pytest.mark.parametrize("command", ["query-tags", "remove-tags"])
 def test_retention_mistakes_are_usage_errors(versions, command, args, message):
     registry, repo, v, dev, inventory = versions
-    result = regdb(registry.url, inventory.target, command, "-r", repo, *args)
+    result = run("-reg", registry.url, "--db", inventory.target, command, "-r", repo, *args)
     assert result.exit_code == 2, result.output
     assert result.output.endswith(f"Error: {message}\n")
 
@@ -105,15 +101,15 @@ def test_retention_mistakes_are_usage_errors(versions, command, args, message):
 def test_omit_digest_tags_hides_signature_tags_from_listings(versions):
     registry, repo, v, dev, inventory = versions
     signature = sig_tag(v["2.1"].digest)
-    shown = regdb(registry.url, inventory.target, "list-tag-names", repo)
+    shown = run("-reg", registry.url, "--db", inventory.target, "list-tag-names", repo)
     assert shown.exit_code == 0, shown.output
     assert f"{repo}  {signature}" in shown.output.splitlines()
-    hidden = regdb(registry.url, inventory.target, "list-tag-names", repo, "--omit-digest-tags")
+    hidden = run("-reg", registry.url, "--db", inventory.target, "list-tag-names", repo, "--omit-digest-tags")
     assert hidden.exit_code == 0, hidden.output
     assert [line.split()[1] for line in hidden.output.splitlines()] == [
         "1.0", "1.1", "1.2", "1.2.0", "2.0", "2.1", "dev", "latest", "stable"]
-    query = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "-re", "sha256-", "1.1",
-                  "--omit-digest-tags", "--format", "json")
+    query = run("-reg", registry.url, "--db", inventory.target, "query-tags", "-r", repo, "-re", "sha256-", "1.1",
+                "--omit-digest-tags", "--format", "json")
     assert query.exit_code == 0, query.output
     assert [row["tags"] for row in json.loads(query.output)] == [["1.1"]]
 
@@ -266,10 +262,10 @@ def test_a_signed_image_goes_with_its_signatures_and_signatures_are_never_counte
     db = tmp_path / "inv.db"
     synced(fresh_registry.url, db).close()
 
-    result = regdb(fresh_registry.url, db, "remove-tags", "-r", repo, "--keep-latest", "1", "--dry-run")
+    result = run("-reg", fresh_registry.url, "--db", db, "remove-tags", "-r", repo, "--keep-latest", "1", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "dry run: nothing deleted" in result.output
-    result = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", repo, "--keep-latest", "1")
+    result = run("-reg", fresh_registry.url, "--db", db, "remove-tags", "--yes", "-r", repo, "--keep-latest", "1")
     assert result.exit_code == 0, result.output
     assert "deleted 4, skipped 0, failed 0" in result.output
     assert registry_tags(p, [repo]) == {(repo, "3.0", v["3.0"].digest), (repo, sig_tag(v["3.0"].digest), sig_3)}

@@ -12,15 +12,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import inspect
 
 from regdb import Inventory, RegistryClient, default_db_path
-from regdb.cli import main
 from regdb.db import create_inventory_engine
 from regdb.errors import ReadOnlyViolation, SqlError
 from regdb.rawsql import describe_schema
 from regdb.views import VIEWS
+from tests.rig.cli import run
 from tests.rig.dataset import (
     FORMATS,
     LITERAL,
@@ -34,10 +33,6 @@ from tests.rig.dataset import (
 from tests.rig.pusher import Pusher
 
 SQLITE3 = "/usr/bin/sqlite3"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def sync_into(db, data: Dataset) -> None:
