@@ -42,8 +42,10 @@ def run(*args, input: str | None = None, env: dict | None = None, prog_name: str
     With ``exit_code``, the run must end with it (the output is the assertion's message). An exception other
     than SystemExit is a bug in regdb, whatever the arguments (a user sees one line and an exit status, never a
     traceback): it is raised here with its own traceback, not left in ``result.exception``."""
+    # Given as None, prog_name would make click name the program after sys.argv[0] ("python -m pytest").
+    named = {"prog_name": prog_name} if prog_name is not None else {}
     with kept_logging():
-        result = CliRunner().invoke(main, [str(arg) for arg in args], input=input, env=env, prog_name=prog_name)
+        result = CliRunner().invoke(main, [str(arg) for arg in args], input=input, env=env, **named)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     if exit_code is not None:
