@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.rig.cli import run
 from tests.rig.pusher import Pusher
 

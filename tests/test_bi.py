@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug import Request, Response
 
-from regdb import Inventory, RegistryClient, summaries
-from regdb.db import create_inventory_engine, upgrade
+from regdb import Inventory, RegistryClient
+from regdb.cleanup.plan import TagQuery
 from regdb.errors import RegdbError
-from regdb.removal import TagQuery
+from regdb.inventory import summaries
+from regdb.inventory.db import create_inventory_engine, upgrade
 from tests.rig.dataset import documented_examples
 from tests.rig.http_proxy import FaultyProxy
 from tests.rig.summaries import (

@@ -124,7 +124,7 @@ def test_dry_run_deletes_nothing(app):
 
 def test_on_a_terminal_regdb_asks_first(app, monkeypatch):
     registry, p, db, images, signature = app
-    monkeypatch.setattr("regdb.cli_removal.stdin_is_tty", lambda: True)
+    monkeypatch.setattr("regdb.cli.removal.stdin_is_tty", lambda: True)
     before = registry_tags(p, ["app"])
     declined = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.2", input="n\n")
     assert declined.exit_code == 1, declined.output

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from regdb.cli_removal import ASK, PROCEED, REFUSE, confirmation_required
+from regdb.cli.removal import ASK, PROCEED, REFUSE, confirmation_required
 from tests.rig.cli import run
 from tests.rig.fault_proxy import FaultProxy, Hook
 from tests.rig.state import deletions, inventory_tags, manifest_present, registry_tags

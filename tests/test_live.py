@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from regdb import Inventory, RegistryClient
-from regdb.db import write_transaction
+from regdb.inventory.db import write_transaction
 from tests.rig.cli import run
 from tests.rig.layout import make_oci_layout, skopeo_copy
 from tests.rig.live import Live, skopeo_pull, start_live, wait_for
@@ -439,8 +439,8 @@ def test_an_event_that_fails_unexpectedly_is_rejected_and_later_events_apply(tmp
 
 
 def test_record_tag_history_is_the_hook_for_removals(tmp_path):
-    from regdb import models
-    from regdb.live.history import record_tag_history, tag_history
+    from regdb.inventory import models
+    from regdb.inventory.history import record_tag_history, tag_history
 
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     with Inventory(tmp_path / "inv.db") as inventory, write_transaction(inventory.engine) as conn:

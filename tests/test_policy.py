@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from regdb import RegistryClient
+from regdb.cleanup.policy import glob_regex, parse_policy, plan_policy
 from regdb.errors import PolicyError
-from regdb.policy import glob_regex, parse_policy, plan_policy
 from regdb.versions import regex_matches
 from tests.rig.cli import run
 from tests.rig.retention import ago, synced

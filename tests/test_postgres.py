@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 
 from regdb import Inventory, InventoryBusy, RegistryClient
-from regdb import db as regdb_db
-from regdb.db import create_inventory_engine, write_transaction
 from regdb.errors import ReadOnlyViolation, SqlError
-from regdb.views import VIEWS
+from regdb.inventory import db as regdb_db
+from regdb.inventory.db import create_inventory_engine, write_transaction
+from regdb.inventory.views import VIEWS
 from tests.rig.cli import run
 from tests.rig.dataset import (
     FORMATS,

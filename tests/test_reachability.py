@@ -12,8 +12,8 @@ import pytest
 from werkzeug import Request, Response
 
 from regdb import Inventory, RegistryClient
+from regdb.cleanup.plan import TagQuery
 from regdb.errors import IntersectionError
-from regdb.removal import TagQuery
 from tests.rig.cli import run
 from tests.rig.http_proxy import FaultyProxy
 from tests.rig.pusher import Pusher

@@ -10,9 +10,9 @@ from contextlib import closing
 import pytest
 
 from regdb import Inventory, RegistryClient
+from regdb.cleanup.plan import Plan, RepoQuery, TagQuery, plan_removal
 from regdb.errors import RegdbError, RemovalIncomplete, SelectorError
-from regdb.removal import Plan, RepoQuery, TagQuery, plan_removal
-from regdb.selectors import Selected, Selection
+from regdb.selection.selectors import Selected, Selection
 from tests.rig.pusher import Pushed, PushedIndex
 from tests.rig.state import (
     assert_inventory_equals_registry,

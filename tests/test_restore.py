@@ -14,8 +14,8 @@ from contextlib import closing
 import requests
 
 from regdb import Inventory, RegistryClient
+from regdb.cleanup.plan import TagQuery
 from regdb.cleanup.restore import plan_restore, restore
-from regdb.removal import TagQuery
 from tests.rig.cli import run
 from tests.rig.media import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, canonical_json
 from tests.rig.registry import REGISTRY_BINARY

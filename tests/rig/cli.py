@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from click.testing import CliRunner, Result
 
-from regdb.cli import main
-from regdb.dregutil import main as dregutil_main
+from regdb.cli.app import main
+from regdb.cli.dregutil import main as dregutil_main
 
 # setup_logging() in regdb's main() points these loggers at the stream the run's output was captured in.
 CLI_LOGGERS = ("regdb", "urllib3")

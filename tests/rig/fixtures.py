@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from regdb.client import RegistryClient
+from regdb.registry.client import RegistryClient
 from tests.rig.pusher import Pusher
 from tests.rig.registry import REGISTRY_BINARY, RegistryProcess, have_binary, start_registry
 

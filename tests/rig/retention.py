@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from regdb import Inventory, RegistryClient
-from regdb.untag import PLACEHOLDER_ANNOTATION
+from regdb.cleanup.untag import PLACEHOLDER_ANNOTATION
 from tests.rig.media import OCI_INDEX, canonical_json
 from tests.rig.pusher import Pushed, Pusher
 
@@ -71,8 +71,8 @@ def populate(conn, registry_id: int | None, repos: dict[str, dict[str, str]], cr
     sha256 of the label). Returns the registry id."""
     from sqlalchemy import insert, select
 
-    from regdb import models
-    from regdb.sync import utcnow
+    from regdb.inventory import models
+    from regdb.inventory.sync import utcnow
     from regdb.versions import version_key
 
     if registry_id is None:
