@@ -15,8 +15,8 @@ import pytest
 
 from tests.rig.cli import run
 from tests.rig.pusher import Pusher
-from tests.rig.reach import write_htpasswd
 from tests.rig.registry import start_registry
+from tests.rig.secure import write_htpasswd
 
 REGDB = str(Path(sys.executable).parent / "regdb")
 SEED_ENV = ("REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD", "REGDB_DATABASE", "REGDB_PROFILE", "REQUESTS_CA_BUNDLE")

@@ -36,20 +36,10 @@ from regdb.registry.client import RegistryClient
 from tests.rig.cli import run
 from tests.rig.pki import PKI, make_ca, make_client_cert, make_pki
 from tests.rig.pusher import Pusher
-from tests.rig.reach import (
-    DigestChecker,
-    RecordingTokenServer,
-    StubRegistry,
-    basic_checker,
-    opaque,
-    paged,
-    serve_blobs,
-    start_secure_registry,
-    tls_session,
-    write_htpasswd,
-)
 from tests.rig.registry import RegistryProcess, start_registry
-from tests.rig.tokenserver import ALL_REPOSITORIES, PULL_ONLY
+from tests.rig.secure import start_secure_registry, tls_session, write_htpasswd
+from tests.rig.stub import DigestChecker, StubRegistry, basic_checker, opaque, paged, serve_blobs
+from tests.rig.tokenserver import ALL_REPOSITORIES, PULL_ONLY, RecordingTokenServer
 
 ALICE = ("alice", "alice-Pw-7rQz4kX")
 BOB = ("bob", "bob-Pw-2mVn8tJ")

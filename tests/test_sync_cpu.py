@@ -64,7 +64,7 @@ def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_bina
     direct HEADs verify the server with -v's CA, present the certificate and carry Basic credentials."""
     from tests.rig.pki import make_pki
     from tests.rig.pusher import Pusher
-    from tests.rig.reach import start_secure_registry, tls_session, write_htpasswd
+    from tests.rig.secure import start_secure_registry, tls_session, write_htpasswd
 
     pki = make_pki(tmp_path / "pki")
     secure = start_secure_registry(tmp_path / "registry", pki, write_htpasswd(tmp_path / "htpasswd",

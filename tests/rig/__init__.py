@@ -12,8 +12,11 @@
     fault_proxy   a TCP proxy that injects faults between regdb and a registry
     http_proxy    forwarding HTTP proxies that fail chosen DELETEs or answer like an OCI 1.1 registry
     hostile       a stub registry serving whatever JSON a test sets
-    reach         registries behind TLS, client certificates, Basic, Digest and token auth
-    pki, tokenserver   certificates and a token server for those
+    secure        the real registry behind TLS, a mandatory client certificate and htpasswd
+    stub          a v2 API stub with switches for what distribution 2.8 never does (Link styles, a HEAD
+                  answering 405, redirected blobs, Digest auth)
+    pki           a CA and the certificates it issues
+    tokenserver   a token server for the registry's token mode
     live          the ``regdb listen`` process beside a registry that notifies it
     retention, summaries, dataset, mount   helpers of the retention, BI, data-source and file-fault tests
 

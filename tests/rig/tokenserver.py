@@ -350,6 +350,19 @@ class TokenServer:
         return status, headers, {"details": details}
 
 
+class RecordingTokenServer(TokenServer):
+    """A TokenServer that keeps every token it hands out, so a test can look for them where they must not be."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.issued: list[str] = []
+
+    def issue(self, user, access, *, lifetime=None) -> str:
+        token = super().issue(user, access, lifetime=lifetime)
+        self.issued.append(token)
+        return token
+
+
 def _first(values):
     return values[0] if values else None
 
