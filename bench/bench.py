@@ -1,8 +1,11 @@
 """`make bench`: the performance figures of issues 2, 3 and 17, printed side by side in one run.
 
-    python3 bench/bench.py              # everything (about 3 to 6 minutes; the first run also builds fixtures)
-    python3 bench/bench.py --only sync  # one part: startup, sync, memory, queries, listener or views
-    python3 bench/bench.py --profile    # also a cProfile of regdb's first sync and re-sync
+    python -m bench.bench              # everything (about 3 to 6 minutes; the first run also builds fixtures)
+    python -m bench.bench --only sync  # one part: startup, sync, memory, queries, listener or views
+    python -m bench.bench --profile    # also a cProfile of regdb's first sync and re-sync
+
+From the repository root, with the venv's python (`make bench` runs the first): run as a module, the checkout
+is on sys.path, so the test rig imports as the package it is (`tests.rig`).
 
 Figures, and the targets the issues set:
 0. Start-up (issue 17): `regdb --version` beside a minimal click program's `--version` (a group with
@@ -57,7 +60,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests/rig.py (the registry rig) is imported from the checkout, not installed
 
 BENCH = ROOT / ".bench"
 SEED_VENV = BENCH / "seed-venv"
@@ -217,7 +219,8 @@ def registry_marker() -> dict:
 
 def prepare_registry():
     """Start the bench registry, pushing its content unless a previous run left exactly this content."""
-    from tests.rig import Pusher, start_registry
+    from tests.rig.pusher import Pusher
+    from tests.rig.registry import start_registry
 
     root = BENCH / "registry"
     marker = root / "bench-content.json"
@@ -284,7 +287,7 @@ def _bench_pusher(url: str):
     import requests
     from requests.adapters import HTTPAdapter
 
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     session = requests.Session()
     # One pool big enough for every pushing thread (requests' default keeps 10 and discards the rest).
@@ -486,12 +489,12 @@ def build_million(path: Path) -> None:
     """Child process: write MILLION into a fresh inventory through regdb's SnapshotWriter, streaming repository
     after repository from a generator, then print peak RSS (VmHWM) and counts as one JSON line."""
     from regdb import Inventory
-    from regdb.registry.media import DOCKER_MANIFEST
     from regdb.inventory.db import write_transaction
     from regdb.inventory.manifests import ManifestInfo
-    from regdb.registry.reference import registry_name
     from regdb.inventory.summaries import refresh_summaries
     from regdb.inventory.sync import SnapshotWriter, utcnow
+    from regdb.registry.media import DOCKER_MANIFEST
+    from regdb.registry.reference import registry_name
 
     started = time.perf_counter()
     base_layer = synthetic_digest("layer", "base")
@@ -907,8 +910,7 @@ def bench_datasette(db: Path, views) -> None:
         return
     import urllib.request
 
-    sys.path.insert(0, str(ROOT))
-    from tests.rig import free_port
+    from tests.rig.loopback import free_port
 
     metadata = BENCH / "million-metadata.json"
     subprocess.run([*regdb_command(), "--db", str(db), "datasette-metadata", "-o", str(metadata)], check=True,
@@ -1030,8 +1032,9 @@ def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
     import statistics
     import uuid
 
-    from tests.live_support import start_live, wait_for
-    from tests.rig import Pusher, make_oci_layout, skopeo_copy
+    from tests.rig.layout import make_oci_layout, skopeo_copy
+    from tests.rig.live import start_live, wait_for
+    from tests.rig.pusher import Pusher
 
     root = Path(tempfile.mkdtemp(prefix="regdb-bench-listener-"))
     live = start_live(root, listener_args=("--journal-sync", journal_sync))

@@ -8,17 +8,18 @@ import uuid
 from contextlib import closing
 
 import pytest
-from werkzeug import Request, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug import Request, Response
 
 from regdb import Inventory, RegistryClient
-
+from regdb.cleanup.plan import TagQuery
+from regdb.errors import RegdbError
 from regdb.inventory import summaries
 from regdb.inventory.db import create_inventory_engine, upgrade
-from regdb.errors import RegdbError
-from regdb.cleanup.plan import TagQuery
-from tests.bi_support import (
+from tests.rig.dataset import documented_examples
+from tests.rig.http_proxy import FaultyProxy
+from tests.rig.summaries import (
     SUMMARY_TABLES,
     Generated,
     assert_summaries_equal_recomputation,
@@ -28,9 +29,6 @@ from tests.bi_support import (
     registry_states,
     rows,
 )
-from tests.datasource_support import documented_examples
-from tests.removal_support import FaultyProxy
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 EXAMPLE_PARAMS = {"cutoff": "2024-01-05", "repo": "b", "tag": "latest", "at": "2024-01-05 00:00:00"}
 
@@ -103,7 +101,7 @@ def test_summaries_follow_every_write_on_sqlite(sqlite_engine, monkeypatch, shar
 
 
 @pytest.fixture(scope="module")
-def pg_engine(postgres_server):  # noqa: F811 - the fixture imported above
+def pg_engine(postgres_server):
     name = postgres_server.create_database()
     engine = create_inventory_engine(postgres_server.url(name))
     upgrade(engine)

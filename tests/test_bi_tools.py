@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,9 +19,9 @@ from regdb.inventory.db import create_inventory_engine, upgrade, write_transacti
 from regdb.inventory.examples import EXAMPLES
 from regdb.inventory.rawsql import describe_schema
 from regdb.inventory.views import VIEWS
-from tests.bi_support import Generated, rows
-from tests.datasource_support import documented_examples
-from tests.rig import free_port
+from tests.rig.dataset import documented_examples
+from tests.rig.loopback import free_port
+from tests.rig.summaries import Generated, rows
 
 BIN = Path(sys.executable).parent
 CHROMIUM = "/usr/bin/chromium"

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
 from regdb import Inventory
-
-from regdb.inventory import models
 from regdb.errors import IntersectionError, InventoryError, SelectorError
+from regdb.inventory import models
+from regdb.inventory.sync import utcnow
 from regdb.selection.selectors import (
     Selected,
     TagRow,
@@ -27,9 +27,7 @@ from regdb.selection.selectors import (
     query_repos,
     query_tags,
 )
-from regdb.inventory.sync import utcnow
 from regdb.versions import compile_regex, parse_tag_selector, regex_matches, version_key
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 URL = "https://registry.test"
 NAME = "registry.test"
@@ -596,7 +594,7 @@ def hold_against_reference(inventory, registry, query, other_registry):
 
 
 @pytest.fixture
-def pg_inventory(pg_url):  # noqa: F811
+def pg_inventory(pg_url):
     with Inventory(pg_url) as inv:
         yield inv
 

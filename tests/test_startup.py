@@ -50,7 +50,7 @@ def test_version_and_help_load_no_database_and_no_http(args):
 
 @pytest.fixture(scope="module")
 def synced(registry, tmp_path_factory):
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     pusher = Pusher(registry.url)
     pusher.push_image("startup-probe/app", "1.0")

@@ -9,7 +9,7 @@ from unittest import mock
 import requests
 
 from regdb import Inventory, RegistryClient
-from tests.faults.proxy import Answer, FaultProxy, Reset
+from tests.rig.fault_proxy import Answer, FaultProxy, Reset
 
 
 def images(db) -> set:
@@ -62,9 +62,9 @@ def test_a_direct_head_that_meets_trouble_goes_the_full_way(fresh_registry, fres
 def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_binary, tmp_path):
     """On distribution with TLS from our own CA, a mandatory client certificate and htpasswd: the re-sync's
     direct HEADs verify the server with -v's CA, present the certificate and carry Basic credentials."""
-    from tests.pki import make_pki
-    from tests.reach_support import start_secure_registry, tls_session, write_htpasswd
-    from tests.rig import Pusher
+    from tests.rig.pki import make_pki
+    from tests.rig.pusher import Pusher
+    from tests.rig.secure import start_secure_registry, tls_session, write_htpasswd
 
     pki = make_pki(tmp_path / "pki")
     secure = start_secure_registry(tmp_path / "registry", pki, write_htpasswd(tmp_path / "htpasswd",

@@ -20,7 +20,7 @@ from contextlib import closing
 
 import pytest
 
-from tests.rig import DOCKER_MANIFEST, canonical_json
+from tests.rig.media import DOCKER_MANIFEST, canonical_json
 
 TAGS = 100_000
 PEAK_RSS_LIMIT = 300 * 1024 * 1024

@@ -20,9 +20,9 @@ from sqlalchemy import Engine, inspect
 from regdb.inventory import models
 from regdb.inventory.db import alembic_config, head_revision, upgrade, write_transaction
 from regdb.inventory.views import VIEWS
-from tests.rig import DEFAULT_CREATED, Pusher, Pushed, PushedIndex
+from tests.rig.pusher import DEFAULT_CREATED, Pushed, PushedIndex, Pusher
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "data-source.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "data-source.md"
 OLD = "2024-01-01 00:00:00.000000"  # the rig's default build time, as the inventory shows it
 assert DEFAULT_CREATED.startswith("2024-01-01T00:00:00")
 
