@@ -238,6 +238,11 @@ class Deletion(Base):
     restored_by: Mapped[str | None] = mapped_column(
         String, doc="Run of 'regdb restore' that pushed the manifest (and its tags) back."
     )
+    # An untag by placeholder (regdb/untag.py) leaves that manifest's blob in storage until a garbage collection.
+    placeholder_digest: Mapped[str | None] = mapped_column(
+        ByteString, doc="Untag: the placeholder manifest pushed under the tag and deleted (reclaimable lists it)."
+    )
+    placeholder_size: Mapped[int | None] = mapped_column(BigInteger, doc="Untag: the placeholder's bytes.")
 
 
 # --- the live inventory (issue 15): registry notifications, tag history, pulls ---------------------------------

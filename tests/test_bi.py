@@ -4,13 +4,16 @@ removal and a failed sync; the summaries always equal a recomputation from nothi
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 from werkzeug import Request, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from regdb import Inventory, RegistryClient, summaries
 from regdb.db import create_inventory_engine, upgrade
@@ -201,3 +204,46 @@ def rows_of(inventory: Inventory) -> dict[str, list[tuple]]:
     with inventory.engine.connect() as conn:
         return {view: sorted(rows(conn, f"SELECT * FROM {view}"), key=repr)
                 for view in ("repo_stats", "digest_usage", "blob_usage")}
+
+
+# --- images.artifact_type (issue 17) -----------------------------------------------------------------------------
+
+ARTIFACT_CONFIG = "application/vnd.example.regdb-test.config.v1+json"
+ARTIFACT_TYPE = "application/vnd.example.regdb-test.sbom.v1"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def test_images_artifact_type_is_the_manifest_s_or_its_config_s_for_real_artifacts(pusher, registry, repo_name,
+                                                                                  tmp_path, monkeypatch):
+    """oras pushes an artifact whose config media type names it (OCI 1.1: the artifact's type when the manifest
+    has no artifactType); a second one, with the empty config, names it in artifactType; a plain image has none."""
+    oras_client = pytest.importorskip("oras.client")
+    import oras.oci
+
+    host = registry.url.split("//", 1)[1]
+    monkeypatch.chdir(tmp_path)  # oras reads the files it pushes relative to the working directory
+    Path("payload.txt").write_text("an artifact, not an image\n")
+    Path("config.json").write_text('{"kind": "test artifact"}')
+    client = oras_client.OrasClient(hostname=host, insecure=True)
+    client.push(target=f"{host}/{repo_name}/artifact:config", files=["payload.txt:text/plain"],
+                manifest_config=f"config.json:{ARTIFACT_CONFIG}", disable_path_validation=True, quiet=True)
+
+    # artifactType with the empty config (what `oras push --artifact-type` writes), uploaded through oras too.
+    container = client.get_container(f"{host}/{repo_name}/artifact:typed")
+    layer = oras.oci.NewLayer("payload.txt", media_type="text/plain")
+    client.upload_blob("payload.txt", container, layer)
+    Path("empty.json").write_bytes(b"{}")
+    empty = {"mediaType": EMPTY_CONFIG, "size": 2, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()}
+    client.upload_blob("empty.json", container, dict(empty))
+    manifest = {**oras.oci.NewManifest(), "artifactType": ARTIFACT_TYPE, "config": empty, "layers": [layer]}
+    client.upload_manifest(manifest, container)
+    image = pusher.push_image(f"{repo_name}/artifact", "image", layers=[b"a plain image"])
+
+    with Inventory(tmp_path / "inventory.db") as inventory, closing(RegistryClient(registry.url)) as registry_client:
+        inventory.sync(registry_client, repos=[f"{repo_name}/artifact"])
+        with inventory.engine.connect() as conn:
+            found = dict(rows(conn, "SELECT tag, artifact_type FROM images WHERE repo = :repo",
+                              {"repo": f"{repo_name}/artifact"}))
+            columns = list(conn.execute(text("SELECT * FROM images LIMIT 0")).keys())
+    assert found == {"config": ARTIFACT_CONFIG, "typed": ARTIFACT_TYPE, "image": None}
+    assert columns[-1] == "artifact_type" and image.digest
