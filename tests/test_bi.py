@@ -247,3 +247,36 @@ def test_images_artifact_type_is_the_manifest_s_or_its_config_s_for_real_artifac
             columns = list(conn.execute(text("SELECT * FROM images LIMIT 0")).keys())
     assert found == {"config": ARTIFACT_CONFIG, "typed": ARTIFACT_TYPE, "image": None}
     assert columns[-1] == "artifact_type" and image.digest
+
+
+# --- reclaimable counts what an untag leaves (issue 17) -----------------------------------------------------------
+
+
+def test_reclaimable_counts_an_untag_s_placeholder_and_garbage_collection_frees_exactly_that(fresh_registry,
+                                                                                             fresh_pusher, tmp_path):
+    """distribution 2.8 has no DELETE by tag: untag pushes a placeholder manifest under the tag and deletes it.
+    Its manifest blob and the empty blob `{}` it names stay in storage until a garbage collection; reclaimable
+    lists both, and a real garbage-collect frees exactly their bytes (nothing else was deleted)."""
+    from click.testing import CliRunner
+
+    from regdb.cli import main
+    from regdb.views import EMPTY_DIGEST
+    from tests.removal_support import deletions
+
+    image = fresh_pusher.push_image("app", "1.0", layers=[b"kept layer"])
+    fresh_pusher.tag("app", "stable", image.digest)
+    db = tmp_path / "inventory.db"
+    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", str(db), "untag", "--yes", "-r", "app",
+                                       "-t", "stable", "--method", "placeholder"])
+    assert result.exit_code == 0, result.output
+    [record] = deletions(db)
+    assert record["outcome"] == "untagged" and record["placeholder_digest"].startswith("sha256:")
+    with Inventory(db, readonly=True) as inventory, inventory.engine.connect() as conn:
+        freed = rows(conn, "SELECT blob_digest, kind, size FROM reclaimable ORDER BY kind")
+    assert freed == [(EMPTY_DIGEST, "config", 2), (record["placeholder_digest"], "manifest", record["placeholder_size"])]
+    assert record["placeholder_size"] > 100
+
+    fresh_registry.stop()
+    before = fresh_registry.blob_store_bytes()
+    fresh_registry.garbage_collect()
+    assert before - fresh_registry.blob_store_bytes() == sum(size for _, _, size in freed)
