@@ -6,8 +6,10 @@ Issue #17: `images` gains `artifact_type` as its last column (the contract allow
 an OCI artifact is, from `digests.artifact_type`, which the sync and the live listener have stored since 0001.
 An untag by placeholder records the placeholder manifest it pushed and deleted (`deletions.placeholder_digest`,
 `placeholder_size`), and `reclaimable` counts it, with the empty blob it uses while no manifest in the inventory
-uses that blob. A partial index on `digests.artifact_type` finds the few artifacts without reading every tag. The view statements are a frozen copy of regdb/views.py as it was when this revision was written
-(tests/test_sql.py checks that the two agree).
+uses that blob. Issue #18: a partial index on `digests.artifact_type` finds the few artifacts without reading
+every tag, and an index on `tags (repo_id, digest_id)` counts images without reading tag rows (Datasette counts
+every view it shows). The view statements are a frozen copy of regdb/views.py as it was when this revision was
+written (tests/test_sql.py checks that the two agree).
 
 Create Date: 2026-12-01 22:30:00
 
@@ -28,6 +30,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 # The empty descriptor's blob `{}` (regdb/views.py EMPTY_DIGEST, frozen here).
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+# Repositories from which statistics are worth gathering (regdb/summaries.py ANALYZE_AFTER, frozen here).
+ANALYZE_AFTER_REPOS = 1_000
 DIGEST = sa.String().with_variant(sa.String(collation='C'), 'postgresql')
 
 IMAGES_VIEW = """
@@ -128,9 +132,19 @@ def upgrade() -> None:
     op.create_index('ix_digests_artifact_type', 'digests', ['artifact_type'],
                     sqlite_where=sa.text('artifact_type IS NOT NULL'),
                     postgresql_where=sa.text('artifact_type IS NOT NULL'))
+    # Counting images (Datasette counts every view it shows, and gives up at one second) from this index alone
+    # reads no tag row: 0.13 s instead of 0.31 s on the bench's million tags.
+    op.create_index('ix_tags_repo_id_digest_id', 'tags', ['repo_id', 'digest_id'])
+    # Without statistics for it SQLite's planner reads the age queries through it, by repository, instead of
+    # by build time (0.2 s became 1.9 s on the bench); a small inventory is fast either way.
+    bind = op.get_bind()
+    large = bind.execute(sa.text("SELECT COUNT(*) FROM repos")).scalar() >= ANALYZE_AFTER_REPOS
+    if bind.dialect.name == 'sqlite' and large:
+        op.execute("ANALYZE ix_tags_repo_id_digest_id")
 
 
 def downgrade() -> None:
+    op.drop_index('ix_tags_repo_id_digest_id', table_name='tags')
     op.drop_index('ix_digests_artifact_type', table_name='digests')
     op.execute("DROP VIEW reclaimable")
     op.execute(_frozen("0003_retention").RECLAIMABLE_VIEW)
