@@ -15,10 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from regdb import Inventory, RegistryClient, summaries
-from regdb.db import create_inventory_engine, upgrade
+from regdb import Inventory, RegistryClient
+
+from regdb.inventory import summaries
+from regdb.inventory.db import create_inventory_engine, upgrade
 from regdb.errors import RegdbError
-from regdb.removal import TagQuery
+from regdb.cleanup.plan import TagQuery
 from tests.bi_support import (
     SUMMARY_TABLES,
     Generated,
@@ -259,8 +261,8 @@ def test_reclaimable_counts_an_untag_s_placeholder_and_garbage_collection_frees_
     lists both, and a real garbage-collect frees exactly their bytes (nothing else was deleted)."""
     from click.testing import CliRunner
 
-    from regdb.cli import main
-    from regdb.views import EMPTY_DIGEST
+    from regdb.cli.app import main
+    from regdb.inventory.views import EMPTY_DIGEST
     from tests.removal_support import deletions
 
     image = fresh_pusher.push_image("app", "1.0", layers=[b"kept layer"])
@@ -273,7 +275,8 @@ def test_reclaimable_counts_an_untag_s_placeholder_and_garbage_collection_frees_
     assert record["outcome"] == "untagged" and record["placeholder_digest"].startswith("sha256:")
     with Inventory(db, readonly=True) as inventory, inventory.engine.connect() as conn:
         freed = rows(conn, "SELECT blob_digest, kind, size FROM reclaimable ORDER BY kind")
-    assert freed == [(EMPTY_DIGEST, "config", 2), (record["placeholder_digest"], "manifest", record["placeholder_size"])]
+    assert freed == [(EMPTY_DIGEST, "config", 2),
+                     (record["placeholder_digest"], "manifest", record["placeholder_size"])]
     assert record["placeholder_size"] > 100
 
     fresh_registry.stop()

@@ -8,7 +8,7 @@ An untag by placeholder records the placeholder manifest it pushed and deleted (
 `placeholder_size`), and `reclaimable` counts it, with the empty blob it uses while no manifest in the inventory
 uses that blob. Issue #18: a partial index on `digests.artifact_type` finds the few artifacts without reading
 every tag, and an index on `tags (repo_id, digest_id)` counts images without reading tag rows (Datasette counts
-every view it shows). The view statements are a frozen copy of regdb/views.py as it was when this revision was
+every view it shows). The view statements are a frozen copy of regdb/inventory/views.py as it was when this revision was
 written (tests/test_sql.py checks that the two agree).
 
 Create Date: 2026-12-01 22:30:00
@@ -28,9 +28,9 @@ down_revision: Union[str, Sequence[str], None] = '0008'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-# The empty descriptor's blob `{}` (regdb/views.py EMPTY_DIGEST, frozen here).
+# The empty descriptor's blob `{}` (regdb/inventory/views.py EMPTY_DIGEST, frozen here).
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-# Repositories from which statistics are worth gathering (regdb/summaries.py ANALYZE_AFTER, frozen here).
+# Repositories from which statistics are worth gathering (regdb/inventory/summaries.py ANALYZE_AFTER, frozen here).
 ANALYZE_AFTER_REPOS = 1_000
 DIGEST = sa.String().with_variant(sa.String(collation='C'), 'postgresql')
 
