@@ -283,3 +283,23 @@ def test_reclaimable_counts_an_untag_s_placeholder_and_garbage_collection_frees_
     before = fresh_registry.blob_store_bytes()
     fresh_registry.garbage_collect()
     assert before - fresh_registry.blob_store_bytes() == sum(size for _, _, size in freed)
+
+
+def test_the_live_listener_stores_artifact_type_as_the_sync_does(registry_binary, tmp_path):
+    from tests.live_support import start_live, wait_for
+    from tests.rig import OCI_MANIFEST, Pusher, canonical_json
+
+    live = start_live(tmp_path / "live")
+    try:
+        pusher = Pusher(live.registry.url)
+        empty = {"mediaType": EMPTY_CONFIG, "size": 2, "digest": pusher.push_blob("app", b"{}")}
+        layer = b"an sbom"
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE, "config": empty,
+            "layers": [{"mediaType": "text/plain", "size": len(layer), "digest": pusher.push_blob("app", layer)}],
+        })
+        digest = pusher.put_manifest("app", "sbom", manifest, OCI_MANIFEST)
+        wait_for(lambda: live.query("SELECT digest, artifact_type FROM images WHERE repo = 'app' AND tag = 'sbom'")
+                 == [(digest, ARTIFACT_TYPE)], "the pushed artifact in the inventory with its type")
+    finally:
+        live.stop()
