@@ -285,6 +285,43 @@ def test_reclaimable_counts_an_untag_s_placeholder_and_garbage_collection_frees_
     assert before - fresh_registry.blob_store_bytes() == sum(size for _, _, size in freed)
 
 
+def test_reclaimable_on_postgresql_leaves_out_the_empty_blob_while_an_artifact_uses_it(fresh_registry, fresh_pusher,
+                                                                                      pg_url):
+    """The same untag on a PostgreSQL inventory, with an OCI artifact elsewhere in the registry whose config is
+    the empty blob: only the placeholder manifest is reclaimable, and the garbage collection frees just that."""
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine
+
+    from regdb.cli.app import main
+    from tests.rig import OCI_MANIFEST, canonical_json
+
+    image = fresh_pusher.push_image("app", "1.0", layers=[b"kept layer"])
+    fresh_pusher.tag("app", "stable", image.digest)
+    empty = {"mediaType": EMPTY_CONFIG, "size": 2, "digest": fresh_pusher.push_blob("sbom", b"{}")}
+    layer = b"an sbom"
+    fresh_pusher.put_manifest("sbom", "v1", canonical_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE, "config": empty,
+        "layers": [{"mediaType": "text/plain", "size": len(layer), "digest": fresh_pusher.push_blob("sbom", layer)}],
+    }), OCI_MANIFEST)
+    assert CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", pg_url, "sync"]).exit_code == 0
+    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", pg_url, "untag", "--yes", "-r", "app",
+                                       "-t", "stable", "--method", "placeholder"])
+    assert result.exit_code == 0, result.output
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            [(placeholder, size)] = rows(conn, "SELECT placeholder_digest, placeholder_size FROM deletions")
+            freed = rows(conn, "SELECT blob_digest, kind, size FROM reclaimable")
+    finally:
+        engine.dispose()
+    assert freed == [(placeholder, "manifest", size)]
+
+    fresh_registry.stop()
+    before = fresh_registry.blob_store_bytes()
+    fresh_registry.garbage_collect()
+    assert before - fresh_registry.blob_store_bytes() == size
+
+
 def test_the_live_listener_stores_artifact_type_as_the_sync_does(registry_binary, tmp_path):
     from tests.live_support import start_live, wait_for
     from tests.rig import OCI_MANIFEST, Pusher, canonical_json
