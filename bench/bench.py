@@ -485,9 +485,10 @@ def synthetic_digest(*parts) -> str:
     return "sha256:" + hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
 
 
-def build_million(path: Path) -> None:
-    """Child process: write MILLION into a fresh inventory through regdb's SnapshotWriter, streaming repository
-    after repository from a generator, then print peak RSS (VmHWM) and counts as one JSON line."""
+def build_million(path: Path | str, repos: int = MILLION["repos"]) -> None:
+    """Child process: write MILLION (its first ``repos`` repositories) into a fresh inventory (a file, or a
+    PostgreSQL URL) through regdb's SnapshotWriter, streaming repository after repository from a generator, then
+    print peak RSS (VmHWM) and counts as one JSON line."""
     from regdb import Inventory
     from regdb.inventory.db import write_transaction
     from regdb.inventory.manifests import ManifestInfo
@@ -514,7 +515,7 @@ def build_million(path: Path) -> None:
 
     def repositories():
         """(repo name, {tag: ManifestInfo}) one repository at a time: nothing of the whole is ever held."""
-        for index in range(MILLION["repos"]):
+        for index in range(repos):
             block = index // MILLION["block"]
             images = {str(slot): image("repo", index, slot) for slot in range(MILLION["own_images_per_repo"])}
             images["shared"] = image("block", block)
@@ -544,7 +545,7 @@ def build_million(path: Path) -> None:
             summarised = time.perf_counter()
             refresh_summaries(conn, writer.registry_id)  # as a sync does, in the same transaction
             summary_seconds = time.perf_counter() - summarised
-            writer.record(started_at=stamp, status="ok", repos=MILLION["repos"], tags=total_tags,
+            writer.record(started_at=stamp, status="ok", repos=repos, tags=total_tags,
                           digests_fetched=writer.digests_stored)
             digests = writer.digests_stored
     peak_kb = None
@@ -552,7 +553,7 @@ def build_million(path: Path) -> None:
         if line.startswith("VmHWM:"):
             peak_kb = int(line.split()[1])
     print(json.dumps(dict(peak_kb=peak_kb, seconds=time.perf_counter() - started, tags=total_tags,
-                          digests=digests, repos=MILLION["repos"], summary_seconds=summary_seconds)))
+                          digests=digests, repos=repos, summary_seconds=summary_seconds)))
 
 
 def million_marker() -> dict:
@@ -865,7 +866,8 @@ def bench_startup() -> None:
             "<= 1.5x" if flag == "--version" else "reference", verdict(ratio <= 1.5) if flag == "--version" else "")
 # === part 4: the inventory as a BI source (issue 18) ========================================================
 
-BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO}  # the cutoff keeps about 2% of the million tags
+# The cutoff keeps about 2% of the million tags; `at` is a moment after the build for the tag-history example.
+BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO, "tag": "latest", "at": "2030-01-01 00:00:00"}
 BI_RUNS = 3
 DATASETTE_START_S = 120  # Datasette's imports on a loaded machine
 
@@ -901,6 +903,75 @@ def bench_views(db: Path | None) -> None:
             verdict(best_s < 0.5))
     bench_datasette(db, VIEWS)
     bench_summary_upkeep(db)
+    bench_views_postgresql()
+
+
+# PostgreSQL figures (REGDB_BENCH_PG=1): a real server of Debian's binaries (tests/pg_support.py), an inventory of
+# the first BENCH_PG_REPOS repositories of the million (100 tags each) written by the same SnapshotWriter. Loading
+# the whole million there takes too long for a bench run on this machine; the size is printed with each figure.
+BENCH_PG = os.environ.get("REGDB_BENCH_PG") == "1"
+BENCH_PG_REPOS = int(os.environ.get("REGDB_BENCH_PG_REPOS", "1000"))
+BENCH_PG_BUILD_S = 3600  # the child that writes it; a slow disk makes PostgreSQL's commits slow
+
+
+def bench_views_postgresql() -> None:
+    if not BENCH_PG:
+        row("4g PostgreSQL views", "not measured: set REGDB_BENCH_PG=1 (REGDB_BENCH_PG_REPOS=N for the size)",
+            "< 0.5 s", "")
+        return
+    sys.path.insert(0, str(ROOT))
+    from sqlalchemy import text
+
+    from regdb.inventory.db import create_inventory_engine
+    from regdb.inventory.examples import examples_for
+    from regdb.inventory.views import VIEWS
+    from tests.rig.pg import PostgresError, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresError as error:
+        row("4g PostgreSQL views", f"not measured: {str(error).splitlines()[0][:120]}", "< 0.5 s", "")
+        return
+    try:
+        url = server.url(server.create_database("bench"))
+        tags = BENCH_PG_REPOS * MILLION["tags_per_repo"]
+        say(f"views: writing {tags:,} tags into PostgreSQL ({BENCH_PG_REPOS:,} repositories) ...")
+        built = subprocess.run([sys.executable, __file__, "--build-million", url, "--build-repos", str(BENCH_PG_REPOS)],
+                               capture_output=True, text=True, timeout=BENCH_PG_BUILD_S)
+        if built.returncode != 0:
+            tail = (built.stderr.strip().splitlines() or ["no output"])[-1]
+            row("4g PostgreSQL views", f"build failed: {tail[:150]}", "< 0.5 s", "")
+            return
+        seconds = json.loads(built.stdout.strip().splitlines()[-1])["seconds"]
+        size = f"{tags:,} tags on PostgreSQL, written in {secs(seconds)}"
+        engine = create_inventory_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")  # as autovacuum would soon after such a load
+
+                def timed(sql: str, params: dict) -> tuple[float, int]:
+                    times, count = [], 0
+                    for _ in range(BI_RUNS):
+                        started = time.perf_counter()
+                        count = len(conn.execute(text(sql), params).fetchall())
+                        times.append(time.perf_counter() - started)
+                    return min(times), count
+
+                for view in VIEWS:
+                    best_s, count = timed(f"SELECT * FROM {view.name} LIMIT 100", {})
+                    row(f"4g PostgreSQL SELECT * FROM {view.name} LIMIT 100", f"{secs(best_s)} ({count} rows; {size})",
+                        "< 0.5 s", verdict(best_s < 0.5))
+                    best_s, count = timed(f"SELECT COUNT(*) FROM {view.name}", {})
+                    row(f"4g PostgreSQL SELECT COUNT(*) FROM {view.name}", f"{secs(best_s)} ({size})", "reference", "")
+                for example in examples_for("postgresql"):
+                    params = {k: v for k, v in BI_PARAMS.items() if f":{k}" in example.sql}
+                    best_s, count = timed(example.sql, params)
+                    row(f"4g PostgreSQL example {example.name}", f"{secs(best_s)} ({count:,} rows, full answer; {size})",
+                        "< 0.5 s", verdict(best_s < 0.5))
+        finally:
+            engine.dispose()
+    finally:
+        server.cleanup()
 
 
 def bench_datasette(db: Path, views) -> None:
@@ -1105,9 +1176,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of regdb's first sync and re-sync")
     parser.add_argument("--rebuild-million", action="store_true", help="rebuild the million-tag inventory")
     parser.add_argument("--build-million", metavar="PATH", help=argparse.SUPPRESS)  # the child of part 2
+    parser.add_argument("--build-repos", type=int, default=MILLION["repos"], help=argparse.SUPPRESS)  # part 4g
     args = parser.parse_args()
     if args.build_million:
-        build_million(Path(args.build_million))
+        target = args.build_million
+        build_million(target if "://" in target else Path(target), repos=args.build_repos)
         return 0
 
     BENCH.mkdir(exist_ok=True)

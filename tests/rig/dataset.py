@@ -76,7 +76,7 @@ class Dataset:
             (r, self.repo("multi"), "v1", self.index.digest, self.index.media_type, OLD, None, None,
              self.index_bytes()),
         }
-        return rows
+        return {row + (None,) for row in rows}  # artifact_type: plain images and an index, no artifact
 
     def digest_usage(self) -> set[tuple]:
         r = self.registry
@@ -228,7 +228,7 @@ def example_expected(example: Example, data: Dataset) -> list[tuple]:
     """The exact rows (in order) each documented example must give on the dataset."""
     stats = sorted(data.repo_stats(), key=lambda row: (-row[4], row[1]))
     old_tags = sorted(
-        ((r, repo, tag, created) for r, repo, tag, _d, _m, created, _a, _o, _s in data.images() if created == OLD),
+        ((r, repo, tag, created) for r, repo, tag, _d, _m, created, _a, _o, _s, _t in data.images() if created == OLD),
         key=lambda row: (row[3], row[1], row[2]),
     )
     blobs = sorted(data.blob_usage(), key=lambda row: (-row[4], -row[3], -row[2], row[1]))
