@@ -435,18 +435,21 @@ QUERY_TEXT_COLUMNS = ("repo", "digest")
 def repo_option(func):
     """``-r REPO...``: the repositories a query or removal works on (required, argparse-style greedy)."""
     return click.option("-r", "--repo", "repos", cls=GreedyOption, at_least_one=True, multiple=True,
-                        required=True, metavar="REPO...", help="Repositories (one or more).")(func)
+                        required=True, metavar="REPO...",
+                        help="Repositories (one or more): names, or globs ('team/*', * also crosses /) as in a "
+                             "policy file.")(func)
 
 
 def selector_options(func):
     """The tag selectors of ``query-tags`` and ``remove-tags``, defined once (docker-registry-util's flags)."""
     options = [
         click.option("-t", "--tags", "--tag", "tags", cls=GreedyOption, multiple=True, metavar="TAG|SELECTOR...",
-                     help="Tags to select: exact names, or a version after ==, <, >, <=, >= ('<1.4')."),
+                     help="Tags to select: exact names, globs ('pr-*', 'rc?', '[0-9]*'), or a version after ==, <, >, "
+                          "<=, >= ('<1.4')."),
         click.option("-re", "--regex", "regex", cls=GreedyOption, multiple=True, metavar="REGEX...",
                      help="Tags to select by Python regular expression, matched from the start of the tag."),
         click.option("-x", "--exclude", "exclude", cls=GreedyOption, multiple=True, metavar="TAG|SELECTOR...",
-                     help="Tags whose digests are never selected (names or version selectors)."),
+                     help="Tags whose digests are never selected (names, globs or version selectors)."),
         click.option("-xre", "--exclude-regex", "exclude_regex", cls=GreedyOption, multiple=True,
                      metavar="REGEX...", help="Tags whose digests are never selected, by regular expression."),
         click.option("--no-match-all-tags", is_flag=True,
@@ -541,8 +544,11 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_di
     """
     from urllib.parse import urlsplit
 
+    from .cli_globs import expand_repos
+
     url = settings.registry_url()
-    rows = settings.synced_inventory().list_tags(url, list(repos) or None, reverse=reverse_sort)
+    inventory = settings.synced_inventory()
+    rows = inventory.list_tags(url, expand_repos(inventory, url, repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
     if omit_digest_tags:
         rows = without_digest_tags(rows)
@@ -568,8 +574,12 @@ def query_repos(settings: Settings, repos, fmt):
       regdb -reg registry.example.com query-repos -r app tool
       regdb -reg registry.example.com --no-raise-intersecting-repo query-repos -r app --format json
     """
-    selection = settings.synced_inventory().query_repos(
-        settings.registry_url(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo
+    from .cli_globs import expand_repos
+
+    inventory = settings.synced_inventory()
+    selection = inventory.query_repos(
+        settings.registry_url(), expand_repos(inventory, settings.registry_url(), repos),
+        raise_intersecting_repo=settings.raise_intersecting_repo,
     )
     warn_missing_repos(selection.missing_repos)
     echo_left_out(selection.skipped, fmt)
@@ -609,8 +619,10 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
       regdb -reg registry.example.com query-tags -r app -t '<1.4' one -x 1.2.7
       regdb -reg registry.example.com query-tags -r app tool -re 'pr-\\d+' -xre '.*-keep$' --format json
     """
+    from .cli_globs import expand_repos, tag_selectors
     from .selectors import parse_query
 
+    tags, regex, exclude, exclude_regex = tag_selectors(tags, regex, exclude, exclude_regex)
     # Bad selectors are reported before anything is synced or read.
     retention = as_usage_error(retention_of, keep_latest, order_by, older_than, newer_than, untagged,
                                not_pulled_for, keep_pulled_within)
@@ -620,6 +632,7 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
     query, more = inventory.query_tags, {}
     if retention is not None:
         query, more = inventory.query_retention, {"retention": retention}
+    repos = expand_repos(inventory, settings.registry_url(), repos)
     selection = as_usage_error(
         query, settings.registry_url(), list(repos), tags, regex, exclude,
         exclude_regex, match_all_tags=not no_match_all_tags, raise_intersecting_tag=raise_intersecting_tag,
@@ -689,8 +702,10 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
       regdb -reg registry.example.com remove-tags -r app -t '<1.4' one -x 1.2.1 --yes
       regdb -reg registry.example.com remove-tags -r app -re 'pr-' --format json
     """
+    from .cli_globs import tag_selectors
     from .policy import RetentionQuery
 
+    tags, regex, exclude, exclude_regex = tag_selectors(tags, regex, exclude, exclude_regex)
     query = RetentionQuery(
         repos, tags, regex, exclude, exclude_regex, match_all_tags=not no_match_all_tags,
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
@@ -755,6 +770,7 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    query = with_repos_expanded(settings, inventory, query)
     settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs, max_inventory_age=max_age,
                                   only_named_repos=only_named_repos, announce=lambda line: click.echo(line, err=True))
@@ -782,6 +798,20 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     elif confirm:
         echo_plan(plan, err=True)  # the person must see what they confirm; stdout stays one JSON document
     confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm, max_delete=max_delete)
+
+
+def with_repos_expanded(settings: Settings, inventory, query):
+    """The removal query with the globs of its -r values replaced by the repositories they match in the
+    inventory (synced first if this registry never was: a glob needs names to match)."""
+    import dataclasses
+
+    from .cli_globs import expand_repos, is_glob
+
+    if not any(is_glob(name) for name in query.repos):
+        return query
+    if inventory.last_synced(settings.registry_url()) is None:
+        run_sync(settings, inventory, None)
+    return dataclasses.replace(query, repos=tuple(expand_repos(inventory, settings.registry_url(), query.repos)))
 
 
 def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool,
@@ -1075,9 +1105,10 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
 
 
 @main.command()
-@click.option("-r", "--repo", "repo", required=True, metavar="REPO", help="The repository.")
+@click.option("-r", "--repo", "repo", required=True, metavar="REPO",
+              help="The repository (a glob must match exactly one).")
 @click.option("-t", "--tag", "tags", cls=GreedyOption, multiple=True, required=True, metavar="TAG...",
-              help="Tags to remove (exact names).")
+              help="Tags to remove: names or globs ('rc*'), matched on the repository as the registry has it.")
 @click.option("--method", type=click.Choice(["auto", "delete-tag", "placeholder"]), default="auto",
               show_default=True,
               help="delete-tag: DELETE by tag (OCI 1.1); placeholder: move the tag to a placeholder manifest and "
@@ -1107,6 +1138,7 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    repo, tags, refresh = untag_globs(settings, inventory, repo, tags, refresh)
     settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_untag(client, repo, tags, method=method, refresh=refresh, jobs=settings.jobs)
 
@@ -1137,6 +1169,33 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
         echo_untag_result(error.result, fmt)
         raise
     echo_untag_result(result, fmt)
+
+
+def untag_globs(settings: Settings, inventory, repo: str, tags, refresh: bool):
+    """(repo, tags, refresh) with globs matched: -r must match one repository; -t globs are matched against
+    the repository as the registry has it now (synced first), so a tag pushed since the last sync is seen."""
+    from .cli_globs import expand_repos, expand_tags, is_glob
+
+    if not is_glob(repo) and not any(is_glob(tag) for tag in tags):
+        return repo, tags, refresh
+    url = settings.registry_url()
+    if is_glob(repo):
+        if inventory.last_synced(url) is None:
+            run_sync(settings, inventory, None)
+        matched = [name for name in expand_repos(inventory, url, [repo]) if name != repo]
+        if len(matched) != 1:
+            found = f"matches {len(matched)}: {', '.join(matched[:5])}" if matched else "matches no repository"
+            raise click.UsageError(f"untag works on one repository; -r {escape_controls(repo)} {found}")
+        repo = matched[0]
+    if not any(is_glob(tag) for tag in tags):
+        return repo, tags, refresh
+    if refresh:
+        run_sync(settings, inventory, [repo])
+    names, unmatched = expand_tags(inventory, url, repo, tags)
+    if unmatched:
+        raise click.UsageError(f"tag{'s' if len(unmatched) > 1 else ''} {', '.join(map(escape_controls, unmatched))} "
+                               f"not found in repository {escape_controls(repo)}")
+    return repo, names, False
 
 
 def echo_untag_result(result, fmt: str) -> None:
