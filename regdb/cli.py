@@ -225,8 +225,21 @@ class Settings:
             self._client.close()
 
 
+class RegdbCommand(click.Command):
+    """A subcommand: a selector or usage mistake the library reports (SelectorError) prints this command's
+    usage line, as click's own usage errors of its options do, not the top-level one."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SelectorError as error:
+            raise click.UsageError(str(error), ctx) from None
+
+
 class RegdbGroup(click.Group):
     """Turns the library's named errors into one line and an exit status, at the one place they surface."""
+
+    command_class = RegdbCommand
 
     def make_context(self, info_name, args, parent=None, **extra):
         # A Ctrl-C while the options are parsed: click alone would print "Aborted!" and exit 1.
@@ -243,7 +256,7 @@ class RegdbGroup(click.Group):
         except SelectorError as error:
             raise click.UsageError(str(error), ctx) from None
         except RegdbError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(plain_http_hint(ctx.obj, error) or str(error)) from None
         except Exception as error:  # noqa: BLE001 - the database's own failures, on input we do not control
             from .errors import database_error
 
@@ -259,6 +272,29 @@ class RegdbGroup(click.Group):
         finally:
             if isinstance(ctx.obj, Settings):
                 ctx.obj.close()
+
+
+# OpenSSL's reasons when what answers a TLS ClientHello is plain HTTP ("HTTP/1.1 400 ..." read as a TLS record):
+# 1.1 and 3.0/3.1 say "wrong version number", 3.2+ "record layer failure" or "packet length too long".
+PLAIN_HTTP_TLS_REASONS = ("wrong version number", "record layer failure", "packet length too long",
+                          "unknown protocol")
+
+
+def plain_http_hint(settings, error) -> str | None:
+    """For a registry given without a scheme (https assumed) that answered the TLS handshake with plain HTTP:
+    the one line that says to name it http://HOST:PORT. regdb never falls back to http by itself: that would
+    send the credentials, in clear, to another origin than the one named."""
+    from .errors import RegistryUnreachable
+
+    registry = getattr(settings, "registry", None)
+    if not isinstance(error, RegistryUnreachable) or not registry or "://" in registry:
+        return None
+    # The client words TLS failures "TLS error talking to URL: REASON" with OpenSSL's reason.
+    if not str(error).startswith("TLS error") or not any(r in str(error) for r in PLAIN_HTTP_TLS_REASONS):
+        return None
+    host = normalize_url(registry).split("://", 1)[1]
+    return (f"{error}: {escape_controls(registry)} answers plain HTTP, not HTTPS; if that is meant, use "
+            f"-reg http://{host}")
 
 
 @click.group(cls=RegdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -302,6 +338,8 @@ def main(ctx, registry, user, password, password_stdin, digest_auth, client_cert
       regdb --db registry_example_com.db sql "SELECT repo, count(*) FROM images GROUP BY repo"
     """
     setup_logging(log_level)
+    if count:
+        check_count_applies(ctx.invoked_subcommand)
     if password_stdin:
         password = _password_from_stdin(user, password)
     ctx.obj = Settings(
@@ -312,6 +350,30 @@ def main(ctx, registry, user, password, password_stdin, digest_auth, client_cert
     apply_profile(ctx, ctx.obj, profile)
     if password_stdin:  # a flag: it wins over a profile's password, as every flag does
         ctx.obj.password, ctx.obj.password_source = password, None
+
+
+# The commands --count counts the output rows of; the removals count their plan, and only with --dry-run.
+COUNTED_COMMANDS = ("list-repo-names", "list-tag-names", "query-repos", "query-tags", "du", "sql", "history",
+                    "changes", "status")
+COUNTED_PLANS = ("remove-tags", "remove-repos", "apply", "untag")
+
+
+def check_count_applies(command: str | None) -> None:
+    """--count on a command that prints no rows is a usage error, never silently ignored (issue 17)."""
+    if command is None or command in COUNTED_COMMANDS or command in COUNTED_PLANS:
+        return
+    raise click.UsageError(f"--count does not apply to {command}: it counts the rows of "
+                           f"{', '.join(COUNTED_COMMANDS)}, and the plan of {', '.join(COUNTED_PLANS)} with --dry-run")
+
+
+def count_plan(settings: Settings, rows, dry_run: bool, command: str) -> bool:
+    """--count on a removal: print the number of planned rows and stop (True), which only a dry run may do."""
+    if not settings.count:
+        return False
+    if not dry_run:
+        raise click.UsageError(f"--count with {command} counts its plan: add --dry-run (nothing is deleted then)")
+    click.echo(len(rows))
+    return True
 
 
 def apply_profile(ctx, settings: Settings, named: str | None) -> None:
@@ -382,9 +444,9 @@ def setup_logging(level: str) -> None:
         logger.setLevel(wanted)
 
 
-def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = True):
+def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool | str = True):
     """Sync with a progress bar on a terminal (stderr: tags done of the total, rate, ETA), nothing extra when
-    piped or at -l debug."""
+    piped or at -l debug. ``quiet``: True prints nothing, False the summary line, "json" the result document."""
     started = time.monotonic()
     # A bar only for a person watching: not in a pipe, and not over -l debug's log lines.
     watch = None
@@ -399,10 +461,22 @@ def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = T
             watch.close()
     for name in result.missing_repos:
         click.echo(f"warning: repository {escape_controls(name)} not found in {result.registry}", err=True)
-    if not quiet:
+    if quiet == "json":
+        from .output import document
+
+        click.echo(document({
+            "registry": result.registry, "sync_id": result.sync_id, "repos": result.repos, "tags": result.tags,
+            "new_manifests": result.digests_fetched, "requests": result.requests, "started_at": result.started_at,
+            "finished_at": result.finished_at, "seconds": round(time.monotonic() - started, 3),
+            "missing_repos": result.missing_repos, "skipped_repos": result.skipped_repos,
+            "incomplete": result.incomplete, "broken_indexes": result.broken_indexes,
+        }), nl=False)
+    elif not quiet:
+        from .output import plural
+
         click.echo(
-            f"synced {result.registry}: {result.repos} repositories, {result.tags} tags, "
-            f"{result.digests_fetched} new manifests, {result.requests} requests in "
+            f"synced {result.registry}: {plural(result.repos, 'repository')}, {plural(result.tags, 'tag')}, "
+            f"{plural(result.digests_fetched, 'new manifest')}, {plural(result.requests, 'request')} in "
             f"{time.monotonic() - started:.1f} s"
         )
     return result
@@ -410,8 +484,10 @@ def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = T
 
 @main.command()
 @click.argument("repos", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: one summary line; json: the result as one document (counts, times, what was missing).")
 @click.pass_obj
-def sync(settings: Settings, repos):
+def sync(settings: Settings, repos, fmt):
     """Mirror the registry into the inventory, as one snapshot.
 
     With REPO names, only those repositories are synced (for registries without a catalog, such as
@@ -422,7 +498,7 @@ def sync(settings: Settings, repos):
       regdb -reg ghcr.io -u me -p "$TOKEN" sync me/app me/tool
     """
     settings.reach_before_creating()
-    run_sync(settings, settings.inventory(), list(repos), quiet=False)
+    run_sync(settings, settings.inventory(), list(repos), quiet="json" if fmt == "json" else False)
 
 
 # --- listing and query commands (selectors) ------------------------------------------------------------------
@@ -526,7 +602,8 @@ def list_repo_names(settings: Settings, fmt):
 
 @main.command("list-tag-names")
 @click.argument("repos", nargs=-1, metavar="[REPO]...")
-@click.option("--reverse-sort", is_flag=True, help="Reverse the order of each repository's tags (newest first).")
+@click.option("--reverse-sort", is_flag=True, help="Reverse each repository's tag order: the tags that are no version first (reverse name order), "
+                   "then versions highest first. Version order, not push time.")
 @click.option("--image-names", is_flag=True, help="Print <registry>/<repo>:<tag> image names.")
 @omit_digest_tags_option
 @format_option
@@ -759,8 +836,7 @@ def asks_for_confirmation(yes: bool) -> bool:
 def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
                 max_delete: int | None = None, max_inventory_age: str = "24h",
                 only_named_repos: bool = False) -> None:
-    import json
-
+    from .output import document
     from .retention import parse_duration
 
     max_age = as_usage_error(parse_duration, max_inventory_age)
@@ -776,11 +852,13 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
                                   only_named_repos=only_named_repos, announce=lambda line: click.echo(line, err=True))
     for name in plan.missing_repos:
         click.echo(f"warning: repository {escape_controls(name)} not found in {plan.registry_name}", err=True)
+    if count_plan(settings, plan.rows, dry_run, click.get_current_context().info_name):
+        return
     if fmt != "json":
         echo_skipped(plan.skipped)
     if dry_run:
         if fmt == "json":
-            click.echo(json.dumps(plan.as_dict(), indent=2))
+            click.echo(document(plan.as_dict()), nl=False)
         else:
             echo_plan(plan)
             if plan.rows:
@@ -822,9 +900,10 @@ def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str,
 
     check_max_delete(plan, max_delete)  # before the question: a plan that will be refused is not asked about
     if confirm:
-        click.confirm(
-            f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True
-        )
+        from .output import plural
+
+        click.confirm(f"Delete the {plural(len(plan.rows), 'manifest')} above from {plan.registry_name}?", abort=True,
+                      err=True)
     try:
         result = inventory.remove(client, plan, jobs=settings.jobs, max_delete=max_delete)
     except RemovalInterrupted as error:
@@ -873,15 +952,13 @@ def echo_outcomes(result, fmt: str, what: str, summary: str, *, left_out=()) -> 
 
     ``left_out``: what the selection rules and the plan kept (``Plan.skipped``), in JSON as ``left_out``
     (``skipped`` there are the planned deletions skipped at the last check); text prints it with the plan."""
-    import json
-
     from . import output
 
     if fmt == "json":
         document = result.as_dict()
         if left_out:
             document["left_out"] = [item.as_dict() for item in left_out]
-        click.echo(json.dumps(document, indent=2))
+        click.echo(output.document(document), nl=False)
         return
     problems = [o.as_dict() for o in result.skipped + result.failed]
     if problems:
@@ -927,9 +1004,11 @@ def _sql_params(_ctx, _param, values) -> dict[str, str]:
 def sql_command(settings: Settings, statement, fmt, params, timeout):
     """Run one read-only SQL statement on the inventory and print its rows.
 
-    Reads the inventory as it is (--db, or the file named after --registry): never contacts the registry,
-    never syncs. Statements that would write, ATTACH a database or change a pragma are refused. The views
-    images, digest_usage, repo_stats and blob_usage are the stable interface; 'regdb schema' lists them.
+    Reads the inventory as it is (--db, or the file named after --registry) and never contacts the registry,
+    unless the global --refresh syncs it first. Statements that would write, ATTACH a database or change a
+    pragma are refused. The views images, digest_usage, repo_stats and blob_usage are the stable interface;
+    'regdb schema' lists them. Timestamps print in ISO 8601 UTC (2026-12-01T12:00:00Z). With -c None the
+    inventory is in memory, so it is synced first with --refresh, and refused without.
 
     \b
       regdb --db registry.db sql "SELECT repo, total_bytes FROM repo_stats ORDER BY total_bytes DESC LIMIT 5"
@@ -937,6 +1016,12 @@ def sql_command(settings: Settings, statement, fmt, params, timeout):
     """
     from . import output
 
+    if settings.db_target() == MEMORY and not settings.refresh:
+        raise click.UsageError("-c None is a new, empty in-memory inventory, so sql would answer from nothing: "
+                               "name the inventory with --db PATH, or add --refresh to sync into memory first")
+    if settings.refresh:
+        settings.reach_before_creating()
+        run_sync(settings, settings.inventory(), None)
     inventory = settings.inventory(readonly=True)
     with inventory.sql(statement, params, timeout=timeout) as result:
         if settings.count:
@@ -944,7 +1029,7 @@ def sql_command(settings: Settings, statement, fmt, params, timeout):
             return
         if not result.columns:  # a statement that answers nothing (a pragma without output)
             return
-        for chunk in output.render(result, result.columns, fmt):
+        for chunk in output.render(output.with_iso_timestamps(result), result.columns, fmt):
             click.echo(chunk, nl=False)
 
 
@@ -1034,8 +1119,7 @@ def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh,
       regdb -reg registry.example.com apply retention.toml --dry-run
       regdb -reg registry.example.com apply retention.toml --yes --format json
     """
-    import json
-
+    from .output import document
     from .policy import load_policy
 
     policy = load_policy(policy_file)  # a mistake in the file is reported before the registry is contacted
@@ -1048,11 +1132,13 @@ def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh,
                                     jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo,
                                     announce=lambda line: click.echo(line, err=True))
     plan = planned.plan
+    if count_plan(settings, plan.rows, dry_run, "apply"):
+        return
     if fmt != "json":
         echo_skipped(plan.skipped)  # what the plan itself keeps (an index lists it); the rules' keeps follow
     if dry_run or not plan.rows:
         if fmt == "json":
-            click.echo(json.dumps(planned.as_dict(), indent=2))
+            click.echo(document(planned.as_dict()), nl=False)
         else:
             echo_policy_plan(planned)
             if dry_run and plan.rows:
@@ -1128,8 +1214,6 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
       regdb -reg registry.example.com untag -r app -t stable --dry-run
       regdb -reg registry.example.com untag -r app -t rc1 rc2 --yes
     """
-    import json
-
     from . import output
     from .errors import RemovalIncomplete
 
@@ -1141,6 +1225,8 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
     repo, tags, refresh = untag_globs(settings, inventory, repo, tags, refresh)
     settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_untag(client, repo, tags, method=method, refresh=refresh, jobs=settings.jobs)
+    if count_plan(settings, plan.rows, dry_run, "untag"):
+        return
 
     def show(err: bool = False) -> None:
         for chunk in output.render([row.as_dict() for row in plan.rows], ["repo", "tag", "digest", "other_tags"],
@@ -1150,19 +1236,20 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
 
     if dry_run:
         if fmt == "json":
-            click.echo(json.dumps(plan.as_dict(), indent=2))
+            click.echo(output.document(plan.as_dict()), nl=False)
         else:
             show()
             click.echo("dry run: nothing untagged")
         return
     confirm = asks_for_confirmation(yes)
     if max_delete is not None and len(plan.rows) > max_delete:
-        raise click.ClickException(f"the plan untags {len(plan.rows)} tags, more than the limit of {max_delete} "
+        raise click.ClickException(f"the plan untags {output.plural(len(plan.rows), 'tag')}, more than the limit "
+                                   f"of {max_delete} "
                                    "(--max-delete): nothing untagged")
     if fmt == "text" or confirm:
         show(err=fmt != "text")
     if confirm:
-        click.confirm(f"Remove these {len(plan.rows)} tags from {repo}?", abort=True, err=True)
+        click.confirm(f"Remove the {output.plural(len(plan.rows), 'tag')} above from {repo}?", abort=True, err=True)
     try:
         result = inventory.untag(client, plan)
     except RemovalIncomplete as error:

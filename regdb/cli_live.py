@@ -5,7 +5,6 @@ Registered on ``regdb.cli.main`` from the bottom of cli.py; the library behind t
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -190,7 +189,9 @@ def changes(settings: Settings, since, since_sync, fmt):
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "table", "json", "ndjson", "csv", "tsv"]),
+              default="text", show_default=True,
+              help="text: a few lines per registry; the others: one row per registry, every figure a column.")
 @click.pass_obj
 def status(settings: Settings, fmt):
     """Per registry: the last complete sync, the last event, the observed window of pulls, counts.
@@ -199,12 +200,15 @@ def status(settings: Settings, fmt):
       regdb --db registry_example_com.db status --format json
     """
     from .live.status import registry_status
+    from .output import plural
 
     inventory = settings.inventory(readonly=True)
     with inventory.engine.connect() as conn:
         rows = registry_status(conn)
-    if fmt == "json":
-        click.echo(json.dumps([row.as_dict() for row in rows], indent=2, default=_iso))
+    if fmt != "text" or settings.count:
+        records = [row.as_dict() for row in rows]
+        columns = list(records[0]) if records else ["registry", "url"]
+        echo_listing(settings, records, columns, fmt)
         return
     for row in rows:
         click.echo(f"{row.registry} ({row.url})")
@@ -216,9 +220,9 @@ def status(settings: Settings, fmt):
             end = _iso(row.observed_until) if row.observed_until else "now"
             click.echo(f"  observed window:    {_iso(row.observed_since)} to {end}"
                        + (f" ({row.window_end_reason})" if row.window_end_reason else ""))
-        click.echo(f"  {row.repositories} repositories, {row.tags} tags, {row.manifests} manifests, "
-                   f"{row.pulled_manifests} pulled, {row.rejected_events} rejected events, "
-                   f"{row.tag_history_rows} history rows")
+        click.echo(f"  {plural(row.repositories, 'repository')}, {plural(row.tags, 'tag')}, "
+                   f"{plural(row.manifests, 'manifest')}, {row.pulled_manifests} pulled, "
+                   f"{plural(row.rejected_events, 'rejected event')}, {plural(row.tag_history_rows, 'history row')}")
 
 
 def _iso(value):
