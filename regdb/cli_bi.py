@@ -101,8 +101,8 @@ def report_command(settings: Settings, html_file, fmt):
 
     click.echo(f"{plural(figures.repos, 'repository')}, {plural(figures.tags, 'tag')}, {report.human_bytes(figures.total_bytes)} "
                f"({report.human_bytes(figures.unique_bytes)} held by one repository alone)")
-    click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in {figures.reclaimable_blobs} "
-               f"blobs; untagged manifests: {figures.untagged_manifests} "
+    click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in "
+               f"{plural(figures.reclaimable_blobs, 'blob')}; untagged manifests: {figures.untagged_manifests} "
                f"({report.human_bytes(figures.untagged_bytes)})")
     if html_file:
         click.echo(f"wrote {html_file}")

@@ -132,6 +132,8 @@ def test_sql_timestamps_are_iso_8601_with_z_in_every_format(app):
         text = regdb(app.url, app.db, "sql", "--format", fmt, "SELECT started_at, finished_at FROM syncs").output
         stamps = re.findall(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?Z?", text)
         assert stamps and all(ISO_Z.match(stamp) for stamp in stamps), (fmt, text)
+    history = json.loads(regdb(app.url, app.db, "history", "-r", app.repo, "--format", "json").output)
+    assert history and all(ISO_Z.match(row["valid_from"]) for row in history), history
     report = json.loads(regdb(app.url, app.db, "report", "--format", "json").output)
     assert ISO_Z.match(report["generated_at"]), report["generated_at"]
 
