@@ -943,7 +943,8 @@ def echo_result(result, fmt: str, *, left_out=()) -> None:
     echo_outcomes(
         result, fmt, "digest", left_out=left_out, summary=
         f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
-        f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}",
+        f"(run {result.run_id}); this run's deletions let a garbage collection free {human_bytes(result.bytes_freed)} "
+        "(the reclaimable view and du count all that is still to free)",
     )
 
 
