@@ -126,8 +126,8 @@ HISTORY_COLUMNS = ("repo", "tag", "digest", "valid_from", "valid_to", "source", 
 
 
 @main.command()
-@click.option("-r", "--repo", required=True, metavar="REPO", help="The repository.")
-@click.option("-t", "--tag", metavar="TAG", help="Only this tag.")
+@click.option("-r", "--repo", required=True, metavar="REPO", help="The repository (or a glob: 'team/*').")
+@click.option("-t", "--tag", metavar="TAG", help="Only this tag (or the tags a glob matches: 'rc*').")
 @format_option
 @click.pass_obj
 def history(settings: Settings, repo, tag, fmt):
@@ -135,12 +135,22 @@ def history(settings: Settings, repo, tag, fmt):
 
     \b
       regdb -reg registry.example.com history -r team/app -t latest
+      regdb -reg registry.example.com history -r 'team/*' -t 'rc*'
     """
+    from .cli_globs import expand_repos, is_glob
     from .live.history import tag_history
 
     inventory = settings.inventory(readonly=True)
+    repos = expand_repos(inventory, settings.registry_url(), [repo])
     with inventory.engine.connect() as conn:
-        rows = tag_history(conn, _registry_id(settings, conn), repo, tag)
+        registry_id = _registry_id(settings, conn)
+        rows = [row for name in repos for row in tag_history(conn, registry_id, name, None if tag and is_glob(tag)
+                                                             else tag)]
+    if tag and is_glob(tag):
+        from .policy import glob_regex
+        from .versions import regex_matches
+
+        rows = [row for row in rows if regex_matches(glob_regex(tag), row.tag)]
     echo_listing(settings, rows, HISTORY_COLUMNS, fmt)
 
 

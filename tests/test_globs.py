@@ -89,6 +89,12 @@ def test_a_repository_glob_selects_the_repositories_it_matches(team):
     assert len(selected(repos.output)) == 2 * len(TAGS)
 
 
+def test_history_takes_globs_too(team):
+    result = regdb(team.url, team.db, "history", "-r", f"{team.prefix}/team/*", "-t", "pr-?", "--format", "csv")
+    rows = {tuple(line.split(",")[:2]) for line in result.output.splitlines()[1:]}
+    assert rows == {(f"{team.prefix}/team/{x}", f"pr-{n}") for x in "ab" for n in "12"}
+
+
 def test_a_glob_matching_nothing_is_reported_as_a_name_that_is_not_there(team):
     for missing in (f"{team.prefix}/nothing-*", f"{team.prefix}/nothing"):
         result = CliRunner().invoke(main, ["-reg", team.url, "--db", str(team.db), "query-tags", "-r", missing,
@@ -115,7 +121,7 @@ def test_dregutil_takes_a_glob_as_the_exact_name_it_is_there(team, capsys):
 
 
 def test_help_and_readme_document_the_globs():
-    for command in ("query-tags", "remove-tags", "remove-repos", "untag", "du"):
+    for command in ("query-tags", "remove-tags", "remove-repos", "untag", "du", "history"):
         text = CliRunner().invoke(main, [command, "--help"]).output
         assert "glob" in text, command
     readme = (Path(__file__).parent.parent / "README.md").read_text()
