@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import COUNTED_COMMANDS, COUNTED_PLANS, main
+from regdb.cli.app import main
+from regdb.cli.core import COUNTED_COMMANDS, COUNTED_PLANS
 from tests.rig import Pusher
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
