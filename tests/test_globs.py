@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
-from regdb.dregutil import main as dregutil_main
-from regdb.policy import pattern_matches
+from regdb.cli.app import main
+from regdb.cli.dregutil import main as dregutil_main
+from regdb.cleanup.policy import pattern_matches
 from tests.rig import Pusher
 
 TAGS = ["pr-1", "pr-2", "pr-10", "main", "1.0", "prx"]

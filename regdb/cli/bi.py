@@ -93,11 +93,11 @@ def report_command(settings: Settings, html_file, fmt):
     if fmt == "json":
         import json
 
-        from .output import document
+        from regdb.cli.output import document
 
         click.echo(document(json.loads(report.to_json(figures))), nl=False)  # the one JSON layout, ISO times
         return
-    from .output import plural
+    from regdb.cli.output import plural
 
     click.echo(f"{plural(figures.repos, 'repository')}, {plural(figures.tags, 'tag')}, {report.human_bytes(figures.total_bytes)} "
                f"({report.human_bytes(figures.unique_bytes)} held by one repository alone)")

@@ -78,7 +78,7 @@ def du(settings: Settings, repos, fmt):
       regdb -reg registry.example.com du -r app tool --format json
     """
     inventory = settings.synced_inventory()
-    from .cli_globs import expand_repos
+    from regdb.cli.globs import expand_repos
 
     rows, missing = space_by_repo(inventory, settings.registry_url(),
                                   expand_repos(inventory, settings.registry_url(), repos))

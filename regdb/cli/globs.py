@@ -60,12 +60,12 @@ def expand_repos(inventory, registry_url: str, patterns) -> list[str]:
 
     from regdb.inventory.models import Repo
     from regdb.cleanup.policy import repo_clause
-    from regdb.selection.selectors import _ensure_sql_functions
+    from regdb.selection.common import ensure_sql_functions
 
     registry_id = inventory.registry_id(registry_url)
     expanded: list[str] = []
     with inventory.engine.connect() as conn:
-        _ensure_sql_functions(conn)  # regdb_match, the policy's glob matching on SQLite
+        ensure_sql_functions(conn)  # regdb_match, the policy's glob matching on SQLite
         table = Repo.__table__
         for pattern in patterns:
             names: list[str] = []
