@@ -76,7 +76,8 @@ def list_repo_names(settings: Settings, fmt):
 
 @main.command("list-tag-names")
 @click.argument("repos", nargs=-1, metavar="[REPO]...")
-@click.option("--reverse-sort", is_flag=True, help="Reverse each repository's tag order: the tags that are no version first (reverse name order), "
+@click.option("--reverse-sort", is_flag=True,
+              help="Reverse each repository's tag order: the tags that are no version first (reverse name order), "
                    "then versions highest first. Version order, not push time.")
 @click.option("--image-names", is_flag=True, help="Print <registry>/<repo>:<tag> image names.")
 @omit_digest_tags_option

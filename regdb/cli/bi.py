@@ -99,7 +99,8 @@ def report_command(settings: Settings, html_file, fmt):
         return
     from regdb.cli.output import plural
 
-    click.echo(f"{plural(figures.repos, 'repository')}, {plural(figures.tags, 'tag')}, {report.human_bytes(figures.total_bytes)} "
+    click.echo(f"{plural(figures.repos, 'repository')}, {plural(figures.tags, 'tag')}, "
+               f"{report.human_bytes(figures.total_bytes)} "
                f"({report.human_bytes(figures.unique_bytes)} held by one repository alone)")
     click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in "
                f"{plural(figures.reclaimable_blobs, 'blob')}; untagged manifests: {figures.untagged_manifests} "

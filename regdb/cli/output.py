@@ -99,8 +99,8 @@ def _iso(value: date) -> str:
     return value.isoformat()
 
 
-# The text SQLAlchemy stores a DateTime as on SQLite (and regdb.inventory.rawsql shows PostgreSQL's the same way), which
-# raw SQL hands back as a string; the inventory keeps UTC. Nothing else regdb prints has this shape (a space
+# The text SQLAlchemy stores a DateTime as on SQLite (regdb.inventory.rawsql shows PostgreSQL's the same way),
+# which raw SQL hands back as a string; the inventory keeps UTC. Nothing else regdb prints has this shape (a space
 # and colons occur in no repository, tag or digest).
 _STORED_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?")
 
