@@ -24,7 +24,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -94,8 +94,6 @@ def _record(row: Any, columns: list[str]) -> list[Any]:
 def _iso(value: date) -> str:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.isoformat() + "Z"
-    if isinstance(value, datetime) and value.utcoffset() == timedelta(0):
-        return value.replace(tzinfo=None).isoformat() + "Z"  # PostgreSQL's timestamptz in UTC: +00:00 as Z
     return value.isoformat()
 
 
