@@ -314,7 +314,9 @@ def plain_http_hint(settings, error) -> str | None:
               help="Inventory file or SQLAlchemy URL [default: named after the registry, e.g. "
                    "registry_example_com.db]; 'None' for a throwaway in-memory inventory.")
 @click.option("--refresh", is_flag=True, help="Sync the inventory with the registry before the command.")
-@click.option("--count", is_flag=True, help="Print the number of results instead of the results.")
+@click.option("--count", is_flag=True,
+              help="Print the number of rows instead of the rows (a removal's plan rows with --dry-run); a usage "
+                   "error on a command that prints no rows.")
 @click.option("--no-raise-intersecting-repo", is_flag=True,
               help="Drop digests also used by a repository outside the selection instead of failing.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True,
