@@ -128,7 +128,7 @@ def test_on_a_terminal_regdb_asks_first(app, monkeypatch):
     before = registry_tags(p, ["app"])
     declined = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.2", input="n\n")
     assert declined.exit_code == 1, declined.output
-    assert "Delete these 2 manifests from " in declined.output
+    assert "Delete the 2 manifests above from " in declined.output
     assert registry_tags(p, ["app"]) == before and deletions(db) == []
 
     accepted = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.2", input="y\n")
@@ -138,7 +138,7 @@ def test_on_a_terminal_regdb_asks_first(app, monkeypatch):
     # --yes: no question even on a terminal.
     skipped = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "2.1", "--yes")
     assert skipped.exit_code == 0, skipped.output
-    assert "Delete these" not in skipped.output
+    assert "Delete the" not in skipped.output
     assert "2.1" not in p.tags("app")
 
 

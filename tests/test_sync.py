@@ -167,7 +167,7 @@ def test_cli_sync_reports_and_default_db_is_named_after_the_registry(fresh_regis
     monkeypatch.setenv("REGISTRY", fresh_registry.url)
     result = run("sync")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"synced {fresh_registry.url}: 1 repositories, 1 tags, 1 new manifests")
+    assert result.output.startswith(f"synced {fresh_registry.url}: 1 repository, 1 tag, 1 new manifest,")
     expected = f"127_0_0_1_{fresh_registry.port}.db"
     assert (tmp_path / expected).exists()
 
@@ -179,7 +179,7 @@ def test_throwaway_inventory_with_cache_none(fresh_registry, fresh_pusher, tmp_p
     monkeypatch.chdir(workdir)
     result = run("-reg", fresh_registry.url, "-c", "None", "sync")
     assert result.exit_code == 0, result.output
-    assert "1 repositories, 1 tags" in result.output
+    assert "1 repository, 1 tag," in result.output
     assert list(workdir.iterdir()) == []  # nothing written to disk
 
 

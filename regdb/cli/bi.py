@@ -110,12 +110,19 @@ def report_command(settings: Settings, html_file, fmt):
     if html_file:
         _write_whole(Path(html_file), report.to_html(figures))
     if fmt == "json":
-        click.echo(report.to_json(figures))
+        import json
+
+        from regdb.cli.output import document
+
+        click.echo(document(json.loads(report.to_json(figures))), nl=False)  # the one JSON layout, ISO times
         return
-    click.echo(f"{figures.repos} repositories, {figures.tags} tags, {report.human_bytes(figures.total_bytes)} "
+    from regdb.cli.output import plural
+
+    click.echo(f"{plural(figures.repos, 'repository')}, {plural(figures.tags, 'tag')}, "
+               f"{report.human_bytes(figures.total_bytes)} "
                f"({report.human_bytes(figures.unique_bytes)} held by one repository alone)")
-    click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in {figures.reclaimable_blobs} "
-               f"blobs; untagged manifests: {figures.untagged_manifests} "
+    click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in "
+               f"{plural(figures.reclaimable_blobs, 'blob')}; untagged manifests: {figures.untagged_manifests} "
                f"({report.human_bytes(figures.untagged_bytes)})")
     if html_file:
         click.echo(f"wrote {html_file}")

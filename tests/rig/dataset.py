@@ -157,36 +157,37 @@ LITERAL = (
     "UNION ALL SELECT 'team/a,b', 'say \"hi\"', 5, '2024-01-01 00:00:00.000000' ORDER BY size DESC"
 )
 
+# The timestamp-shaped text prints in ISO 8601 UTC, as every timestamp regdb prints (issue 17).
 FORMATS = {
     "table": (
         "repo      tag       size  created\n"
         "----      ---       ----  -------\n"
         "app       1.0       1024\n"
-        'team/a,b  say "hi"     5  2024-01-01 00:00:00.000000\n'
+        'team/a,b  say "hi"     5  2024-01-01T00:00:00.000000Z\n'
     ),
     "text": (
         "app       1.0       1024\n"
-        'team/a,b  say "hi"  5     2024-01-01 00:00:00.000000\n'
+        'team/a,b  say "hi"  5     2024-01-01T00:00:00.000000Z\n'
     ),
     "csv": (
         "repo,tag,size,created\n"
         "app,1.0,1024,\n"
-        '"team/a,b","say ""hi""",5,2024-01-01 00:00:00.000000\n'
+        '"team/a,b","say ""hi""",5,2024-01-01T00:00:00.000000Z\n'
     ),
     "tsv": (
         "repo\ttag\tsize\tcreated\n"
         "app\t1.0\t1024\t\n"
-        'team/a,b\t"say ""hi"""\t5\t2024-01-01 00:00:00.000000\n'
+        'team/a,b\t"say ""hi"""\t5\t2024-01-01T00:00:00.000000Z\n'
     ),
     "json": (
         "[\n"
         '  {"repo": "app", "tag": "1.0", "size": 1024, "created": null},\n'
-        '  {"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01 00:00:00.000000"}\n'
+        '  {"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01T00:00:00.000000Z"}\n'
         "]\n"
     ),
     "ndjson": (
         '{"repo": "app", "tag": "1.0", "size": 1024, "created": null}\n'
-        '{"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01 00:00:00.000000"}\n'
+        '{"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01T00:00:00.000000Z"}\n'
     ),
 }
 
