@@ -10,18 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from regdb.cli.app import main
 from regdb.cli.dregutil import main as dregutil_main
 from regdb.cleanup.policy import pattern_matches
-from tests.rig import Pusher
+from tests.rig.cli import run
+from tests.rig.pusher import Pusher
 
 TAGS = ["pr-1", "pr-2", "pr-10", "main", "1.0", "prx"]
 
 
 def regdb(url, db, *args, status=0):
-    result = CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
+    result = run("-reg", url, "--db", str(db), *args)
     assert result.exit_code == status, result.output
     return result
 
@@ -97,8 +96,7 @@ def test_history_takes_globs_too(team):
 
 def test_a_glob_matching_nothing_is_reported_as_a_name_that_is_not_there(team):
     for missing in (f"{team.prefix}/nothing-*", f"{team.prefix}/nothing"):
-        result = CliRunner().invoke(main, ["-reg", team.url, "--db", str(team.db), "query-tags", "-r", missing,
-                                           "-t", "main"])
+        result = run("-reg", team.url, "--db", str(team.db), "query-tags", "-r", missing, "-t", "main")
         assert (result.exit_code, result.stdout, result.stderr) == (
             0, "", f"warning: repository {missing} not found\n")
     for tag in ("nothing-*", "nothing"):
@@ -122,7 +120,7 @@ def test_dregutil_takes_a_glob_as_the_exact_name_it_is_there(team, capsys):
 
 def test_help_and_readme_document_the_globs():
     for command in ("query-tags", "remove-tags", "remove-repos", "untag", "du", "history"):
-        text = CliRunner().invoke(main, [command, "--help"]).output
+        text = run(command, "--help").output
         assert "glob" in text, command
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "### Globs in -r and -t" in readme

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from regdb.cli.app import main
 from regdb.cli.core import COUNTED_COMMANDS, COUNTED_PLANS
-from tests.rig import Pusher
+from tests.rig.cli import run
+from tests.rig.pusher import Pusher
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 
 
 def regdb(url, db, *args, status=0, input=None):
-    result = CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args], input=input, prog_name="regdb")
+    result = run("-reg", url, "--db", str(db), *args, input=input, prog_name="regdb")
     assert result.exit_code == status, result.output
     return result
 
@@ -72,7 +72,7 @@ def app(registry, tmp_path_factory) -> App:
 def test_a_plain_http_registry_named_without_a_scheme_gets_one_line_naming_the_http_url(registry, tmp_path):
     hostport = registry.url.split("://", 1)[1]
     db = tmp_path / "inv.db"
-    result = CliRunner().invoke(main, ["-reg", hostport, "--db", str(db), "list-repo-names"])
+    result = run("-reg", hostport, "--db", str(db), "list-repo-names")
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
@@ -80,7 +80,7 @@ def test_a_plain_http_registry_named_without_a_scheme_gets_one_line_naming_the_h
     assert result.stderr.endswith(f"answers plain HTTP, not HTTPS; if that is meant, use -reg http://{hostport}\n")
     assert not db.exists()  # no fallback: nothing was synced over plain http, no inventory created
     # Named with https:// explicitly, the scheme is the user's: the error stays as it is, without the hint.
-    explicit = CliRunner().invoke(main, ["-reg", f"https://{hostport}", "--db", str(db), "list-repo-names"])
+    explicit = run("-reg", f"https://{hostport}", "--db", str(db), "list-repo-names")
     assert explicit.exit_code == 1 and "use -reg http://" not in explicit.output
 
 
@@ -165,7 +165,7 @@ def test_count_counts_a_dry_run_plan_and_refuses_where_it_cannot(fresh_registry,
     assert "--count does not apply to schema" in schema.output
     for name in main.commands:  # every command either counts or says so
         if name not in COUNTED_COMMANDS + COUNTED_PLANS:
-            result = CliRunner().invoke(main, ["--count", name, "--help"])
+            result = run("--count", name, "--help")
             assert result.exit_code == 2 and "--count does not apply" in result.output, name
 
 
@@ -173,7 +173,7 @@ def test_count_counts_a_dry_run_plan_and_refuses_where_it_cannot(fresh_registry,
 
 
 def test_reverse_sort_is_described_as_the_order_it_gives(app):
-    help_text = " ".join(CliRunner().invoke(main, ["list-tag-names", "--help"]).output.split())
+    help_text = " ".join(run("list-tag-names", "--help").output.split())
     assert "newest first" not in help_text
     assert "the tags that are no version first (reverse name order), then versions highest first" in help_text
     forward = regdb(app.url, app.db, "list-tag-names", app.repo).output.splitlines()

@@ -286,7 +286,7 @@ def plain_http_hint(settings, error) -> str | None:
     # The client words TLS failures "TLS error talking to URL: REASON" with OpenSSL's reason.
     if not str(error).startswith("TLS error") or not any(r in str(error) for r in PLAIN_HTTP_TLS_REASONS):
         return None
-    host = normalize_url(registry).split("://", 1)[1]
+    host = RegistryRef.parse(registry).name
     return (f"{error}: {escape_controls(registry)} answers plain HTTP, not HTTPS; if that is meant, use "
             f"-reg http://{host}")
 
