@@ -209,6 +209,25 @@ class Settings:
             run_sync(self, inventory, None)
         return inventory
 
+    def reader(self):
+        """The inventory for the read-only listings (list-repo-names, list-tag-names, query-repos, query-tags):
+        an SQLite file already synced from this registry is read with the standard library's sqlite3, without
+        importing SQLAlchemy (regdb.selection.sqlite_reader, issue 17); anything else, or --refresh, is
+        ``synced_inventory()``, which the reader also hands what it does not answer itself. With ``-l debug``
+        too: that logs the statements regdb.selectors runs, with their values inlined to paste into sqlite3."""
+        target = self.db_target()
+        if not self.refresh and target != MEMORY and "://" not in target and not log.isEnabledFor(logging.DEBUG):
+            from .selection.sqlite_reader import open_reader
+
+            key = (target, "sqlite3")
+            if key not in self._inventories:
+                found = open_reader(target, self.registry_url(), fallback=self.synced_inventory)
+                if found is None:
+                    return self.synced_inventory()
+                self._inventories[key] = found
+            return self._inventories[key]
+        return self.synced_inventory()
+
     def reach_before_creating(self) -> None:
         """A new inventory file is created only once the registry has answered: a mistyped -reg or a
         registry that is down must leave nothing behind."""
@@ -517,7 +536,7 @@ def list_repo_names(settings: Settings, fmt):
       regdb -reg registry.example.com list-repo-names
       regdb -reg registry.example.com list-repo-names --format json
     """
-    names = settings.synced_inventory().list_repos(settings.registry_url())
+    names = settings.reader().list_repos(settings.registry_url())
     echo_listing(settings, [(name,) for name in names], ("repo",), fmt)
 
 
@@ -542,7 +561,7 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_di
     from urllib.parse import urlsplit
 
     url = settings.registry_url()
-    rows = settings.synced_inventory().list_tags(url, list(repos) or None, reverse=reverse_sort)
+    rows = settings.reader().list_tags(url, list(repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
     if omit_digest_tags:
         rows = without_digest_tags(rows)
@@ -568,7 +587,7 @@ def query_repos(settings: Settings, repos, fmt):
       regdb -reg registry.example.com query-repos -r app tool
       regdb -reg registry.example.com --no-raise-intersecting-repo query-repos -r app --format json
     """
-    selection = settings.synced_inventory().query_repos(
+    selection = settings.reader().query_repos(
         settings.registry_url(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo
     )
     warn_missing_repos(selection.missing_repos)
@@ -609,14 +628,14 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
       regdb -reg registry.example.com query-tags -r app -t '<1.4' one -x 1.2.7
       regdb -reg registry.example.com query-tags -r app tool -re 'pr-\\d+' -xre '.*-keep$' --format json
     """
-    from .selectors import parse_query
+    from .selection.query import parse_query
 
     # Bad selectors are reported before anything is synced or read.
     retention = as_usage_error(retention_of, keep_latest, order_by, older_than, newer_than, untagged,
                                not_pulled_for, keep_pulled_within)
     if retention is None:
         as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
-    inventory = settings.synced_inventory()
+    inventory = settings.reader() if retention is None else settings.synced_inventory()
     query, more = inventory.query_tags, {}
     if retention is not None:
         query, more = inventory.query_retention, {"retention": retention}

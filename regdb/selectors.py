@@ -24,11 +24,8 @@ the ``regdb_match`` SQL function on SQLite (Python's ``re.match``), the ``~`` op
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-from dataclasses import dataclass
-from typing import Iterable
 
 from sqlalchemy import (
     Connection,
@@ -53,10 +50,24 @@ from .versions import (
     ABOVE_PRECISION,
     MAX_PRECISION,
     TagSelector,
-    compile_regex,
-    parse_tag_selector,
     precision_field,
 )
+# What a query asks and answers lives in plain Python (regdb.selection.query), shared with the sqlite3 reader
+# of the read-only listings; imported here so every name stays importable from regdb.selectors.
+from regdb.selection.query import (  # noqa: F401 - re-exported
+    EXCLUDED_TAG,
+    OTHER_REPO,
+    OTHER_TAG,
+    Selected,
+    Selection,
+    Skipped,
+    TagFilter,
+    TagList,
+    TagRow,
+    _values,
+    parse_query,
+)
+from regdb.selection.query import regdb_match as _regdb_match
 
 __all__ = [
     "Selected",
@@ -87,103 +98,7 @@ _digests = models.Digest.__table__
 _registries = models.Registry.__table__
 
 
-# --- results ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Selected:
-    """One selected manifest in one repository."""
-
-    registry: str  # host[:port], as in the images view
-    repo: str
-    digest: str  # the tagged manifest (an index for multi-arch; index children are never selected by tag)
-    tags: tuple[str, ...]  # every tag of that digest in that repository, in version order
-    media_type: str
-    size: int  # digests.total_size: manifest + config + layers (an index: the sum over its children)
-
-    def as_dict(self) -> dict:
-        return {"registry": self.registry, "repo": self.repo, "digest": self.digest, "tags": list(self.tags),
-                "media_type": self.media_type, "size": self.size}
-
-
-# Why a digest the selection reached is left out (``Skipped.reason``); what it refers to is in ``parent`` (a
-# digest) or ``others`` (tags, repositories). The removal plan adds its own (regdb.cleanup.plan).
-EXCLUDED_TAG = "excluded-tag"  # rule 1: others = the excluded tags it carries
-OTHER_TAG = "other-tag"  # rule 2: others = its tags the selection does not include
-OTHER_REPO = "other-repo"  # rule 3: others = the repositories outside the selection that hold it
-
-_WHY = {
-    EXCLUDED_TAG: "carries excluded tag {others}",
-    OTHER_TAG: "also tagged {others}, which the selection does not include",
-    OTHER_REPO: "also in repository {others}, outside the selection",
-    "held-by-index": "listed by index {parent}, which stays",
-    "referrer-kept": "has a tag of its own ({tags}) and now refers to {parent}, which is removed",
-    "belongs-to-kept": "a signature or referrer of {parent}, which stays",
-}
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A manifest the selection reached and the rules keep, with the reason as a code (see above)."""
-
-    repo: str
-    digest: str
-    tags: tuple[str, ...]
-    reason: str
-    parent: str | None = None  # a digest the reason refers to (the index that holds it, the removed subject)
-    others: tuple[str, ...] = ()  # tags or repositories the reason refers to
-
-    @property
-    def why(self) -> str:
-        return _WHY.get(self.reason, self.reason).format(
-            parent=self.parent, others=", ".join(self.others), tags=", ".join(self.tags)
-        )
-
-    def as_dict(self) -> dict:
-        return {"repo": self.repo, "digest": self.digest, "tags": list(self.tags), "reason": self.reason,
-                "parent": self.parent, "others": list(self.others), "why": self.why}
-
-
-class Selection(list):
-    """``list[Selected]``, ordered by repository, then by the version order of each digest's first tag."""
-
-    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = (),
-                 skipped: Iterable[Skipped] = ()):
-        super().__init__(items)
-        self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
-        self.skipped: list[Skipped] = list(skipped)  # what the rules left out, and why
-
-
-@dataclass(frozen=True)
-class TagRow:
-    repo: str
-    tag: str
-    digest: str
-
-
-class TagList(list):
-    """``list[TagRow]`` from ``list_tags``; ``missing_repos`` are the named repositories not in the inventory."""
-
-    def __init__(self, items: Iterable[TagRow] = (), missing_repos: Iterable[str] = ()):
-        super().__init__(items)
-        self.missing_repos: list[str] = list(missing_repos)
-
-
 # --- regular expressions in SQL -------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
-
-
-def _regdb_match(pattern, value) -> int:
-    """SQL ``regdb_match(pattern, value)``: 1 when ``re.match`` finds the pattern at the start of value.
-
-    Never NULL (0 for a NULL value), so ``NOT regdb_match(...)`` is a plain boolean inside NOT EXISTS."""
-    if pattern is None or value is None:
-        return 0
-    return 1 if _compiled(pattern).match(value) is not None else 0
 
 
 def _register(dbapi_connection) -> None:
@@ -241,50 +156,22 @@ def regex_match(column: ColumnElement, pattern: str, dialect_name: str) -> Colum
 # --- tag filters ----------------------------------------------------------------------------------------------
 
 
-def _values(value) -> tuple[str, ...]:
-    """One name or many: the Python API accepts ``"app"`` as well as ``["app", "tool"]``, as the seed did."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
-@dataclass(frozen=True)
-class TagFilter:
-    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated."""
-
-    selectors: tuple[TagSelector, ...] = ()
-    patterns: tuple[str, ...] = ()
-    protects: bool = False  # an exclusion or keep rule: versions match by PEP 440 too (regdb.versions)
-
-    @classmethod
-    def parse(cls, tags=(), regex=(), *, protects: bool = False) -> "TagFilter":
-        """Raises SelectorError naming an invalid version or regular expression."""
-        selectors = tuple(parse_tag_selector(text) for text in _values(tags))
-        patterns = _values(regex)
-        for pattern in patterns:
-            compile_regex(pattern)
-        return cls(selectors, patterns, protects)
-
-    def __bool__(self) -> bool:
-        return bool(self.selectors or self.patterns)
-
-    def clause(self, tag, dialect_name: str) -> ColumnElement[bool]:
-        """True when the tag row matches any selector or pattern; never NULL, so it can be negated."""
-        names = sorted({s.name for s in self.selectors if s.op is None})
-        terms: list[ColumnElement[bool]] = []
-        if names:
-            terms.append(tag.c.name.in_(names))
-        for selector in self.selectors:
-            if selector.op is not None:
-                # version_key IS NULL for a tag without a version: without the guard `NOT (key < :k)` would be
-                # NULL, and NOT EXISTS would wrongly treat such a tag as selected.
-                terms.append(and_(tag.c.version_key.is_not(None), version_clause(tag.c.version_key, selector,
-                                                                                 protects=self.protects)))
-        for pattern in self.patterns:
-            terms.append(regex_match(tag.c.name, pattern, dialect_name))
-        return or_(*terms) if terms else false()
+def filter_clause(tag_filter: TagFilter, tag, dialect_name: str) -> ColumnElement[bool]:
+    """``TagFilter.clause``: true when the tag row matches any selector or pattern; never NULL, so it can be
+    negated."""
+    names = sorted({s.name for s in tag_filter.selectors if s.op is None})
+    terms: list[ColumnElement[bool]] = []
+    if names:
+        terms.append(tag.c.name.in_(names))
+    for selector in tag_filter.selectors:
+        if selector.op is not None:
+            # version_key IS NULL for a tag without a version: without the guard `NOT (key < :k)` would be
+            # NULL, and NOT EXISTS would wrongly treat such a tag as selected.
+            terms.append(and_(tag.c.version_key.is_not(None), version_clause(tag.c.version_key, selector,
+                                                                             protects=tag_filter.protects)))
+    for pattern in tag_filter.patterns:
+        terms.append(regex_match(tag.c.name, pattern, dialect_name))
+    return or_(*terms) if terms else false()
 
 
 def version_clause(key, selector: TagSelector, *, protects: bool) -> ColumnElement[bool]:
@@ -356,14 +243,6 @@ def _version_order(tag) -> list:
 
 
 # --- the queries ----------------------------------------------------------------------------------------------
-
-
-def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFilter, TagFilter]:
-    """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector."""
-    include = TagFilter.parse(tags, regex)
-    if not include:
-        raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
-    return include, TagFilter.parse(exclude, exclude_regex, protects=True)
 
 
 def query_tags(

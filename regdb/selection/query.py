@@ -1,0 +1,165 @@
+"""What a selection asks and what it answers, in plain Python: no SQLAlchemy, no database.
+
+The parsed tag filters of a query (``TagFilter``, ``parse_query``), the rows it answers (``Selected``,
+``Skipped``, ``Selection``, ``TagRow``, ``TagList``) and ``regdb_match``, Python's ``re.match`` as SQL sees it.
+Two compilers turn a query into SQL: ``regdb.selectors`` into SQLAlchemy expressions (SQLite and PostgreSQL,
+every option), ``regdb.selection.sqlite_reader`` into SQL text for the standard library's ``sqlite3`` (the
+read-only listings of an SQLite inventory, which then start without importing SQLAlchemy: issue 17). Both
+build their answers from these classes, so a listing reads the same whichever answered it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from regdb.errors import SelectorError
+from regdb.versions import TagSelector, compile_regex, parse_tag_selector
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One selected manifest in one repository."""
+
+    registry: str  # host[:port], as in the images view
+    repo: str
+    digest: str  # the tagged manifest (an index for multi-arch; index children are never selected by tag)
+    tags: tuple[str, ...]  # every tag of that digest in that repository, in version order
+    media_type: str
+    size: int  # digests.total_size: manifest + config + layers (an index: the sum over its children)
+
+    def as_dict(self) -> dict:
+        return {"registry": self.registry, "repo": self.repo, "digest": self.digest, "tags": list(self.tags),
+                "media_type": self.media_type, "size": self.size}
+
+
+# Why a digest the selection reached is left out (``Skipped.reason``); what it refers to is in ``parent`` (a
+# digest) or ``others`` (tags, repositories). The removal plan adds its own (regdb.cleanup.plan).
+EXCLUDED_TAG = "excluded-tag"  # rule 1: others = the excluded tags it carries
+OTHER_TAG = "other-tag"  # rule 2: others = its tags the selection does not include
+OTHER_REPO = "other-repo"  # rule 3: others = the repositories outside the selection that hold it
+
+_WHY = {
+    EXCLUDED_TAG: "carries excluded tag {others}",
+    OTHER_TAG: "also tagged {others}, which the selection does not include",
+    OTHER_REPO: "also in repository {others}, outside the selection",
+    "held-by-index": "listed by index {parent}, which stays",
+    "referrer-kept": "has a tag of its own ({tags}) and now refers to {parent}, which is removed",
+    "belongs-to-kept": "a signature or referrer of {parent}, which stays",
+}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A manifest the selection reached and the rules keep, with the reason as a code (see above)."""
+
+    repo: str
+    digest: str
+    tags: tuple[str, ...]
+    reason: str
+    parent: str | None = None  # a digest the reason refers to (the index that holds it, the removed subject)
+    others: tuple[str, ...] = ()  # tags or repositories the reason refers to
+
+    @property
+    def why(self) -> str:
+        return _WHY.get(self.reason, self.reason).format(
+            parent=self.parent, others=", ".join(self.others), tags=", ".join(self.tags)
+        )
+
+    def as_dict(self) -> dict:
+        return {"repo": self.repo, "digest": self.digest, "tags": list(self.tags), "reason": self.reason,
+                "parent": self.parent, "others": list(self.others), "why": self.why}
+
+
+class Selection(list):
+    """``list[Selected]``, ordered by repository, then by the version order of each digest's first tag."""
+
+    def __init__(self, items: Iterable[Selected] = (), missing_repos: Iterable[str] = (),
+                 skipped: Iterable[Skipped] = ()):
+        super().__init__(items)
+        self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
+        self.skipped: list[Skipped] = list(skipped)  # what the rules left out, and why
+
+
+@dataclass(frozen=True)
+class TagRow:
+    repo: str
+    tag: str
+    digest: str
+
+
+class TagList(list):
+    """``list[TagRow]`` from ``list_tags``; ``missing_repos`` are the named repositories not in the inventory."""
+
+    def __init__(self, items: Iterable[TagRow] = (), missing_repos: Iterable[str] = ()):
+        super().__init__(items)
+        self.missing_repos: list[str] = list(missing_repos)
+
+
+# --- regular expressions in SQL ---------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def regdb_match(pattern, value) -> int:
+    """SQL ``regdb_match(pattern, value)``: 1 when ``re.match`` finds the pattern at the start of value.
+
+    Never NULL (0 for a NULL value), so ``NOT regdb_match(...)`` is a plain boolean inside NOT EXISTS."""
+    if pattern is None or value is None:
+        return 0
+    return 1 if _compiled(pattern).match(value) is not None else 0
+
+
+# --- tag filters ----------------------------------------------------------------------------------------------
+
+
+def _values(value) -> tuple[str, ...]:
+    """One name or many: the Python API accepts ``"app"`` as well as ``["app", "tool"]``, as the seed did."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated."""
+
+    selectors: tuple[TagSelector, ...] = ()
+    patterns: tuple[str, ...] = ()
+    protects: bool = False  # an exclusion or keep rule: versions match by PEP 440 too (regdb.versions)
+
+    @classmethod
+    def parse(cls, tags=(), regex=(), *, protects: bool = False) -> "TagFilter":
+        """Raises SelectorError naming an invalid version or regular expression."""
+        selectors = tuple(parse_tag_selector(text) for text in _values(tags))
+        patterns = _values(regex)
+        for pattern in patterns:
+            compile_regex(pattern)
+        return cls(selectors, patterns, protects)
+
+    def __bool__(self) -> bool:
+        return bool(self.selectors or self.patterns)
+
+    def clause(self, tag, dialect_name: str):
+        """SQLAlchemy: true when the tag row (an alias of ``tags``) matches any selector or pattern; never NULL,
+        so it can be negated. Imported here, not above: only callers that build SQLAlchemy SQL pay for it."""
+        from regdb.selectors import filter_clause
+
+        return filter_clause(self, tag, dialect_name)
+
+
+def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFilter, TagFilter]:
+    """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector."""
+    include = TagFilter.parse(tags, regex)
+    if not include:
+        raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
+    return include, TagFilter.parse(exclude, exclude_regex, protects=True)
