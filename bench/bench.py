@@ -486,12 +486,12 @@ def build_million(path: Path) -> None:
     """Child process: write MILLION into a fresh inventory through regdb's SnapshotWriter, streaming repository
     after repository from a generator, then print peak RSS (VmHWM) and counts as one JSON line."""
     from regdb import Inventory
-    from regdb.client import DOCKER_MANIFEST
-    from regdb.db import write_transaction
-    from regdb.manifests import ManifestInfo
-    from regdb.client import registry_name
-    from regdb.summaries import refresh_summaries
-    from regdb.sync import SnapshotWriter, utcnow
+    from regdb.registry.client import DOCKER_MANIFEST
+    from regdb.inventory.db import write_transaction
+    from regdb.inventory.manifests import ManifestInfo
+    from regdb.registry.client import registry_name
+    from regdb.inventory.summaries import refresh_summaries
+    from regdb.inventory.sync import SnapshotWriter, utcnow
 
     started = time.perf_counter()
     base_layer = synthetic_digest("layer", "base")
@@ -553,7 +553,7 @@ def build_million(path: Path) -> None:
 
 
 def million_marker() -> dict:
-    from regdb.db import head_revision
+    from regdb.inventory.db import head_revision
 
     return dict(params=MILLION, tags=million_tags(), schema=head_revision(), registry=MILLION_REGISTRY)
 
@@ -873,8 +873,8 @@ def bench_views(db: Path | None) -> None:
     if db is None:
         row("4  views and examples", "not measured: no million-tag inventory", "< 0.5 s", "")
         return
-    from regdb.examples import examples_for
-    from regdb.views import VIEWS
+    from regdb.inventory.examples import examples_for
+    from regdb.inventory.views import VIEWS
 
     def timed(sql: str, params: dict) -> tuple[float, int]:
         times, count = [], 0
@@ -954,8 +954,8 @@ def bench_datasette(db: Path, views) -> None:
 def bench_summary_upkeep(db: Path) -> None:
     """What keeping the summaries costs a writer, each measured in a transaction rolled back (the inventory is
     left as it was): the triggers' marking, per million tag rows written, and refreshing after changes."""
-    from regdb.db import create_inventory_engine
-    from regdb.summaries import refresh_summaries
+    from regdb.inventory.db import create_inventory_engine
+    from regdb.inventory.summaries import refresh_summaries
 
     kept = json.loads((BENCH / "million.json").read_text())["built"] if (BENCH / "million.json").exists() else {}
     if kept.get("summary_seconds") is not None:

@@ -1,13 +1,13 @@
 """Alembic environment for regdb.
 
-regdb runs its migrations from code (``regdb.db.upgrade``), handing over an open connection through
+regdb runs its migrations from code (``regdb.inventory.db.upgrade``), handing over an open connection through
 ``config.attributes["connection"]``, so this works from an installed wheel as well as from a checkout.
 """
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from regdb.models import Base
+from regdb.inventory.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,6 +1,6 @@
 """regdb: mirror a Docker Registry v2 / OCI registry into an SQLite inventory, query it, clean it up safely."""
 
-from .errors import (
+from regdb.errors import (
     AuthenticationFailed,
     DeleteDisabled,
     DigestMismatch,
@@ -19,18 +19,26 @@ from .errors import (
 __version__ = "0.1.0"
 
 
+# The removal API (docs/removal.md): what to select, the plan, carrying it out.
+_CLEANUP = ("TagQuery", "RepoQuery", "Plan", "plan_removal", "remove", "RemovalResult")
+
+
 def __getattr__(name: str):
     # Imported on first use: RegistryClient pulls in requests, Inventory SQLAlchemy. ``import regdb`` stays
     # standard-library only, so the console scripts' entry (regdb/entry.py) can catch a Ctrl-C during every
     # later import, and inventory-only commands never import requests.
     if name == "RegistryClient":
-        from .client import RegistryClient
+        from regdb.registry.client import RegistryClient
 
         return RegistryClient
     if name in ("Inventory", "default_db_path"):
-        from . import inventory
+        from regdb import api
 
-        return getattr(inventory, name)
+        return getattr(api, name)
+    if name in _CLEANUP:
+        from regdb.cleanup import execute, plan
+
+        return getattr(plan if hasattr(plan, name) else execute, name)
     raise AttributeError(f"module 'regdb' has no attribute {name!r}")
 
 __all__ = [
@@ -42,12 +50,18 @@ __all__ = [
     "InventoryBusy",
     "InventoryError",
     "NotARegistry",
+    "Plan",
     "RegdbError",
     "RegistryClient",
     "RegistryError",
     "RegistryUnreachable",
+    "RemovalResult",
+    "RepoQuery",
     "SchemaTooNew",
     "ScopeRefused",
     "SelectorError",
+    "TagQuery",
     "default_db_path",
+    "plan_removal",
+    "remove",
 ]

@@ -2,6 +2,6 @@
 
 import sys
 
-from .entry import regdb
+from regdb.entry import regdb
 
 sys.exit(regdb())

@@ -8,35 +8,20 @@ for what was being done (a sync keeps its last snapshot, a removal says what it 
 
 from __future__ import annotations
 
-import signal
-import sys
-
-# The shell's convention for a process ended by SIGINT: 128 + 2.
-INTERRUPTED = 130
+from regdb.cli.interrupt import INTERRUPTED, interrupted
 
 
 def _run(prog_name: str) -> int:
     try:
         if prog_name == "dregutil":
-            from .dregutil import main as dregutil_main
+            from regdb.cli.dregutil import main as dregutil_main
 
             return dregutil_main()
-        from .cli import main
+        from regdb.cli.app import main
 
         return main(prog_name=prog_name)
     except KeyboardInterrupt:
         return interrupted(prog_name)
-
-
-def interrupted(prog_name: str, message: str = "interrupted") -> int:
-    """Say so once and leave with 130; a second Ctrl-C while saying it is ignored, not a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        sys.stderr.write(f"{prog_name}: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):  # stderr closed or a broken pipe: the exit status still says it
-        pass
-    return INTERRUPTED
 
 
 def regdb() -> int:
@@ -45,3 +30,5 @@ def regdb() -> int:
 
 def dregutil() -> int:
     return _run("dregutil")
+
+__all__ = ["INTERRUPTED", "dregutil", "interrupted", "regdb"]

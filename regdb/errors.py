@@ -13,8 +13,8 @@ class RegdbError(Exception):
     in a multi-line report; text from a registry is quoted with ``address.printable``, newlines escaped.)"""
 
     def __init__(self, message: str = "", *args):
-        from .output import escape_controls
-        from .redact import redact_urls
+        from regdb.text import escape_controls
+        from regdb.redact import redact_urls
 
         if isinstance(message, str):
             message = redact_urls(message)  # a database URL's password, wherever a message names the URL
@@ -199,6 +199,6 @@ def database_error(error: BaseException) -> InventoryError | None:
         return None
     text = str(orig if orig is not None else error).strip().splitlines()
     first = text[0][:300] if text else type(error).__name__
-    from .redact import redact_urls
+    from regdb.redact import redact_urls
 
     return InventoryError(f"inventory database error: {redact_urls(first)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-from .output import escape_controls
+from regdb.text import escape_controls
 
 MASK = "***"
 

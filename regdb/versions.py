@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
-from .errors import SelectorError
+from regdb.errors import SelectorError
 
 __all__ = [
     "TagSelector",

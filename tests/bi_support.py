@@ -14,11 +14,11 @@ from pathlib import Path
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
-from regdb.client import DOCKER_MANIFEST, OCI_INDEX
-from regdb.db import write_transaction
-from regdb.manifests import Child, ManifestInfo
-from regdb.summaries import refresh_summaries
-from regdb.sync import SnapshotWriter
+from regdb.registry.client import DOCKER_MANIFEST, OCI_INDEX
+from regdb.inventory.db import write_transaction
+from regdb.inventory.manifests import Child, ManifestInfo
+from regdb.inventory.summaries import refresh_summaries
+from regdb.inventory.sync import SnapshotWriter
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 SUMMARY_TABLES = ("summary_repos", "summary_repo_blobs", "summary_blobs", "summary_digests", "summary_blob_usage")

@@ -17,9 +17,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from regdb import models
-from regdb.db import alembic_config, head_revision, upgrade, write_transaction
-from regdb.views import VIEWS
+from regdb.inventory import models
+from regdb.inventory.db import alembic_config, head_revision, upgrade, write_transaction
+from regdb.inventory.views import VIEWS
 from tests.rig import DEFAULT_CREATED, Pusher, Pushed, PushedIndex
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "data-source.md"

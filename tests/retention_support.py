@@ -12,7 +12,7 @@ from pathlib import Path
 from werkzeug import Request, Response
 
 from regdb import Inventory, RegistryClient
-from regdb.untag import PLACEHOLDER_ANNOTATION
+from regdb.cleanup.untag import PLACEHOLDER_ANNOTATION
 from tests.removal_support import FaultyProxy
 from tests.rig import OCI_INDEX, Pusher, Pushed, canonical_json
 
@@ -114,8 +114,8 @@ def populate(conn, registry_id: int | None, repos: dict[str, dict[str, str]], cr
     sha256 of the label). Returns the registry id."""
     from sqlalchemy import insert, select
 
-    from regdb import models
-    from regdb.sync import utcnow
+    from regdb.inventory import models
+    from regdb.inventory.sync import utcnow
     from regdb.versions import version_key
 
     if registry_id is None:

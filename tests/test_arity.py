@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.rig import Pusher
 from tests.test_dregutil_suite import kept_logging
 

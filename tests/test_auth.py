@@ -1,4 +1,4 @@
-"""Registry authentication (regdb.auth), Docker CLI credentials (regdb.credentials) and log redaction
+"""Registry authentication (regdb.registry.auth), Docker CLI credentials (regdb.registry.credentials) and log redaction
 (regdb.redact).
 
 Fake registries here are pytest-httpserver handlers that answer the way distribution 2.8 does (its challenge
@@ -24,7 +24,7 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from regdb.auth import (
+from regdb.registry.auth import (
     DigestAuth,
     RegistryAuth,
     build_auth,
@@ -32,7 +32,7 @@ from regdb.auth import (
     parse_challenges,
     required_scopes,
 )
-from regdb.credentials import DockerConfigError, docker_credentials
+from regdb.registry.credentials import DockerConfigError, docker_credentials
 from regdb.errors import AuthenticationFailed, RegistryUnreachable, ScopeRefused
 from regdb.redact import RedactingFilter, install_redaction, redact
 from tests.pki import make_pki
@@ -873,8 +873,8 @@ def test_debug_logging_of_a_whole_token_flow_has_no_secret(fake, tokens):
         session = session_with(build_auth(*ALICE))
         response = session.get(registry.url + "/v2/team/app/tags/list")
         # What a debugging client might log: the request it sent and the token server's answer.
-        logging.getLogger("regdb.client").debug("sent %s", response.request.headers)
-        logging.getLogger("regdb.client").debug("token server said %s", json.dumps({"token": registry.seen_tokens[-1]}))
+        logging.getLogger("regdb.registry.client").debug("sent %s", response.request.headers)
+        logging.getLogger("regdb.registry.client").debug("token server said %s", json.dumps({"token": registry.seen_tokens[-1]}))
     finally:
         root.removeHandler(handler)
         root.removeFilter(installed)
@@ -925,7 +925,7 @@ def test_real_registry_token_mode(token_registry):
 
 
 def test_real_registry_token_mode_through_the_client(token_registry):
-    from regdb.client import RegistryClient
+    from regdb.registry.client import RegistryClient
     from tests.rig import Pusher
 
     registry, tokens = token_registry

@@ -12,10 +12,12 @@ from werkzeug import Request, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regdb import Inventory, RegistryClient, summaries
-from regdb.db import create_inventory_engine, upgrade
+from regdb import Inventory, RegistryClient
+
+from regdb.inventory import summaries
+from regdb.inventory.db import create_inventory_engine, upgrade
 from regdb.errors import RegdbError
-from regdb.removal import TagQuery
+from regdb.cleanup.plan import TagQuery
 from tests.bi_support import (
     SUMMARY_TABLES,
     Generated,

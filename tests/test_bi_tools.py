@@ -16,10 +16,10 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from regdb.db import create_inventory_engine, upgrade, write_transaction
-from regdb.examples import EXAMPLES
-from regdb.rawsql import describe_schema
-from regdb.views import VIEWS
+from regdb.inventory.db import create_inventory_engine, upgrade, write_transaction
+from regdb.inventory.examples import EXAMPLES
+from regdb.inventory.rawsql import describe_schema
+from regdb.inventory.views import VIEWS
 from tests.bi_support import Generated, rows
 from tests.datasource_support import documented_examples
 from tests.rig import free_port
@@ -210,7 +210,7 @@ def test_report_renders_offline_in_chromium_with_the_views_numbers(inventory, tm
 
 def test_report_json_without_html_needs_no_browser_nor_matplotlib_import(inventory):
     result = subprocess.run([sys.executable, "-c", (
-        "import sys, json; from click.testing import CliRunner; from regdb.cli import main; "
+        "import sys, json; from click.testing import CliRunner; from regdb.cli.app import main; "
         f"r = CliRunner().invoke(main, ['--db', {str(inventory)!r}, 'report', '--format', 'json']); "
         "assert r.exit_code == 0, r.output; json.loads(r.output); print('matplotlib' in sys.modules)")],
         capture_output=True, text=True, timeout=120)
@@ -220,7 +220,7 @@ def test_report_json_without_html_needs_no_browser_nor_matplotlib_import(invento
 def test_growth_follows_tag_history_when_the_inventory_has_one(tmp_path):
     from datetime import datetime
 
-    from regdb import report
+    from regdb.inventory import report
 
     engine = create_inventory_engine(str(tmp_path / "history.db"))
     upgrade(engine)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regdb import output
-from regdb.cli import main
+from regdb.cli import output
+from regdb.cli.app import main
 from regdb.versions import version_key
 from tests.rig import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, Pusher
 
@@ -280,7 +280,7 @@ def test_count(images):
 def test_debug_log_shows_the_sql(images):
     result = regdb(images.url, images.db, "-l", "debug", "query-tags", "-r", images.app, "-t", "<1.3", "-x", "1.1")
     assert result.exit_code == 0, result.output
-    assert "DEBUG regdb.selectors: selected digests and their tags:\nSELECT repos.name" in result.stderr
+    assert "DEBUG regdb.selection.selectors: selected digests and their tags:\nSELECT repos.name" in result.stderr
     # With the values in place, so the statement can be pasted into sqlite3 and explained.
     assert f"repos.name IN ('{images.app}')" in result.stderr
     # The operand's key without its precision field "#NN" (regdb.versions), then the precision check.

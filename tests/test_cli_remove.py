@@ -10,7 +10,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.removal_support import (
     FaultyProxy,
     assert_inventory_equals_registry,
@@ -126,7 +126,7 @@ def test_dry_run_deletes_nothing(app):
 
 def test_on_a_terminal_regdb_asks_first(app, monkeypatch):
     registry, p, db, images, signature = app
-    monkeypatch.setattr("regdb.cli_removal.stdin_is_tty", lambda: True)
+    monkeypatch.setattr("regdb.cli.removal.stdin_is_tty", lambda: True)
     before = registry_tags(p, ["app"])
     declined = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "1.2", input="n\n")
     assert declined.exit_code == 1, declined.output

@@ -61,7 +61,7 @@ def test_the_repository_cites_nothing_outside_itself():
 
 
 def test_every_command_is_in_the_readme_table_and_every_row_is_a_command():
-    from regdb.cli import main
+    from regdb.cli.app import main
 
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Commands"):readme.index("### Global options")]

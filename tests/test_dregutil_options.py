@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from regdb.db import MEMORY
-from regdb.dregutil import build_parser, inventory_target, log_level, loose_order, settings_of
+from regdb.inventory.db import MEMORY
+from regdb.cli.dregutil import build_parser, inventory_target, log_level, loose_order, settings_of
 from tests.rig import Pusher
 from tests.test_dregutil_suite import run_dregutil
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from regdb.dregutil import main as dregutil_main
+from regdb.cli.dregutil import main as dregutil_main
 from tests.rig import Pusher, start_registry
 
 DREGUTIL = Path(sys.executable).parent / "dregutil"

@@ -9,7 +9,7 @@ import json
 
 from click.testing import CliRunner
 
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 

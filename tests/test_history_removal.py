@@ -7,7 +7,7 @@ import sqlite3
 
 from click.testing import CliRunner
 
-from regdb.cli import main
+from regdb.cli.app import main
 
 
 def regdb(url, db, *args):

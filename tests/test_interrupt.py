@@ -34,12 +34,12 @@ CHILD = textwrap.dedent(
     if point.startswith("import:"):
         sys.meta_path.insert(0, InterruptOnImport())
     elif point == "sync-write":
-        import regdb.sync
+        import regdb.inventory.sync
 
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt
 
-        regdb.sync.SnapshotWriter.drop_repos = interrupted  # inside the open write transaction
+        regdb.inventory.sync.SnapshotWriter.drop_repos = interrupted  # inside the open write transaction
 
     from regdb.entry import regdb
     sys.argv = ["regdb", *argv]
@@ -58,7 +58,7 @@ def assert_one_interrupted_line(run: subprocess.CompletedProcess, expected: str)
     assert (run.returncode, run.stdout, run.stderr) == (130, "", expected + "\n")
 
 
-@pytest.mark.parametrize("module", ["regdb.cli", "click", "sqlalchemy"])
+@pytest.mark.parametrize("module", ["regdb.cli.app", "click", "sqlalchemy"])
 def test_ctrl_c_while_importing(module, tmp_path):
     run = run_interrupted(f"import:{module}", "--db", str(tmp_path / "inv.db"), "sql", "SELECT 1")
     # Before the command runs the line is "regdb: interrupted"; inside it, it adds that the inventory is intact.

@@ -13,8 +13,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
-from regdb.cli_removal import ASK, PROCEED, REFUSE, confirmation_required
+from regdb.cli.app import main
+from regdb.cli.removal import ASK, PROCEED, REFUSE, confirmation_required
 from tests.faults.proxy import FaultProxy, Hook
 from tests.removal_support import deletions, inventory_tags, manifest_present, registry_tags
 

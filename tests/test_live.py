@@ -16,8 +16,8 @@ import requests
 from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
-from regdb.cli import main
-from regdb.db import write_transaction
+from regdb.cli.app import main
+from regdb.inventory.db import write_transaction
 from tests.live_support import Live, skopeo_pull, start_live, wait_for
 from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 from tests.rig import Pusher, make_oci_layout, notifications_config, skopeo_copy, start_registry
@@ -444,8 +444,8 @@ def test_an_event_that_fails_unexpectedly_is_rejected_and_later_events_apply(tmp
 
 
 def test_record_tag_history_is_the_hook_for_removals(tmp_path):
-    from regdb import models
-    from regdb.live.history import record_tag_history, tag_history
+    from regdb.inventory import models
+    from regdb.inventory.history import record_tag_history, tag_history
 
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     with Inventory(tmp_path / "inv.db") as inventory, write_transaction(inventory.engine) as conn:

@@ -9,7 +9,7 @@ import sys
 import venv
 from pathlib import Path
 
-from regdb import db
+from regdb.inventory import db
 
 ROOT = Path(__file__).resolve().parent.parent
 

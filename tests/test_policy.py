@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from regdb import RegistryClient
-from regdb.cli import main
+from regdb.cli.app import main
 from regdb.errors import PolicyError
-from regdb.policy import glob_regex, parse_policy, plan_policy
+from regdb.cleanup.policy import glob_regex, parse_policy, plan_policy
 from regdb.versions import regex_matches
 from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
 from tests.retention_support import ago, synced

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from regdb import Inventory, InventoryBusy, RegistryClient
-from regdb import db as regdb_db
-from regdb.cli import main
-from regdb.db import create_inventory_engine, write_transaction
+from regdb.inventory import db as regdb_db
+from regdb.cli.app import main
+from regdb.inventory.db import create_inventory_engine, write_transaction
 from regdb.errors import ReadOnlyViolation, SqlError
-from regdb.views import VIEWS
+from regdb.inventory.views import VIEWS
 from tests.datasource_support import (
     FORMATS,
     LITERAL,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
+from regdb.cli.app import main
 from tests import rig
 from tests.reach_support import write_htpasswd
 

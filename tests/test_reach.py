@@ -31,9 +31,9 @@ import requests
 from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 
-from regdb.auth import build_auth
-from regdb.cli import main
-from regdb.client import RegistryClient
+from regdb.registry.auth import build_auth
+from regdb.cli.app import main
+from regdb.registry.client import RegistryClient
 from regdb.errors import ScopeRefused
 from tests.pki import PKI, make_ca, make_client_cert, make_pki
 from tests.reach_support import (
@@ -578,7 +578,7 @@ def test_broken_head_switches_to_get(stub_server, tmp_path, head_status):
     result, now = resync_with_a_moved_tag(stub, db, expected, "-j", "1")
     assert result.exit_code == 0, result.output
     assert images(db) == now
-    assert f"WARNING regdb.client: registry {stub.url} answers HEAD badly; resolving tags with GET from now on\n" \
+    assert f"WARNING regdb.registry.client: registry {stub.url} answers HEAD badly; resolving tags with GET from now on\n" \
         in result.stderr
     assert len(stub.requests_of("HEAD")) == 1  # one refused HEAD, then GET for the rest of the run
 
@@ -670,7 +670,7 @@ def test_no_secret_in_the_inventory(secure, token_mode, tmp_path):
 def run_regdb(*args, home: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     env["HOME"] = str(home)
-    return subprocess.run([sys.executable, "-c", "from regdb.cli import main; main()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from regdb.cli.app import main; main()", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from werkzeug import Request, Response
 
 from regdb import Inventory, RegistryClient
-from regdb.cli import main
+from regdb.cli.app import main
 from regdb.errors import IntersectionError
-from regdb.removal import TagQuery
+from regdb.cleanup.plan import TagQuery
 from tests.removal_support import (
     FaultyProxy,
     assert_inventory_equals_registry,

@@ -11,8 +11,8 @@ import pytest
 
 from regdb import Inventory, RegistryClient
 from regdb.errors import RegdbError, RemovalIncomplete, SelectorError
-from regdb.removal import Plan, RepoQuery, TagQuery, plan_removal
-from regdb.selectors import Selected, Selection
+from regdb.cleanup.plan import Plan, RepoQuery, TagQuery, plan_removal
+from regdb.selection.selectors import Selected, Selection
 from tests.removal_support import (
     assert_inventory_equals_registry,
     deletions,

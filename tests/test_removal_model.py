@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from regdb import Inventory
-from regdb.cli import main
+from regdb.cli.app import main
 from regdb.versions import parse_tag_selector
 from tests.removal_support import assert_inventory_equals_registry, manifest_present
 from tests.rig import Pusher, start_registry

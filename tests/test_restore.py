@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
 from regdb.cleanup.restore import plan_restore, restore
-from regdb.cli import main
-from regdb.removal import TagQuery
+from regdb.cli.app import main
+from regdb.cleanup.plan import TagQuery
 from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present
 from tests.rig import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, REGISTRY_BINARY, canonical_json

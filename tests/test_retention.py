@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regdb import RegistryClient
-from regdb.cli import main
+from regdb.cli.app import main
 from regdb.errors import SelectorError
-from regdb.policy import RetentionQuery
-from regdb.retention import Retention, parse_age
+from regdb.cleanup.policy import RetentionQuery
+from regdb.selection.retention import Retention, parse_age
 from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 from tests.removal_support import assert_inventory_equals_registry, manifest_present, registry_tags
 from tests.retention_support import ago, populate, push_index_of, selected, synced
@@ -393,7 +393,7 @@ def test_retention_sql_agrees_with_the_plain_python_rules(memory_inventory, assi
         keep_latest = 2
     retention = Retention(keep_latest=keep_latest, order_by=order_by if keep_latest else None,
                           older_than=older_than, now=NOW)
-    from regdb.selectors import query_tags
+    from regdb.selection.selectors import query_tags
 
     with memory_inventory.engine.connect() as conn:
         transaction = conn.begin()
@@ -420,7 +420,7 @@ def memory_inventory():
 
 
 def test_images_of_one_build_time_rank_by_version_then_by_digest(memory_inventory):
-    from regdb.selectors import query_tags
+    from regdb.selection.selectors import query_tags
 
     same = datetime(2026, 1, 1)
     repos = {"a": {"1.0": "i1", "2.0": "i2", "dev": "i3", "nightly": "i4"}}
@@ -442,7 +442,7 @@ def test_images_of_one_build_time_rank_by_version_then_by_digest(memory_inventor
 def test_retention_on_postgresql_answers_as_on_sqlite(pg_url, memory_inventory):  # noqa: F811
     """Window functions, row-value IN and the age comparisons, on both databases."""
     from regdb import Inventory
-    from regdb.selectors import query_tags
+    from regdb.selection.selectors import query_tags
 
     repos = {"a": {"1.0": "i1", "1.1": "i2", "2.0": "i3", "latest": "i3", "pr-1": "i4", "pr-2": "i5",
                    "sha256-" + "ab" * 32 + ".sig": "i6"},

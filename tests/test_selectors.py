@@ -1,4 +1,4 @@
-"""Selectors compiled into SQL (regdb.selectors), on small inventories written straight into SQLite.
+"""Selectors compiled into SQL (regdb.selection.selectors), on small inventories written straight into SQLite.
 
 The last test holds the SQL against a plain-Python reference of issue #3's rules on random inventories.
 """
@@ -14,9 +14,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
-from regdb import Inventory, models
+from regdb import Inventory
+
+from regdb.inventory import models
 from regdb.errors import IntersectionError, InventoryError, SelectorError
-from regdb.selectors import (
+from regdb.selection.selectors import (
     Selected,
     TagRow,
     anchored,
@@ -25,7 +27,7 @@ from regdb.selectors import (
     query_repos,
     query_tags,
 )
-from regdb.sync import utcnow
+from regdb.inventory.sync import utcnow
 from regdb.versions import compile_regex, parse_tag_selector, regex_matches, version_key
 from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
@@ -438,9 +440,9 @@ def test_regex_function_is_available_to_hand_written_sql(tmp_path):
 
 def test_debug_log_shows_the_sql_with_its_values(conn, caplog):
     registry_id = populate(conn, {"app": {"1.0": "old"}})
-    with caplog.at_level(logging.DEBUG, logger="regdb.selectors"):
+    with caplog.at_level(logging.DEBUG, logger="regdb.selection.selectors"):
         query_tags(conn, registry_id, ["app"], tags=["<1.4"], regex=["v"], exclude=["0.1"])
-    logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "regdb.selectors")
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "regdb.selection.selectors")
     assert "EXISTS (SELECT" in logged and ") AS excluded" in logged
     assert f"version_key < '{parse_tag_selector('<1.4').base}'" in logged
     assert "regdb_match('v', selected_tag.name)" in logged

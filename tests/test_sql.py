@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from sqlalchemy import inspect
 
 from regdb import Inventory, RegistryClient, default_db_path
-from regdb.cli import main
-from regdb.db import create_inventory_engine
+from regdb.cli.app import main
+from regdb.inventory.db import create_inventory_engine
 from regdb.errors import ReadOnlyViolation, SqlError
-from regdb.rawsql import describe_schema
-from regdb.views import VIEWS
+from regdb.inventory.rawsql import describe_schema
+from regdb.inventory.views import VIEWS
 from tests.datasource_support import (
     FORMATS,
     LITERAL,
@@ -404,7 +404,7 @@ def test_migrations_round_trip_on_sqlite(tmp_path):
 
 
 def test_views_in_a_migrated_file_are_the_documented_statements(tmp_path):
-    # regdb/views.py and the migrations' frozen copies must not drift apart.
+    # regdb/inventory/views.py and the migrations' frozen copies must not drift apart.
     with Inventory(tmp_path / "views.db") as inventory, inventory.engine.connect() as conn:
         stored = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'view'").all())
     assert {name: " ".join(sql.split()) for name, sql in stored.items()} == {

@@ -1,5 +1,5 @@
 """The sqlite3 reader of the read-only listings (regdb.selection.sqlite_reader) answers exactly as the full
-``Inventory`` (SQLAlchemy, regdb.selectors) does: the same rows, skipped pairs, missing repositories and errors,
+``Inventory`` (SQLAlchemy, regdb.selection.selectors) does: the same rows, skipped pairs, missing repositories and errors,
 held equal on generated inventories and queries; and it hands on what it does not answer itself.
 """
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from regdb import Inventory
-from regdb.db import create_inventory_engine, write_transaction
+from regdb.inventory.db import create_inventory_engine, write_transaction
 from regdb.errors import RegdbError
 from regdb.selection.sqlite_reader import SCHEMA_HEAD, InventoryReader, open_reader
 from tests.test_selectors import NAME, URL, cases, populate, registries
@@ -170,7 +170,7 @@ def test_the_reader_opens_only_an_inventory_it_can_answer_for(template, workdir,
 
 
 def test_the_reader_knows_the_schema_head():
-    from regdb import db
+    from regdb.inventory import db
 
     assert SCHEMA_HEAD == db.SCHEMA_HEAD
 

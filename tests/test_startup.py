@@ -17,7 +17,7 @@ from regdb import Inventory, RegistryClient
 # Runs the CLI in a fresh interpreter, then prints the loaded module names as JSON on the last stderr line.
 PROBE = """
 import json, sys
-from regdb.cli import main
+from regdb.cli.app import main
 try:
     main(sys.argv[1:], prog_name="regdb")
 except SystemExit:
@@ -25,8 +25,8 @@ except SystemExit:
 print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
 
-HTTP = ("requests", "urllib3", "regdb.client", "regdb.auth")
-DATABASE = ("sqlalchemy", "alembic", "regdb.inventory", "regdb.db")
+HTTP = ("requests", "urllib3", "regdb.registry.client", "regdb.registry.auth")
+DATABASE = ("sqlalchemy", "alembic", "regdb.api", "regdb.inventory.db")
 
 
 def loaded_after(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -101,6 +101,7 @@ def test_listings_that_need_the_full_inventory_still_answer(synced, args):
 
 
 def test_cli_memory_is_the_inventorys():
-    from regdb import cli, db
+    from regdb.cli import core as cli
+    from regdb.inventory import db
 
     assert cli.MEMORY == db.MEMORY

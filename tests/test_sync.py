@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.rig import Pusher, make_oci_layout, skopeo_copy
 
 

@@ -76,7 +76,7 @@ def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_bina
         db = tmp_path / "inventory.db"
 
         def client() -> RegistryClient:
-            from regdb.auth import build_auth
+            from regdb.registry.auth import build_auth
 
             return RegistryClient(secure.url, auth=build_auth("alice", "pw-direct"), verify=str(pki.ca.cert_path),
                                   cert=(str(pki.client.cert_path), str(pki.client.key_path)), jobs=2)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from werkzeug import Response
 
 from regdb import Inventory, RegistryClient
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.rig import DOCKER_MANIFEST, canonical_json
 
 V2_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0", "Content-Type": "application/json"}

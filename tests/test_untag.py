@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
+from regdb.cli.app import main
 from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
 from tests.retention_support import RegistryProxy, live_placeholders, synced
 from tests.rig import Pusher, start_registry

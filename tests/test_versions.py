@@ -331,7 +331,7 @@ def test_invalid_regex(pattern):
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select  # noqa: E402
 
-from regdb.selectors import version_clause  # noqa: E402
+from regdb.selection.selectors import version_clause  # noqa: E402
 
 _metadata = MetaData()
 _keys = Table("keys", _metadata, Column("id", Integer, primary_key=True), Column("version_key", String))
@@ -410,7 +410,9 @@ def test_keys_from_before_the_precision_field_select_nothing_and_still_protect(k
 def test_a_sync_rewrites_keys_from_before_the_precision_field(registry, repo_name, tmp_path):
     from sqlalchemy import update
 
-    from regdb import Inventory, models
+    from regdb import Inventory
+
+    from regdb.inventory import models
     from tests.rig import Pusher
 
     repo = f"{repo_name}/app"

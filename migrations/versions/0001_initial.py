@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-The tables of regdb.models and the `images` view, the public contract for BI users.
+The tables of regdb.inventory.models and the `images` view, the public contract for BI users.
 
 Create Date: 2026-11-27 07:06:04.075570
 

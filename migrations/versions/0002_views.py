@@ -3,9 +3,9 @@
 Revision ID: 0002
 Revises: 0001
 The views BI users read beside `images` (README, "The inventory as a data source"); portable SQL, the same on
-SQLite and PostgreSQL. The statements are a frozen copy of regdb/views.py as it was when this revision was
+SQLite and PostgreSQL. The statements are a frozen copy of regdb/inventory/views.py as it was when this revision was
 written: a later change to a view is a new revision, so this one never changes under an existing inventory
-(tests/test_sql.py checks that the copy and regdb/views.py agree).
+(tests/test_sql.py checks that the copy and regdb/inventory/views.py agree).
 
 Create Date: 2026-11-27 07:40:00
 

@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 Retention (issue #7): `signatures` shows cosign signatures, attestations, SBOMs and OCI 1.1 referrers with the
 digest they belong to; `reclaimable` is what a garbage collection would free after regdb's deletions, the same
-figure a removal plan reports. Portable SQL, the same on SQLite and PostgreSQL; a frozen copy of regdb/views.py
+figure a removal plan reports. Portable SQL, the same on SQLite and PostgreSQL; a frozen copy of regdb/inventory/views.py
 as it was when this revision was written (tests/test_sql.py checks that the two agree).
 
 Create Date: 2026-11-27 09:00:00

@@ -5,7 +5,7 @@ Revises: 0005
 An index whose child the registry no longer has (a child deleted by digest, a garbage collection) is recorded
 with that child marked missing (`digest_children.missing`) instead of failing every sync (issue #13). The
 child then has a placeholder row in `digests` (kind 'missing': never in repo_digests, so no other view shows
-it). The `broken_indexes` view lists them: a frozen copy of regdb/views.py as it was when this revision was
+it). The `broken_indexes` view lists them: a frozen copy of regdb/inventory/views.py as it was when this revision was
 written (tests/test_sql.py checks that the two agree).
 
 Create Date: 2026-12-01 19:30:00

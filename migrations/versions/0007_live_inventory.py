@@ -7,7 +7,7 @@ Registry notifications (issue #15): `regdb listen` applies pushes, pulls and del
 removals); `pulls` counts manifest pulls per (repository, digest) and day; `observed_windows` records over which
 time the inventory has seen every event (retention by use refuses beyond it); `applied_events` makes applying an
 event idempotent (delivery is at least once); `rejected_events` keeps what could not be applied. The
-`pull_stats` view is a frozen copy of regdb/views.py as it was when this revision was written.
+`pull_stats` view is a frozen copy of regdb/inventory/views.py as it was when this revision was written.
 
 Create Date: 2026-12-01 19:30:00
 

@@ -5,9 +5,9 @@ Revises: 0007
 The inventory as a BI source at a million tags (issue #18). `repo_stats`, `digest_usage` and `blob_usage`
 computed on the fly took seconds before their first row; they now read summary tables (summary_repos,
 summary_repo_blobs, summary_blobs, summary_digests, summary_blob_usage) that every writer keeps equal to the rows
-they summarise in its own transaction (regdb/summaries.py). The views keep their names and columns. Indexes for
+they summarise in its own transaction (regdb/inventory/summaries.py). The views keep their names and columns. Indexes for
 the age queries (digests.created) and the signatures view (cosign tags, OCI 1.1 subjects). The new view
-statements are a frozen copy of regdb/views.py as it was when this revision was written; the summaries of an
+statements are a frozen copy of regdb/inventory/views.py as it was when this revision was written; the summaries of an
 existing inventory are filled here with a frozen copy of the summary rules, for every repository at once.
 
 Create Date: 2026-12-01 19:30:00
@@ -28,7 +28,7 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 DIGEST = sa.String().with_variant(sa.String(collation='C'), 'postgresql')
-# Repositories from which statistics are worth gathering (regdb/summaries.py ANALYZE_AFTER, frozen here).
+# Repositories from which statistics are worth gathering (regdb/inventory/summaries.py ANALYZE_AFTER, frozen here).
 ANALYZE_AFTER_REPOS = 1_000
 SIGNATURE_TAG = "SUBSTR(name, 1, 7) = 'sha256-' AND LENGTH(name) >= 71"
 
@@ -69,7 +69,7 @@ FROM summary_blob_usage
 JOIN registries ON registries.id = summary_blob_usage.registry_id
 """
 
-# The summaries of every repository, from the rows they summarise (the rules of regdb/summaries.py, unscoped).
+# The summaries of every repository, from the rows they summarise (the rules of regdb/inventory/summaries.py, unscoped).
 HELD = """
 SELECT repo_digests.repo_id AS repo_id, digests.digest AS blob_digest, digests.size AS size
 FROM repo_digests JOIN digests ON digests.id = repo_digests.digest_id
@@ -228,7 +228,7 @@ def upgrade() -> None:
         op.execute(f"DROP VIEW {name}")
         op.execute(statement)
     # The planner needs statistics to read digests by build time and tags by the signature index on a large
-    # inventory (without them SQLite scans every tag); regdb/summaries.py refreshes them after a large change.
+    # inventory (without them SQLite scans every tag); regdb/inventory/summaries.py refreshes them after a large change.
     # A small inventory is fast without them.
     if op.get_bind().execute(sa.text("SELECT COUNT(*) FROM repos")).scalar() >= ANALYZE_AFTER_REPOS:
         op.execute("ANALYZE")

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select
 
-from .. import models
-from ..client import RegistryClient
-from ..db import write_transaction
-from ..errors import (
+from regdb.inventory import models
+from regdb.registry.client import RegistryClient
+from regdb.inventory.db import write_transaction
+from regdb.errors import (
     AuthenticationFailed,
     DeleteDisabled,
     InventoryError,
@@ -40,11 +40,11 @@ from ..errors import (
     RepositoryNotFound,
     ScopeRefused,
 )
-from ..sync import BATCH, utcnow
+from regdb.inventory.sync import BATCH, utcnow
 
-from . import journal
-from .journal import IN_FLIGHT, Intent, Resolved, forget_pair, interrupts_held
-from .plan import CHILD, REFERRER, SIGNATURE, Plan, PlannedDeletion, freed_bytes
+from regdb.cleanup import journal
+from regdb.cleanup.journal import IN_FLIGHT, Intent, Resolved, forget_pair, interrupts_held
+from regdb.cleanup.plan import CHILD, REFERRER, SIGNATURE, Plan, PlannedDeletion, freed_bytes
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Iterator
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from .. import models
-from ..client import RegistryClient
-from ..db import write_transaction
-from ..errors import RegistryError
-from ..sync import utcnow
+from regdb.inventory import models
+from regdb.registry.client import RegistryClient
+from regdb.inventory.db import write_transaction
+from regdb.errors import RegistryError
+from regdb.inventory.sync import utcnow
 
 IN_FLIGHT = "in-flight"
 # The journal keeps each deleted manifest whole. distribution refuses to store a manifest over 4 MiB
@@ -103,7 +103,7 @@ def forget_pair(conn: Connection, registry_id: int, repo: str, digest: str) -> N
 
     The ``digests`` row stays: it is content-addressed, may be in other repositories, and is never re-fetched.
     """
-    from ..live.history import record_tag_history
+    from regdb.inventory.history import record_tag_history
 
     repo_id = select(_repos.c.id).where(_repos.c.registry_id == registry_id, _repos.c.name == repo).scalar_subquery()
     digest_id = select(_digests.c.id).where(_digests.c.digest == digest).scalar_subquery()

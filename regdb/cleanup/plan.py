@@ -41,17 +41,17 @@ from sqlalchemy import (
     update,
 )
 
-from .. import models
-from ..client import RegistryClient
-from ..errors import (
+from regdb.inventory import models
+from regdb.registry.client import RegistryClient
+from regdb.errors import (
     AuthenticationFailed,
     IncompleteInventory,
     InventoryError,
     NoCatalog,
     SelectorError,
 )
-from ..selectors import Skipped
-from ..sync import BATCH, sync_registry, utcnow
+from regdb.selection.selectors import Skipped
+from regdb.inventory.sync import BATCH, sync_registry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ SIGNATURE = "signature"  # parent: the removed image its sha256-<hex>[.sig|.att|
 REFERRER = "referrer"  # parent: the removed image its OCI `subject` names
 
 # Why a manifest stays although the selection or the closure reached it (``Plan.skipped``, with the selectors'
-# own reasons in ``regdb.selectors``).
+# own reasons in ``regdb.selection.selectors``).
 HELD_BY_INDEX = "held-by-index"  # parent: an index that stays in that repository and lists it
 REFERRER_KEPT = "referrer-kept"  # parent: the removed subject; kept for a tag of its own, now points at nothing
 BELONGS_TO_KEPT = "belongs-to-kept"  # parent: the digest left out that this signature or referrer belongs to
@@ -171,7 +171,7 @@ class Plan:
     refreshed: bool = False
     # What the selection reached and the rules keep, and why: the selectors' (an excluded or other tag, a
     # repository outside the selection) and the plan's (an index that stays lists it; a referrer kept for a tag
-    # of its own). ``regdb.selectors.Skipped`` rows.
+    # of its own). ``regdb.selection.selectors.Skipped`` rows.
     skipped: list[Skipped] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -199,7 +199,7 @@ class Plan:
 class TagQuery:
     """A ``remove-tags`` selection as the user wrote it, so it can be made again on fresh facts.
 
-    The same parameters as ``regdb.selectors.query_tags``.
+    The same parameters as ``regdb.selection.selectors.query_tags``.
     """
 
     repos: tuple[str, ...]
@@ -214,7 +214,7 @@ class TagQuery:
     untagged = False  # only repositories removed whole lose their untagged manifests
 
     def __post_init__(self):
-        from ..selectors import TagFilter
+        from regdb.selection.selectors import TagFilter
 
         for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
             object.__setattr__(self, name, _names(getattr(self, name)))
@@ -225,7 +225,7 @@ class TagQuery:
         TagFilter.parse(self.exclude, self.exclude_regex)
 
     def select(self, conn: Connection, registry_id: int | None):
-        from ..selectors import query_tags
+        from regdb.selection.selectors import query_tags
 
         return query_tags(
             conn, registry_id, list(self.repos), list(self.tags), list(self.regex), list(self.exclude),
@@ -248,7 +248,7 @@ class RepoQuery:
         _require_repos(self.repos)
 
     def select(self, conn: Connection, registry_id: int | None):
-        from ..selectors import query_repos
+        from regdb.selection.selectors import query_repos
 
         made = query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
         return _keep_what_belongs_to_kept(conn, made)
@@ -618,7 +618,7 @@ def _only_signature_tags(repo_id, digest_id):
 def _insert_untagged(conn: Connection, registry_id: int, repo_names: list[str]) -> None:
     """remove-repos: every manifest of the repositories that no tag holds and that does not belong to a manifest
     that stays (an index listing it, a subject it refers to): those are handled by the closure instead."""
-    from ..retention import untagged_terms
+    from regdb.selection.retention import untagged_terms
 
     rd = _repo_digests.alias("rd")
     d = _digests.alias("d")

@@ -17,12 +17,12 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, select, update
 
-from .. import models
-from ..client import RegistryClient
-from ..db import write_transaction
-from ..errors import RegistryError, RestoreRefused
-from . import journal
-from .journal import interrupts_held
+from regdb.inventory import models
+from regdb.registry.client import RegistryClient
+from regdb.inventory.db import write_transaction
+from regdb.errors import RegistryError, RestoreRefused
+from regdb.cleanup import journal
+from regdb.cleanup.journal import interrupts_held
 
 _deletions = models.Deletion.__table__
 
@@ -133,8 +133,8 @@ def _checked_items(client: RegistryClient, run_id: str, rows: list[dict]) -> lis
 def restore(engine: Engine, client: RegistryClient, plan: RestorePlan, *, run_id: str | None = None) -> RestoreResult:
     """Push ``plan`` (``plan_restore``) back; every restored row gets ``restored_by``; the repositories are then
     synced so the inventory equals the registry again."""
-    from ..sync import sync_registry
-    from .execute import new_run_id
+    from regdb.inventory.sync import sync_registry
+    from regdb.cleanup.execute import new_run_id
 
     result = RestoreResult(run_id=run_id or new_run_id(), restored_run=plan.run_id)
     try:

@@ -26,10 +26,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 
-from ..client import RegistryClient
-from ..errors import InventoryBusy, RegdbError, RegistryUnreachable
-from .apply import EventShapeError, apply_batch, event_id_of, parse_event, reject_batch
-from .store import EventStore
+from regdb.registry.client import RegistryClient
+from regdb.errors import InventoryBusy, RegdbError, RegistryUnreachable
+from regdb.live.apply import EventShapeError, apply_batch, event_id_of, parse_event, reject_batch
+from regdb.live.store import EventStore
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from typing import Iterable
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from .. import models
-from ..client import USER_AGENT, RegistryClient
-from ..db import write_transaction
-from ..errors import AuthenticationFailed, RegdbError, RegistryUnreachable
-from ..manifests import ManifestInfo, apply_config, parse_manifest, parse_timestamp
-from ..sync import SnapshotWriter
-from ..versions import version_key
-from .history import TagChange, last_sync_change_at, record_tag_history
-from .store import Journaled
+from regdb.inventory import models
+from regdb.registry.client import USER_AGENT, RegistryClient
+from regdb.inventory.db import write_transaction
+from regdb.errors import AuthenticationFailed, RegdbError, RegistryUnreachable
+from regdb.inventory.manifests import ManifestInfo, apply_config, parse_manifest, parse_timestamp
+from regdb.inventory.sync import SnapshotWriter
+from regdb.versions import version_key
+from regdb.inventory.history import TagChange, last_sync_change_at, record_tag_history
+from regdb.live.store import Journaled
 
 log = logging.getLogger(__name__)
 

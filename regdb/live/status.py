@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from .. import models
+from regdb.inventory import models
 
 
 @dataclass(frozen=True)

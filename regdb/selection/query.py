@@ -2,10 +2,11 @@
 
 The parsed tag filters of a query (``TagFilter``, ``parse_query``), the rows it answers (``Selected``,
 ``Skipped``, ``Selection``, ``TagRow``, ``TagList``) and ``regdb_match``, Python's ``re.match`` as SQL sees it.
-Two compilers turn a query into SQL: ``regdb.selectors`` into SQLAlchemy expressions (SQLite and PostgreSQL,
-every option), ``regdb.selection.sqlite_reader`` into SQL text for the standard library's ``sqlite3`` (the
-read-only listings of an SQLite inventory, which then start without importing SQLAlchemy: issue 17). Both
-build their answers from these classes, so a listing reads the same whichever answered it.
+Two compilers turn a query into SQL: ``regdb.selection.selectors`` into SQLAlchemy expressions (SQLite and
+PostgreSQL, every option; ``regdb.selection.common`` holds its SQLAlchemy side), ``regdb.selection.sqlite_reader``
+into SQL text for the standard library's ``sqlite3`` (the read-only listings of an SQLite inventory, which then
+start without importing SQLAlchemy: issue 17). Both build their answers from these classes, so a listing reads
+the same whichever answered it.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def regdb_match(pattern, value) -> int:
 # --- tag filters ----------------------------------------------------------------------------------------------
 
 
-def _values(value) -> tuple[str, ...]:
+def values(value) -> tuple[str, ...]:
     """One name or many: the Python API accepts ``"app"`` as well as ``["app", "tool"]``, as the seed did."""
     if value is None:
         return ()
@@ -131,7 +132,8 @@ def _values(value) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TagFilter:
-    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated."""
+    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated; plain data
+    (regdb.selection.selectors' subclass adds ``clause``, its SQLAlchemy expression)."""
 
     selectors: tuple[TagSelector, ...] = ()
     patterns: tuple[str, ...] = ()
@@ -140,8 +142,8 @@ class TagFilter:
     @classmethod
     def parse(cls, tags=(), regex=(), *, protects: bool = False) -> "TagFilter":
         """Raises SelectorError naming an invalid version or regular expression."""
-        selectors = tuple(parse_tag_selector(text) for text in _values(tags))
-        patterns = _values(regex)
+        selectors = tuple(parse_tag_selector(text) for text in values(tags))
+        patterns = values(regex)
         for pattern in patterns:
             compile_regex(pattern)
         return cls(selectors, patterns, protects)
@@ -149,17 +151,13 @@ class TagFilter:
     def __bool__(self) -> bool:
         return bool(self.selectors or self.patterns)
 
-    def clause(self, tag, dialect_name: str):
-        """SQLAlchemy: true when the tag row (an alias of ``tags``) matches any selector or pattern; never NULL,
-        so it can be negated. Imported here, not above: only callers that build SQLAlchemy SQL pay for it."""
-        from regdb.selectors import filter_clause
 
-        return filter_clause(self, tag, dialect_name)
-
-
-def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFilter, TagFilter]:
-    """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector."""
-    include = TagFilter.parse(tags, regex)
+def parse_query(tags=(), regex=(), exclude=(), exclude_regex=(), *,
+                filter_type: type[TagFilter] | None = None) -> tuple[TagFilter, TagFilter]:
+    """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector.
+    ``filter_type``: a subclass to parse into (regdb.selection.selectors' compiles to SQLAlchemy)."""
+    kind = filter_type or TagFilter
+    include = kind.parse(tags, regex)
     if not include:
         raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
-    return include, TagFilter.parse(exclude, exclude_regex, protects=True)
+    return include, kind.parse(exclude, exclude_regex, protects=True)

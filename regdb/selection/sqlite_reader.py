@@ -3,8 +3,8 @@
 ``list-repo-names``, ``list-tag-names``, ``query-repos`` and ``query-tags`` only read the inventory, and on a
 1,000,000-tag inventory their SQL takes milliseconds while importing SQLAlchemy took about two thirds of their
 start-up (issue 17, bench rows 3a and 3b). ``InventoryReader`` answers them with SQL text for the same rules
-as ``regdb.selectors`` (the tag filters compile to the same expressions; the rules are evaluated over the named
-repositories' tags in one statement) and builds the same result rows (``regdb.selection.query``);
+as ``regdb.selection.selectors`` (the tag filters compile to the same expressions; the rules are evaluated over
+the named repositories' tags in one statement) and builds the same result rows (``regdb.selection.query``);
 tests/test_sqlite_reader.py holds both answers equal on generated inventories and queries (hypothesis).
 
 It answers only what it is sure of, and hands everything else to the full ``Inventory`` (``fallback``): an
@@ -33,7 +33,7 @@ from regdb.selection.query import (
     TagFilter,
     TagList,
     TagRow,
-    _values,
+    values,
     parse_query,
     regdb_match,
 )
@@ -41,16 +41,16 @@ from regdb.versions import ABOVE_PRECISION, MAX_PRECISION, TagSelector, precisio
 
 log = logging.getLogger(__name__)
 
-# regdb.db.SCHEMA_HEAD, spelled out: naming it must not import SQLAlchemy (tests/test_sqlite_reader.py holds
+# regdb.inventory.db.SCHEMA_HEAD, spelled out: naming it must not import SQLAlchemy (tests/test_sqlite_reader.py holds
 # them equal). An inventory at any other revision is answered by the full Inventory (which upgrades or refuses).
 SCHEMA_HEAD = "0008"
-# regdb.db.BUSY_TIMEOUT_MS: a reader never waits in WAL mode, but a file in rollback mode can be locked.
+# regdb.inventory.db.BUSY_TIMEOUT_MS: a reader never waits in WAL mode, but a file in rollback mode can be locked.
 BUSY_TIMEOUT_MS = 10_000
-# Characters of a glob (regdb.policy's patterns); no repository or tag name of the OCI grammar holds one.
+# Characters of a glob (regdb.cleanup.policy's patterns); no repository or tag name of the OCI grammar holds one.
 GLOB_CHARACTERS = frozenset("*?[")
 # A hint SQLite understands from 3.35 on (2021); older ones get the same statement without it.
 MATERIALIZED = "MATERIALIZED " if sqlite3.sqlite_version_info >= (3, 35) else ""
-# Digests per IN list when naming the repositories that hold left-out digests (regdb.selectors._BATCH).
+# Digests per IN list when naming the repositories that hold left-out digests (regdb.selection.selectors._BATCH).
 BATCH = 500
 
 
@@ -82,8 +82,8 @@ def open_reader(path: str, registry_url: str, *, fallback: Callable[[], object])
     return InventoryReader(conn, registry_url, found[0], found[1], fallback)
 
 
-def has_glob(values) -> bool:
-    return any(GLOB_CHARACTERS.intersection(value) for value in _values(values))
+def has_glob(names) -> bool:
+    return any(GLOB_CHARACTERS.intersection(name) for name in values(names))
 
 
 class InventoryReader:
@@ -124,7 +124,7 @@ class InventoryReader:
         if registry != self.url or has_glob(repos):
             return self._full(registry).list_tags(registry, repos, reverse=reverse)
         where, missing = "", []
-        names = _values(repos)
+        names = values(repos)
         if names:
             found, missing = self._resolve_repos(names)
             if not found:
@@ -162,22 +162,22 @@ class InventoryReader:
                             raise_intersecting_tag=raise_intersecting_tag,
                             raise_intersecting_repo=raise_intersecting_repo)
 
-    # --- the selection: regdb.selectors._select, as SQL text ------------------------------------------------
+    # --- the selection: regdb.selection.selectors._select, as SQL text ------------------------------------------------
 
     def _select(self, repos, include: TagFilter | None, exclude: TagFilter, *, match_all_tags: bool,
                 raise_intersecting_tag: bool, raise_intersecting_repo: bool) -> Selection:
-        names = _values(repos)
+        names = values(repos)
         if not names:
             raise SelectorError("no repositories selected: give at least one -r REPO")
         found, missing = self._resolve_repos(names)
         if not found:
             return Selection(missing_repos=missing)
-        # Inlined, as regdb.selectors inlines them: integers of our own, and no bound-parameter limit.
+        # Inlined, as regdb.selection.selectors inlines them: integers of our own, and no bound-parameter limit.
         repo_ids = _ids(sorted(found.values()))
         params = _Params()
-        # The rules of regdb.selectors._select, evaluated over the named repositories' own tags, read once:
+        # The rules of regdb.selection.selectors._select, evaluated over the named repositories' own tags, read once:
         # a pair's tags in its repository are exactly its rows in `tag`, so each EXISTS over them there is an
-        # aggregate here. regdb.selectors looks each candidate's tags up by digest instead, which reads every
+        # aggregate here. regdb.selection.selectors looks each candidate's tags up by digest instead, which reads every
         # tag of a digest that many repositories share (1,000 per candidate in bench 3a's blocks) three times.
         included = "1" if include is None else _filter_sql(include, "tags", params)
         excluding = _filter_sql(exclude, "tags", params)
@@ -187,7 +187,7 @@ class InventoryReader:
             "WITH tag AS (SELECT tags.repo_id, tags.digest_id, tags.name, tags.version_key, "
             f"{included} AS selected, {excluding} AS tag_excluded FROM tags WHERE tags.repo_id IN ({repo_ids})), "
             # Materialized, so the repository check runs once per pair, not once per tag of the pair (a third
-            # of the statement's time on bench 3a). + 0 on repos.registry_id: see regdb.selectors (without it
+            # of the statement's time on bench 3a). + 0 on repos.registry_id: see regdb.selection.selectors (without it
             # SQLite walks every repository of the registry).
             f"candidate AS {MATERIALIZED}(SELECT repo_id, digest_id, max(tag_excluded) AS excluded, "
             "max(NOT selected) AS outside, EXISTS (SELECT repo_digests.repo_id FROM repo_digests JOIN repos "
@@ -310,7 +310,7 @@ class _Params:
 
 
 def _filter_sql(tag_filter: TagFilter, alias: str, params: _Params) -> str:
-    """``regdb.selectors.filter_clause`` for SQLite, as text over the tag row ``alias``; never NULL."""
+    """``regdb.selection.selectors.filter_clause`` for SQLite, as text over the tag row ``alias``; never NULL."""
     names = sorted({s.name for s in tag_filter.selectors if s.op is None})
     terms: list[str] = []
     if names:
@@ -325,7 +325,7 @@ def _filter_sql(tag_filter: TagFilter, alias: str, params: _Params) -> str:
 
 
 def _version_sql(key: str, selector: TagSelector, protects: bool, params: _Params) -> str:
-    """``regdb.selectors.version_clause`` as text."""
+    """``regdb.selection.selectors.version_clause`` as text."""
     if selector.op == "==" and not protects:
         return f"{key} = {params(selector.key)}"
     base, high = selector.base, selector.base + ABOVE_PRECISION

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regdb.cli import main
-from regdb.client import RegistryClient
+from regdb.cli.app import main
+from regdb.registry.client import RegistryClient
 from tests.rig import start_registry
 
 

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-import regdb.db
+import regdb.inventory.db
 from regdb import Inventory, RegistryClient
-from regdb.removal import TagQuery
+from regdb.cleanup.plan import TagQuery
 from tests.faults.conftest import error_line, integrity, run, snapshot, syncs
 from tests.faults.proxy import FaultProxy, Hook
 
@@ -118,7 +118,7 @@ def test_a_second_sync_that_waited_too_long_says_another_run_is_writing(setup, m
     try:
         assert gate.reached.wait(HOLD)
         # The second run's connections are opened after this: it waits 0.3 s for the lock instead of 10.
-        monkeypatch.setattr(regdb.db, "BUSY_TIMEOUT_MS", 300)
+        monkeypatch.setattr(regdb.inventory.db, "BUSY_TIMEOUT_MS", 300)
         before = snapshot(db)
         second = run("-reg", proxy.url, "--db", db, "sync")
         assert error_line(second) == f"another regdb run is writing to {db}; try again when it has finished"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from regdb.client import MAX_LISTING_BYTES, MAX_MANIFEST_BYTES
+from regdb.registry.client import MAX_LISTING_BYTES, MAX_MANIFEST_BYTES
 from tests.faults.conftest import snapshot, syncs
 from tests.rig import DOCKER_MANIFEST, canonical_json
 
@@ -137,7 +137,7 @@ class Endless:
 
 def sync_in_child(url: str, db: Path, *repos: str) -> tuple[int, str, int]:
     """(exit status, output, peak RSS in bytes) of ``regdb sync [REPOS]`` in a child process."""
-    command = [sys.executable, "-c", "from regdb.cli import main; main()", "-reg", url, "--db", str(db), "-j", "1",
+    command = [sys.executable, "-c", "from regdb.cli.app import main; main()", "-reg", url, "--db", str(db), "-j", "1",
                "sync", *repos]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = process.stdout.read().decode()

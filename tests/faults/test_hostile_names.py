@@ -13,10 +13,10 @@ from contextlib import closing
 
 import pytest
 
-from regdb.address import is_digest, is_repository, is_tag
-from regdb.client import digest_of
+from regdb.registry.reference import is_digest, is_repository, is_tag
+from regdb.registry.client import digest_of
 from regdb.errors import DigestMismatch
-from regdb.output import to_string
+from regdb.cli.output import to_string
 from tests.faults.conftest import integrity, run
 from tests.faults.test_hostile import StubRegistry
 from tests.rig import OCI_INDEX, Pusher, canonical_json
@@ -209,5 +209,5 @@ def test_the_missing_child_warning_is_one_line(fresh_registry, tmp_path):
     result = run("-reg", fresh_registry.url, "--db", tmp_path / "inv.db", "sync")
     assert result.exit_code == 0, result.output
     assert [line for line in result.stderr.splitlines() if "WARNING" in line] == [
-        f"WARNING regdb.sync: index {index.digest} names 1 child manifest(s) the registry no longer has "
+        f"WARNING regdb.inventory.sync: index {index.digest} names 1 child manifest(s) the registry no longer has "
         f"({gone.digest}); recorded as missing"]

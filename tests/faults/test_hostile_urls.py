@@ -16,7 +16,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from regdb.address import follow_url
+from regdb.registry.reference import follow_url
 from regdb.errors import UnsafeURL
 from tests.faults.conftest import error_line, run, snapshot, syncs
 from tests.faults.proxy import FaultProxy, RequireBasic, SetHeader
@@ -87,7 +87,7 @@ def test_a_redirect_loop_stops_after_the_bound(hostile, tmp_path, short_timeouts
 
 
 def test_an_endless_chain_of_link_pages_stops_at_the_page_bound(hostile, tmp_path, monkeypatch):
-    monkeypatch.setattr("regdb.client.MAX_PAGES", 25)  # the real bound is 100,000 pages: the same code path
+    monkeypatch.setattr("regdb.registry.client.MAX_PAGES", 25)  # the real bound is 100,000 pages: the same code path
 
     def intercept(request: Request):
         if request.path == "/v2/_catalog":

@@ -39,7 +39,7 @@ def report():
     sys.stdout.flush()
 
 atexit.register(report)
-from regdb.cli import main
+from regdb.cli.app import main
 main()
 """
 

@@ -186,7 +186,7 @@ def test_an_inventory_locked_by_another_writer_is_found_before_any_delete(fresh_
     p, old, kept = shop
     db = tmp_path / "inv.db"
     assert run("-reg", fresh_registry.url, "--db", db, "sync").exit_code == 0
-    monkeypatch.setattr("regdb.db.BUSY_TIMEOUT_MS", 200)  # how long regdb waits for the other writer
+    monkeypatch.setattr("regdb.inventory.db.BUSY_TIMEOUT_MS", 200)  # how long regdb waits for the other writer
     with FaultProxy(fresh_registry.url) as proxy, closing(sqlite3.connect(db, isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")  # a sync or a notification listener holding the write lock
         result = run("-reg", proxy.url, "--db", db, "remove-tags", "--yes", "--no-refresh", "--format", "json",
