@@ -29,8 +29,9 @@ HTTP = ("requests", "urllib3", "regdb.registry.client", "regdb.registry.auth")
 DATABASE = ("sqlalchemy", "alembic", "regdb.api", "regdb.inventory.db")
 
 
-def loaded_after(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
+def loaded_after(*args: str, cwd=None) -> tuple[set[str], subprocess.CompletedProcess]:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+                            cwd=cwd)
     modules = set(json.loads(result.stderr.strip().splitlines()[-1]))
     return modules, result
 
@@ -98,6 +99,20 @@ def test_listings_that_need_the_full_inventory_still_answer(synced, args):
     modules, result = loaded_after("-reg", url, "--db", str(path), *args)
     assert result.returncode == 0, result.stderr
     assert "sqlalchemy" in modules
+
+
+def test_the_default_inventory_is_found_without_sqlalchemy_too(synced, tmp_path):
+    """No --db: the file named after the registry in the current directory (regdb.inventory.location)."""
+    import shutil
+
+    from regdb.inventory.location import default_db_path
+
+    url, path = synced
+    shutil.copyfile(path, tmp_path / default_db_path(url))
+    modules, result = loaded_after("-reg", url, "list-repo-names", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "startup-probe/app\n"), result.stderr
+    assert "regdb.selection.sqlite_reader" in modules
+    assert not top_level(modules) & set(HTTP + DATABASE), sorted(top_level(modules) & set(HTTP + DATABASE))
 
 
 def test_cli_memory_is_the_inventorys():

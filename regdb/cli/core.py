@@ -178,7 +178,7 @@ class Settings:
             return MEMORY
         if self.db:
             return self.db
-        from regdb.api import default_db_path
+        from regdb.inventory.location import default_db_path
 
         target = default_db_path(self.registry_url())
         if Path(target).is_symlink():
