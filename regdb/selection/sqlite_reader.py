@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import namedtuple
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
@@ -101,6 +102,16 @@ class InventoryReader:
     def close(self) -> None:
         self.conn.close()
 
+    @contextmanager
+    def _snapshot(self):
+        """One read transaction per answer, as the full inventory's one connection checkout: a sync committing
+        between two of its statements (the repositories named, then their tags) cannot mix two snapshots."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")  # nothing was written: this only ends the read
+
     def _full(self, registry: str):
         """The full inventory, for a query this reader does not answer (another registry, a glob)."""
         return self._fallback()
@@ -123,6 +134,10 @@ class InventoryReader:
         are no version by name; ``reverse`` reverses each repository's tags."""
         if registry != self.url or has_glob(repos):
             return self._full(registry).list_tags(registry, repos, reverse=reverse)
+        with self._snapshot():
+            return self._list_tags(repos, reverse)
+
+    def _list_tags(self, repos, reverse: bool) -> TagList:
         where, missing = "", []
         names = values(repos)
         if names:
@@ -164,8 +179,12 @@ class InventoryReader:
 
     # --- the selection: regdb.selection.selectors._select, as SQL text ------------------------------------------------
 
-    def _select(self, repos, include: TagFilter | None, exclude: TagFilter, *, match_all_tags: bool,
-                raise_intersecting_tag: bool, raise_intersecting_repo: bool) -> Selection:
+    def _select(self, repos, include: TagFilter | None, exclude: TagFilter, **rules) -> Selection:
+        with self._snapshot():
+            return self._select_in_snapshot(repos, include, exclude, **rules)
+
+    def _select_in_snapshot(self, repos, include: TagFilter | None, exclude: TagFilter, *, match_all_tags: bool,
+                            raise_intersecting_tag: bool, raise_intersecting_repo: bool) -> Selection:
         names = values(repos)
         if not names:
             raise SelectorError("no repositories selected: give at least one -r REPO")
