@@ -21,7 +21,8 @@ Figures, and the targets the issues set:
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
    on that inventory, process start included; beside them the seed's own query code loading its JSON cache
    of the same data. Targets: < 0.5 s each, regdb >= 15x faster than the seed end to end (issue 17; issue 3
-   asked 20x), with the same rows.
+   asked 20x), with the same rows. The CLI answers these with the sqlite3 reader (regdb.selection.sqlite_reader,
+   no SQLAlchemy import); rows 3d and 3e split the library's and the reader's time into phases.
 4. Listener (issue 15): a `regdb listen` on SQLite fed 20,000 notifications by the benchmark itself over 8
    connections (separate processes, as several registry replicas would send), with the journal fsynced per
    commit and without; then the lag from each of 200 skopeo pushes to its tag being in the inventory.
@@ -696,6 +697,24 @@ print(json.dumps(dict(imports=t1 - t0, open=t2 - t1, query=t3 - t2, list=t4 - t3
 """
 
 
+# The same through the sqlite3 reader the CLI's listings use on an SQLite inventory (regdb.selection.sqlite_reader,
+# issue 17): no SQLAlchemy import, the same rows (tests/test_sqlite_reader.py).
+READER_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+from regdb.selection.sqlite_reader import open_reader
+t1 = time.perf_counter()
+reader = open_reader(sys.argv[1], sys.argv[2], fallback=None)
+t2 = time.perf_counter()
+rows = list(reader.query_tags(sys.argv[2], sys.argv[4:], tags=["<1.50"], exclude=["1.7"]))
+t3 = time.perf_counter()
+tags = list(reader.list_tags(sys.argv[2], [sys.argv[3]]))
+t4 = time.perf_counter()
+print(json.dumps(dict(imports=t1 - t0, open=t2 - t1, query=t3 - t2, list=t4 - t3, rows=len(rows),
+                      sqlalchemy="sqlalchemy" in sys.modules)))
+"""
+
+
 def bench_queries(db: Path | None) -> None:
     if db is None:
         row("3a regdb query-tags, 100 repos", "not measured: no million-tag inventory", "< 0.5 s", "")
@@ -717,6 +736,7 @@ def bench_queries(db: Path | None) -> None:
     theirs: dict[str, list[Child]] = {"query": [], "list": []}
     floor: list[Child] = []
     library: list[Child] = []
+    reader: list[Child] = []
     failures: dict[str, str] = {}
     # Rounds alternate the seed and regdb, so a burst of other load lands on both sides of the ratio.
     for round_ in range(3):
@@ -741,6 +761,8 @@ def bench_queries(db: Path | None) -> None:
                         break
                     ours[key].append(run)
         floor.append(run_child([*regdb_command(), "--version"]))
+        reader.append(run_child([sys.executable, "-c", READER_PROBE, str(db), MILLION_REGISTRY, LIST_REPO,
+                                 *QUERY_REPOS]))
         library.append(run_child([sys.executable, "-c", LIBRARY_PROBE, str(db), MILLION_REGISTRY, LIST_REPO,
                                   *QUERY_REPOS]))
 
@@ -811,6 +833,16 @@ def bench_queries(db: Path | None) -> None:
             f"{parts['list']:.3f} s ({timing(run, done)})", "reference", "")
     else:
         row("3d library in a fresh python (phases)", f"failed: {library[-1].error}", "reference", "")
+    done = [r for r in reader if not r.error]
+    if done:
+        run = best(done)
+        parts = json.loads(run.stdout.strip().splitlines()[-1])
+        row("3e sqlite3 reader in a fresh python (the CLI's path)", f"{secs(run.wall)} total: imports "
+            f"{parts['imports']:.3f} s, open {parts['open']:.3f} s, query_tags {parts['query']:.3f} s ({parts['rows']} "
+            f"rows), list_tags {parts['list']:.3f} s; SQLAlchemy imported: {parts['sqlalchemy']} ({timing(run, done)})",
+            "reference", "")
+    else:
+        row("3e sqlite3 reader in a fresh python (the CLI's path)", f"failed: {reader[-1].error}", "reference", "")
 
 
 # === part 0: start-up =================================================================================

@@ -60,6 +60,19 @@ QUERY_COLUMNS = ("repo", "digest", "tags", "media_type", "size")
 QUERY_TEXT_COLUMNS = ("repo", "digest")
 
 
+def listing_source(settings: Settings, repos, *, full: bool = False):
+    """(what answers a read-only listing, the -r values with their globs matched): the sqlite3 reader of the
+    inventory file (no SQLAlchemy to import), or the full inventory where a glob must be matched (or with
+    ``full``: retention's queries)."""
+    from regdb.cli.globs import expand_repos, is_glob
+
+    repos = list(repos)
+    if not full and not any(is_glob(name) for name in repos):
+        return settings.reader(), repos
+    inventory = settings.synced_inventory()
+    return inventory, expand_repos(inventory, settings.registry_ref(), repos)
+
+
 @main.command("list-repo-names")
 @format_option
 @click.pass_obj
@@ -70,7 +83,7 @@ def list_repo_names(settings: Settings, fmt):
       regdb -reg registry.example.com list-repo-names
       regdb -reg registry.example.com list-repo-names --format json
     """
-    names = settings.synced_inventory().list_repos(settings.registry_ref())
+    names = settings.reader().list_repos(settings.registry_ref())
     echo_listing(settings, [(name,) for name in names], ("repo",), fmt)
 
 
@@ -94,11 +107,9 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_di
       regdb -reg registry.example.com list-tag-names app --reverse-sort
       regdb -reg registry.example.com list-tag-names app --image-names | xargs -n1 docker pull
     """
-    from regdb.cli.globs import expand_repos
-
     ref = settings.registry_ref()
-    inventory = settings.synced_inventory()
-    rows = inventory.list_tags(ref, expand_repos(inventory, ref, repos) or None, reverse=reverse_sort)
+    inventory, repos = listing_source(settings, repos)
+    rows = inventory.list_tags(ref, list(repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
     if omit_digest_tags:
         rows = rows.without_digest_tags()
@@ -124,12 +135,9 @@ def query_repos(settings: Settings, repos, fmt):
       regdb -reg registry.example.com query-repos -r app tool
       regdb -reg registry.example.com --no-raise-intersecting-repo query-repos -r app --format json
     """
-    from regdb.cli.globs import expand_repos
-
-    inventory = settings.synced_inventory()
+    inventory, repos = listing_source(settings, repos)
     selection = inventory.query_repos(
-        settings.registry_ref(), expand_repos(inventory, settings.registry_ref(), repos),
-        raise_intersecting_repo=settings.raise_intersecting_repo,
+        settings.registry_ref(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo,
     )
     warn_missing_repos(selection.missing_repos)
     echo_left_out(selection.skipped, fmt)
@@ -169,8 +177,8 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
       regdb -reg registry.example.com query-tags -r app -t '<1.4' one -x 1.2.7
       regdb -reg registry.example.com query-tags -r app tool -re 'pr-\\d+' -xre '.*-keep$' --format json
     """
-    from regdb.cli.globs import expand_repos, tag_selectors
-    from regdb.selection.selectors import parse_query
+    from regdb.cli.globs import tag_selectors
+    from regdb.selection.query import parse_query
 
     tags, regex, exclude, exclude_regex = tag_selectors(tags, regex, exclude, exclude_regex)
     # Bad selectors are reported before anything is synced or read.
@@ -178,11 +186,10 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
                                not_pulled_for, keep_pulled_within)
     if retention is None:
         as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
-    inventory = settings.synced_inventory()
+    inventory, repos = listing_source(settings, repos, full=retention is not None)
     query, more = inventory.query_tags, {}
     if retention is not None:
         query, more = inventory.query_retention, {"retention": retention}
-    repos = expand_repos(inventory, settings.registry_ref(), repos)
     selection = as_usage_error(
         query, settings.registry_ref(), list(repos), tags, regex, exclude,
         exclude_regex, match_all_tags=not no_match_all_tags, raise_intersecting_tag=raise_intersecting_tag,

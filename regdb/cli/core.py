@@ -154,7 +154,7 @@ class Settings:
             return MEMORY
         if self.db:
             return self.db
-        from regdb.api import default_db_path
+        from regdb.inventory.location import default_db_path
 
         target = default_db_path(self.registry_url())
         if Path(target).is_symlink():
@@ -184,6 +184,26 @@ class Settings:
         if self.refresh or inventory.last_synced(self.registry_ref()) is None:
             run_sync(self, inventory, None)
         return inventory
+
+    def reader(self):
+        """The inventory for the read-only listings (list-repo-names, list-tag-names, query-repos, query-tags):
+        an SQLite file already synced from this registry is read with the standard library's sqlite3, without
+        importing SQLAlchemy (regdb.selection.sqlite_reader, issue 17); anything else, or --refresh, is
+        ``synced_inventory()``, which the reader also hands what it does not answer itself. With ``-l debug``
+        too: that logs the statements regdb.selection.selectors runs, with their values inlined to paste into
+        sqlite3."""
+        target = self.db_target()
+        if not self.refresh and target != MEMORY and "://" not in target and not log.isEnabledFor(logging.DEBUG):
+            from regdb.selection.sqlite_reader import open_reader
+
+            key = (target, "sqlite3")
+            if key not in self._inventories:
+                found = open_reader(target, self.registry_url(), fallback=self.synced_inventory)
+                if found is None:
+                    return self.synced_inventory()
+                self._inventories[key] = found
+            return self._inventories[key]
+        return self.synced_inventory()
 
     def reach_before_creating(self) -> None:
         """A new inventory file is created only once the registry has answered: a mistyped -reg or a
