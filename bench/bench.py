@@ -493,7 +493,8 @@ def build_million(path: Path) -> None:
     from regdb.inventory.manifests import ManifestInfo
     from regdb.inventory.summaries import refresh_summaries
     from regdb.inventory.sync import SnapshotWriter, utcnow
-    from regdb.registry.client import DOCKER_MANIFEST, registry_name
+    from regdb.registry.media import DOCKER_MANIFEST
+    from regdb.registry.reference import registry_name
 
     started = time.perf_counter()
     base_layer = synthetic_digest("layer", "base")

@@ -15,8 +15,8 @@ import pytest
 
 from regdb.cli.output import to_string
 from regdb.errors import DigestMismatch
-from regdb.registry.client import digest_of
 from regdb.registry.reference import is_digest, is_repository, is_tag
+from regdb.registry.transport import digest_of
 from tests.rig.cli import run
 from tests.rig.hostile import StubRegistry
 from tests.rig.media import OCI_INDEX, canonical_json
