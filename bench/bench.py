@@ -998,8 +998,8 @@ def bench_views_postgresql() -> None:
                 for example in examples_for("postgresql"):
                     params = {k: v for k, v in BI_PARAMS.items() if f":{k}" in example.sql}
                     best_s, count = timed(example.sql, params)
-                    row(f"4g PostgreSQL example {example.name}", f"{secs(best_s)} ({count:,} rows, full answer; {size})",
-                        "< 0.5 s", verdict(best_s < 0.5))
+                    row(f"4g PostgreSQL example {example.name}",
+                        f"{secs(best_s)} ({count:,} rows, full answer; {size})", "< 0.5 s", verdict(best_s < 0.5))
         finally:
             engine.dispose()
     finally:

@@ -212,8 +212,9 @@ EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61
 # 'deleted') that no manifest still in the registry uses; the manifests themselves too, when no repository holds
 # them any more (a manifest is a blob in the store); and what an untag left behind (outcome 'untagged' with a
 # placeholder): its placeholder manifest, and the empty blob while no manifest in the inventory uses it. The
-# same rule as a removal plan's bytes_freed, so after a removal SUM(size) here is what its result reported. regdb cannot see a garbage collection run: rows released
-# before the last one you ran are already freed (filter on released_at).
+# same rule as a removal plan's bytes_freed, so after a removal SUM(size) here is what its result reported. regdb
+# cannot see a garbage collection run: rows released before the last one you ran are already freed (filter on
+# released_at).
 RECLAIMABLE = View(
     name="reclaimable",
     doc="One row per blob a garbage collection would free after regdb's deletions (until it is run).",
