@@ -11,6 +11,7 @@ the same whichever answered it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ from typing import Iterable
 
 from regdb.errors import SelectorError
 from regdb.versions import TagSelector, compile_regex, parse_tag_selector
+
+# cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
+# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
+DIGEST_TAG_PREFIX = "sha256-"
+
 
 # --- results ------------------------------------------------------------------------------------------------
 
@@ -85,6 +91,16 @@ class Selection(list):
         self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
         self.skipped: list[Skipped] = list(skipped)  # what the rules left out, and why
 
+    def without_digest_tags(self) -> "Selection":
+        """The same selection with ``sha256-*`` tags dropped from each row; a row left with none is dropped,
+        unless it had no tag to begin with (``--omit-digest-tags``)."""
+        kept = []
+        for row in self:
+            tags = tuple(tag for tag in row.tags if not is_digest_tag(tag))
+            if tags or not row.tags:
+                kept.append(dataclasses.replace(row, tags=tags))
+        return Selection(kept, missing_repos=self.missing_repos, skipped=self.skipped)
+
 
 @dataclass(frozen=True)
 class TagRow:
@@ -99,6 +115,10 @@ class TagList(list):
     def __init__(self, items: Iterable[TagRow] = (), missing_repos: Iterable[str] = ()):
         super().__init__(items)
         self.missing_repos: list[str] = list(missing_repos)
+
+    def without_digest_tags(self) -> "TagList":
+        """The same listing without ``sha256-*`` tags (``--omit-digest-tags``)."""
+        return TagList((row for row in self if not is_digest_tag(row.tag)), missing_repos=self.missing_repos)
 
 
 # --- regular expressions in SQL ---------------------------------------------------------------------------------
@@ -116,6 +136,11 @@ def regdb_match(pattern, value) -> int:
     if pattern is None or value is None:
         return 0
     return 1 if _compiled(pattern).match(value) is not None else 0
+
+
+def is_digest_tag(name: str) -> bool:
+    """True for ``sha256-<hex>`` tags (cosign ``.sig`` / ``.att`` / ``.sbom``, OCI referrers fallback)."""
+    return name.startswith(DIGEST_TAG_PREFIX)
 
 
 # --- tag filters ----------------------------------------------------------------------------------------------
@@ -159,5 +184,6 @@ def parse_query(tags=(), regex=(), exclude=(), exclude_regex=(), *,
     kind = filter_type or TagFilter
     include = kind.parse(tags, regex)
     if not include:
-        raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
+        raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
+                            fields=("tags", "regex"))
     return include, kind.parse(exclude, exclude_regex, protects=True)
