@@ -15,7 +15,7 @@ from regdb import Inventory
 from regdb.inventory.db import create_inventory_engine, write_transaction
 from regdb.errors import RegdbError
 from regdb.selection.sqlite_reader import SCHEMA_HEAD, InventoryReader, open_reader
-from tests.test_selectors import NAME, URL, cases, populate, registries
+from tests.rig.selections import NAME, URL, cases, populate, registries
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def both(path):
     return full, reader
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=cases(), other_registry=registries(), reverse=st.booleans())
 @example(  # the tag check must see pairs the repository check drops (test_selectors' PostgreSQL find)
     case=({"a": ({"1.0": "s0"}, set()), "b": ({"1.0": "s0"}, set()), "team/c": ({"1.0": "s0", "1.0.0": "s0"}, set())},

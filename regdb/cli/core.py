@@ -198,7 +198,7 @@ class Settings:
 
             key = (target, "sqlite3")
             if key not in self._inventories:
-                found = open_reader(target, self.registry_url(), fallback=self.synced_inventory)
+                found = open_reader(target, self.registry_ref(), fallback=self.synced_inventory)
                 if found is None:
                     return self.synced_inventory()
                 self._inventories[key] = found

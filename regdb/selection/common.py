@@ -12,8 +12,8 @@ from sqlalchemy import Connection, Engine, Select, event, select
 
 from regdb.errors import InventoryError
 from regdb.inventory import models
-# The results, values() and regdb_match are plain Python (regdb.selection.query), shared with the sqlite3 reader
-# of the read-only listings; imported here so every name stays importable from this module.
+# The results, values(), is_digest_tag and regdb_match are plain Python (regdb.selection.query), shared with the
+# sqlite3 reader of the read-only listings; imported here so every name stays importable from this module.
 from regdb.selection.query import (  # noqa: F401 - re-exported
     DIGEST_TAG_PREFIX,
     EXCLUDED_TAG,

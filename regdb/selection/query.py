@@ -20,6 +20,11 @@ from typing import Iterable
 from regdb.errors import SelectorError
 from regdb.versions import TagSelector, compile_regex, parse_tag_selector
 
+# cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
+# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
+DIGEST_TAG_PREFIX = "sha256-"
+
+
 # --- results ------------------------------------------------------------------------------------------------
 
 
@@ -116,16 +121,6 @@ class TagList(list):
         return TagList((row for row in self if not is_digest_tag(row.tag)), missing_repos=self.missing_repos)
 
 
-# cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
-# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
-DIGEST_TAG_PREFIX = "sha256-"
-
-
-def is_digest_tag(name: str) -> bool:
-    """True for ``sha256-<hex>`` tags (cosign ``.sig`` / ``.att`` / ``.sbom``, OCI referrers fallback)."""
-    return name.startswith(DIGEST_TAG_PREFIX)
-
-
 # --- regular expressions in SQL ---------------------------------------------------------------------------------
 
 
@@ -141,6 +136,11 @@ def regdb_match(pattern, value) -> int:
     if pattern is None or value is None:
         return 0
     return 1 if _compiled(pattern).match(value) is not None else 0
+
+
+def is_digest_tag(name: str) -> bool:
+    """True for ``sha256-<hex>`` tags (cosign ``.sig`` / ``.att`` / ``.sbom``, OCI referrers fallback)."""
+    return name.startswith(DIGEST_TAG_PREFIX)
 
 
 # --- tag filters ----------------------------------------------------------------------------------------------

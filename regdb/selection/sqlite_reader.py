@@ -24,6 +24,7 @@ from typing import Callable
 from urllib.parse import quote
 
 from regdb.errors import IntersectionError, SelectorError
+from regdb.registry.reference import RegistryRef
 from regdb.selection.query import (
     EXCLUDED_TAG,
     OTHER_REPO,
@@ -55,10 +56,12 @@ MATERIALIZED = "MATERIALIZED " if sqlite3.sqlite_version_info >= (3, 35) else ""
 BATCH = 500
 
 
-def open_reader(path: str, registry_url: str, *, fallback: Callable[[], object]) -> "InventoryReader | None":
-    """A reader of the inventory file ``path`` for ``registry_url`` (normalised), or None when the full
-    ``Inventory`` must answer: no such file, not readable as an inventory at ``SCHEMA_HEAD``, or the registry
-    was never synced into it. ``fallback()`` gives the full inventory for the queries the reader hands on."""
+def open_reader(path: str, registry: RegistryRef | str, *, fallback: Callable[[], object]) -> "InventoryReader | None":
+    """A reader of the inventory file ``path`` for ``registry``, or None when the full ``Inventory`` must
+    answer: no such file, not readable as an inventory at ``SCHEMA_HEAD``, the registry never synced into it,
+    or named by its host alone where two registries have that host (the full path words that error).
+    ``fallback()`` gives the full inventory for the queries the reader hands on."""
+    ref = RegistryRef.parse(registry) if isinstance(registry, str) else registry
     file = Path(path)
     if not file.is_file():
         return None
@@ -71,21 +74,19 @@ def open_reader(path: str, registry_url: str, *, fallback: Callable[[], object])
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA query_only = ON")
         revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        found = conn.execute("SELECT id, name, last_synced_at FROM registries WHERE url = ?",
-                             (registry_url,)).fetchone()
+        # regdb.inventory.registries' rule: by URL; by host too when the scheme was left to be assumed.
+        found = conn.execute("SELECT id, name, last_synced_at FROM registries WHERE url = ?", (ref.url,)).fetchall()
+        if not found and not ref.explicit_scheme:
+            found = conn.execute("SELECT id, name, last_synced_at FROM registries WHERE name = ? ORDER BY id",
+                                 (ref.name,)).fetchall()
     except sqlite3.Error:  # not an inventory, a WAL file it cannot read: the full path says what is wrong
         conn.close()
         return None
-    if revision is None or revision[0] != SCHEMA_HEAD or found is None or found[2] is None:
+    if revision is None or revision[0] != SCHEMA_HEAD or len(found) != 1 or found[0][2] is None:
         conn.close()
         return None
     conn.create_function("regdb_match", 2, regdb_match, deterministic=True)
-    return InventoryReader(conn, registry_url, found[0], found[1], fallback)
-
-
-def _url(registry) -> str:
-    """A registry as the reader compares it: a ``RegistryRef``'s URL, or the URL given."""
-    return getattr(registry, "url", registry)
+    return InventoryReader(conn, ref, found[0][0], found[0][1], fallback)
 
 
 def has_glob(names) -> bool:
@@ -96,10 +97,10 @@ class InventoryReader:
     """``list_repos``, ``list_tags``, ``query_repos`` and ``query_tags`` of ``regdb.Inventory`` for one synced
     registry, answered by ``sqlite3``; the same arguments, results and errors."""
 
-    def __init__(self, conn: sqlite3.Connection, url: str, registry_id: int, registry_name: str,
+    def __init__(self, conn: sqlite3.Connection, ref: RegistryRef, registry_id: int, registry_name: str,
                  fallback: Callable[[], object]):
         self.conn = conn
-        self.url = url
+        self.ref = ref
         self.registry_id = registry_id
         self.registry_name = registry_name
         self._fallback = fallback
@@ -117,7 +118,14 @@ class InventoryReader:
         finally:
             self.conn.execute("COMMIT")  # nothing was written: this only ends the read
 
-    def _full(self, registry: str):
+    def _mine(self, registry: RegistryRef | str) -> bool:
+        """Whether ``registry`` is the one this reader was opened for (anything else: the full inventory)."""
+        # By URL, as the full inventory's lookup first goes (regdb.inventory.registries): -reg HOST means
+        # https://HOST; a registry the reader was not opened for goes to the full inventory and its rule.
+        url = registry.url if isinstance(registry, RegistryRef) else RegistryRef.parse(registry).url
+        return url == self.ref.url
+
+    def _full(self, registry):
         """The full inventory, for a query this reader does not answer (another registry, a glob)."""
         return self._fallback()
 
@@ -125,7 +133,7 @@ class InventoryReader:
 
     def list_repos(self, registry: str) -> list[str]:
         """Names of the repositories with at least one tag, sorted."""
-        if _url(registry) != self.url:
+        if not self._mine(registry):
             return self._full(registry).list_repos(registry)
         rows = self._execute(
             "SELECT repos.name FROM repos WHERE repos.registry_id = :registry_id AND "
@@ -137,7 +145,7 @@ class InventoryReader:
     def list_tags(self, registry: str, repos=None, *, reverse: bool = False) -> TagList:
         """Every tag (of ``repos`` when given): repositories by name, tags in version order, then the tags that
         are no version by name; ``reverse`` reverses each repository's tags."""
-        if _url(registry) != self.url or has_glob(repos):
+        if not self._mine(registry) or has_glob(repos):
             return self._full(registry).list_tags(registry, repos, reverse=reverse)
         with self._snapshot():
             return self._list_tags(repos, reverse)
@@ -162,7 +170,7 @@ class InventoryReader:
 
     def query_repos(self, registry: str, repos, *, raise_intersecting_repo: bool = True) -> Selection:
         """Every tagged digest of ``repos`` (``Inventory.query_repos``)."""
-        if _url(registry) != self.url or has_glob(repos):
+        if not self._mine(registry) or has_glob(repos):
             return self._full(registry).query_repos(registry, repos, raise_intersecting_repo=raise_intersecting_repo)
         return self._select(repos, None, TagFilter(), match_all_tags=False, raise_intersecting_tag=False,
                             raise_intersecting_repo=raise_intersecting_repo)
@@ -172,7 +180,7 @@ class InventoryReader:
                    raise_intersecting_repo: bool = True) -> Selection:
         """The (repository, digest) pairs the selected tags point at (``Inventory.query_tags``, without
         retention: the CLI sends those to the full inventory)."""
-        if _url(registry) != self.url or has_glob(repos) or has_glob(tags) or has_glob(exclude):
+        if not self._mine(registry) or has_glob(repos) or has_glob(tags) or has_glob(exclude):
             return self._full(registry).query_tags(
                 registry, repos, tags, regex, exclude, exclude_regex, match_all_tags=match_all_tags,
                 raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=raise_intersecting_repo,

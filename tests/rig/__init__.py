@@ -18,6 +18,7 @@
     pki           a CA and the certificates it issues
     tokenserver   a token server for the registry's token mode
     live          the ``regdb listen`` process beside a registry that notifies it
+    selections    hand-built inventories and generated queries of the selector and sqlite3-reader tests
     retention, summaries, dataset, mount   helpers of the retention, BI, data-source and file-fault tests
 
 The fixture modules reach every test through ``pytest_plugins`` in tests/conftest.py: no test imports a
