@@ -486,10 +486,10 @@ def build_million(path: Path) -> None:
     """Child process: write MILLION into a fresh inventory through regdb's SnapshotWriter, streaming repository
     after repository from a generator, then print peak RSS (VmHWM) and counts as one JSON line."""
     from regdb import Inventory
-    from regdb.registry.client import DOCKER_MANIFEST
+    from regdb.registry.media import DOCKER_MANIFEST
     from regdb.inventory.db import write_transaction
     from regdb.inventory.manifests import ManifestInfo
-    from regdb.registry.client import registry_name
+    from regdb.registry.reference import registry_name
     from regdb.inventory.summaries import refresh_summaries
     from regdb.inventory.sync import SnapshotWriter, utcnow
 

@@ -27,6 +27,10 @@ def __getattr__(name: str):
     # Imported on first use: RegistryClient pulls in requests, Inventory SQLAlchemy. ``import regdb`` stays
     # standard-library only, so the console scripts' entry (regdb/entry.py) can catch a Ctrl-C during every
     # later import, and inventory-only commands never import requests.
+    if name == "connect":
+        from regdb.registry.connect import connect
+
+        return connect
     if name == "RegistryClient":
         from regdb.registry.client import RegistryClient
 
@@ -61,6 +65,7 @@ __all__ = [
     "ScopeRefused",
     "SelectorError",
     "TagQuery",
+    "connect",
     "default_db_path",
     "plan_removal",
     "remove",

@@ -19,7 +19,8 @@ from sqlalchemy import Engine, select
 from regdb.inventory import models
 
 from regdb.selection import selectors
-from regdb.registry.reference import normalize_url
+from regdb.inventory.registries import find_registry, require_registry
+from regdb.registry.reference import RegistryRef, normalize_url
 from regdb.inventory.db import MEMORY, check_revision, create_inventory_engine, upgrade
 
 if TYPE_CHECKING:  # the HTTP side (requests) is imported only by commands that talk to a registry
@@ -65,26 +66,25 @@ class Inventory:
 
     # --- registries -----------------------------------------------------------------------------------
 
-    def registry_id(self, registry: str) -> int | None:
-        """The id of a registry in this inventory (by URL or bare host), or None if never synced."""
-        table = models.Registry.__table__
-        url = normalize_url(registry)
+    def registry_id(self, registry: str | RegistryRef) -> int | None:
+        """The id of a registry in this inventory, or None if never synced (the rule: regdb.inventory.registries)."""
         with self.engine.connect() as conn:
-            return conn.execute(select(table.c.id).where(table.c.url == url)).scalar()
+            return find_registry(conn, registry)
 
-    def last_synced(self, registry: str):
+    def last_synced(self, registry: str | RegistryRef):
         table = models.Registry.__table__
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(table.c.last_synced_at).where(table.c.url == normalize_url(registry))
-            ).scalar()
+            found = find_registry(conn, registry)
+            if found is None:
+                return None
+            return conn.execute(select(table.c.last_synced_at).where(table.c.id == found)).scalar()
 
     def sync(
         self,
         client: RegistryClient | str,
         repos: Iterable[str] | None = None,
         *,
-        jobs: int = 16,
+        jobs: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         watch: Callable | None = None,
     ) -> SyncResult:
@@ -95,8 +95,8 @@ class Inventory:
         from regdb.inventory.sync import sync_registry
 
         if isinstance(client, str):
-            client = RegistryClient(client, jobs=jobs)
-        return sync_registry(self.engine, client, repos=repos, jobs=jobs, progress=progress, watch=watch)
+            client = RegistryClient(client, jobs=jobs or 16)
+        return sync_registry(self.engine, client, repos=repos, jobs=jobs or client.jobs, progress=progress, watch=watch)
 
     # --- listing and querying (selectors) -------------------------------------------------------------
 
@@ -153,24 +153,13 @@ class Inventory:
         selectors.install_sql_functions(self.engine)
         return self.engine.connect()
 
-    def _selected_registry(self, conn, registry: str) -> int:
-        """The id of a registry named by URL or by host[:port]; InventoryError when it was never synced."""
-        from regdb.errors import InventoryError
-
-        table = models.Registry.__table__
-        registry_id = conn.execute(select(table.c.id).where(table.c.url == normalize_url(registry))).scalar()
-        if registry_id is None and "://" not in registry:
-            # "localhost:5000" for a registry synced as http://localhost:5000: the host names it too.
-            registry_id = conn.execute(
-                select(table.c.id).where(table.c.name == registry.strip()).order_by(table.c.id)
-            ).scalar()
-        if registry_id is None:
-            raise InventoryError(f"registry {registry} is not in inventory {self.target}; run 'regdb sync' first")
-        return registry_id
+    def _selected_registry(self, conn, registry: str | RegistryRef) -> int:
+        """The id of a registry; ``RegistryNotInInventory`` when it was never synced."""
+        return require_registry(conn, registry, target=self.target)
 
     # --- removal --------------------------------------------------------------------------------------
 
-    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
+    def plan_removal(self, client: RegistryClient, selection, *, refresh: bool = True, jobs: int | None = None,
                      max_inventory_age=None, only_named_repos: bool = False, announce=None):
         """The ``removal.Plan`` for deleting ``selection`` from the registry ``client`` talks to.
 
@@ -192,10 +181,10 @@ class Inventory:
         from regdb.cleanup.plan import plan_fresh
 
         more = {} if max_inventory_age is None else {"max_inventory_age": max_inventory_age}
-        return plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs,
+        return plan_fresh(self.engine, client, selection, refresh=refresh, jobs=jobs or client.jobs,
                                   only_named_repos=only_named_repos, announce=announce, **more)
 
-    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int = 16, refresh: bool = True,
+    def remove(self, client: RegistryClient, plan_or_selection, *, jobs: int | None = None, refresh: bool = True,
                max_delete: int | None = None):
         """Delete a plan (or plan ``selection`` first, as ``plan_removal``); returns a ``removal.RemovalResult``.
 
@@ -214,7 +203,7 @@ class Inventory:
         plan = plan_or_selection
         if not isinstance(plan, Plan):
             plan = self.plan_removal(client, plan_or_selection, refresh=refresh, jobs=jobs)
-        return remove(self.engine, client, plan, jobs=jobs, max_delete=max_delete)
+        return remove(self.engine, client, plan, jobs=jobs or client.jobs, max_delete=max_delete)
 
     # --- raw SQL --------------------------------------------------------------------------------------
 
@@ -268,7 +257,7 @@ class Inventory:
         with self._connect_for_selecting() as conn:
             return signatures_of(conn, self._selected_registry(conn, registry), wanted)
 
-    def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int = 16,
+    def plan_policy(self, client: RegistryClient, policy, *, refresh: bool = True, jobs: int | None = None,
                     raise_intersecting_repo: bool = True, announce=None):
         """The ``policy.PolicyPlan`` of a retention policy (``regdb.cleanup.policy.load_policy``): one removal plan
         across the registry, with each rule's report of what it removes and what it keeps and why. Delete it
@@ -285,17 +274,17 @@ class Inventory:
 
             policy = load_policy(policy)
         self._ensure_synced(client, jobs)
-        return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs,
+        return plan_policy(self.engine, client, policy, refresh=refresh, jobs=jobs or client.jobs,
                            raise_intersecting_repo=raise_intersecting_repo, announce=announce)
 
     def plan_untag(self, client: RegistryClient, repo: str, tags, *, method: str = "auto", refresh: bool = True,
-                   jobs: int = 16):
+                   jobs: int | None = None):
         """The ``untag.UntagPlan`` for removing ``tags`` from ``repo`` while keeping their digests and the other
         tags on them; ``method`` is ``auto`` (DELETE by tag, else a placeholder), ``delete-tag`` or
         ``placeholder``. Carry it out with ``inventory.untag(client, plan)``."""
         from regdb.cleanup.untag import plan_untag
 
-        return plan_untag(self.engine, client, repo, tags, method=method, refresh=refresh, jobs=jobs)
+        return plan_untag(self.engine, client, repo, tags, method=method, refresh=refresh, jobs=jobs or client.jobs)
 
     def untag(self, client: RegistryClient, plan):
         """Remove the planned tags; returns an ``untag.UntagResult``, every outcome recorded in ``deletions``
@@ -305,7 +294,7 @@ class Inventory:
 
         return untag(self.engine, client, plan)
 
-    def _ensure_synced(self, client: RegistryClient, jobs: int) -> None:
+    def _ensure_synced(self, client: RegistryClient, jobs: int | None) -> None:
         """A policy matches repositories by pattern, so the inventory must know them all: the registry is synced
         whole first unless it ever was (a sync of named repositories does not count)."""
         syncs = models.Sync.__table__

@@ -6,21 +6,45 @@ one-line message with exit status 1 (``RegdbError``) or 2 (``SelectorError``, a 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 
 class RegdbError(Exception):
     """Base class: everything regdb raises on purpose. ``str(error)`` is the one line a user sees: control
     characters other than a newline are escaped, so nothing in it drives a terminal. (A newline is regdb's own,
-    in a multi-line report; text from a registry is quoted with ``address.printable``, newlines escaped.)"""
+    in a multi-line report; text from a registry is quoted with ``reference.printable``, newlines escaped.)
 
-    def __init__(self, message: str = "", *args):
-        from regdb.text import escape_controls
+    A message about the caller's settings names them as fields: ``{keep_latest}`` (or ``{keep_latest:N}``, with
+    the placeholder a command line shows after its flag) in the message and ``"keep_latest"`` in ``fields``.
+    ``str(error)`` shows the library's names (``keep_latest``); the command line words the same error with its
+    flags (``error.worded({"keep_latest": "--keep-latest"})`` -> ``--keep-latest N``) and the policy loader with
+    its keys. ``fields`` is also there for a program to read."""
+
+    def __init__(self, message: str = "", *args, fields: tuple[str, ...] = ()):
         from regdb.redact import redact_urls
+        from regdb.text import escape_controls
 
         if isinstance(message, str):
             message = redact_urls(message)  # a database URL's password, wherever a message names the URL
         if isinstance(message, str):
             message = escape_controls(message, keep_newlines=True)
-        super().__init__(message, *args)
+        self.template = message if isinstance(message, str) else str(message)
+        self.fields = tuple(fields)
+        super().__init__(self.worded({}), *args)
+
+    def worded(self, names: Mapping[str, str]) -> str:
+        """The message with each field named as ``names`` says (a field not in it keeps its own name, without
+        a placeholder)."""
+        text = self.template
+        for name in self.fields:
+            def word(match: re.Match, name: str = name) -> str:
+                if name not in names:
+                    return name
+                return names[name] + (f" {match.group(1)}" if match.group(1) else "")
+
+            text = re.sub(r"\{" + re.escape(name) + r"(?::([^{}]*))?\}", word, text)
+        return text
 
 
 # --- talking to the registry -------------------------------------------------------------------------------
@@ -104,6 +128,11 @@ class ReadOnlyViolation(InventoryError):
 
 class SelectorError(RegdbError):
     """A selector the user typed is invalid (bad version, bad regex, missing -t/-re); a usage error."""
+
+
+class SettingError(SelectorError):
+    """Settings that do not go together or are out of range (``client_key`` without ``client_cert``); the
+    fields are named (see ``RegdbError``). A usage error on the command line."""
 
 
 class IntersectionError(RegdbError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
-from regdb.registry.client import DOCKER_MANIFEST, OCI_INDEX
+from regdb.registry.media import DOCKER_MANIFEST, OCI_INDEX
 from regdb.inventory.db import write_transaction
 from regdb.inventory.manifests import Child, ManifestInfo
 from regdb.inventory.summaries import refresh_summaries

@@ -10,6 +10,7 @@ the layering). Only ``regdb.registry`` speaks HTTP as a client; nothing but the 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,17 @@ def test_no_import_cycles():
         if start not in state:
             visit(start, [start])
     assert cycles == [], "import cycles:\n" + "\n".join(cycles)
+
+
+ARCHITECTURE = ROOT.parent / "docs" / "architecture.md"
+
+
+def test_the_architecture_page_names_every_module_and_nothing_else():
+    text = ARCHITECTURE.read_text()
+    named = set(re.findall(r"`(regdb/[\w/]+\.py)`", text))
+    actual = {str(path.relative_to(ROOT.parent)) for path in ROOT.rglob("*.py")
+              if path.name != "__init__.py" or path.parent == ROOT}
+    assert sorted(actual - named) == [], "modules docs/architecture.md does not describe"
+    assert sorted(named - actual) == [], "modules docs/architecture.md names that do not exist"
+    tests = set(re.findall(r"`(tests/[\w/]+\.py)`", text))
+    assert [t for t in sorted(tests) if not (ROOT.parent / t).exists()] == []

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from regdb import RegistryClient
 from regdb.cli.app import main
+from regdb.cli.core import FLAGS
 from regdb.errors import SelectorError
 from regdb.cleanup.policy import RetentionQuery
 from regdb.selection.retention import Retention, parse_age
@@ -210,9 +211,14 @@ def test_parse_age_units_and_dates():
      "--untagged selects manifests without tags: --keep-latest cannot rank them"),
 ])
 def test_bad_retention_values_are_named(kwargs, message):
+    """The command line's words (its flags) for the fields the library names by their Python names."""
     with pytest.raises(SelectorError) as error:
         Retention(**kwargs)
-    assert str(error.value) == message
+    assert error.value.worded(FLAGS) == message
+    library = str(error.value)
+    assert "--" not in library and set(kwargs) & set(error.value.fields)
+    for field in error.value.fields:
+        assert field in library
 
 
 # --- untagged manifests, and removal for real ------------------------------------------------------------------

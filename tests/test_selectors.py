@@ -349,7 +349,7 @@ def test_unknown_repositories_are_reported_not_selected(conn):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (dict(), "no tags selected: give at least one -t TAG|SELECTOR or -re REGEX"),
+        (dict(), "no tags selected: give at least one tags or regex"),
         (dict(tags=["<1.x"]), "invalid version in selector '<1.x': '1.x'"),
         (dict(tags=["1.0"], exclude=[">=abc"]), "invalid version in selector '>=abc': 'abc'"),
         (dict(regex=["(unclosed"]), "invalid regex '(unclosed': missing ), unterminated subpattern at position 0"),

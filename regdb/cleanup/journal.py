@@ -26,6 +26,7 @@ from regdb.inventory import models
 from regdb.registry.client import RegistryClient
 from regdb.inventory.db import write_transaction
 from regdb.errors import RegistryError
+from regdb.inventory.registries import find_registry
 from regdb.inventory.sync import utcnow
 
 IN_FLIGHT = "in-flight"
@@ -116,10 +117,9 @@ def forget_pair(conn: Connection, registry_id: int, repo: str, digest: str) -> N
     )
 
 
-def _registry_id(engine: Engine, url: str) -> int | None:
-    registries = models.Registry.__table__
+def _registry_id(engine: Engine, client: RegistryClient) -> int | None:
     with engine.connect() as conn:
-        return conn.execute(select(registries.c.id).where(registries.c.url == url)).scalar()
+        return find_registry(conn, client.ref)
 
 
 def in_flight(engine: Engine, registry: str, *, limit: int = MAX_RESOLVED_PER_RUN) -> list[dict]:
@@ -138,7 +138,7 @@ def resolve_in_flight(engine: Engine, client: RegistryClient, *, run_id: str) ->
     rows = in_flight(engine, client.url)
     if not rows:
         return []
-    registry_id = _registry_id(engine, client.url)
+    registry_id = _registry_id(engine, client)
     settled: list[tuple[dict, str, str]] = []
     for row in rows:
         try:

@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from sqlalchemy import (
     Column,
@@ -46,11 +46,13 @@ from regdb.registry.client import RegistryClient
 from regdb.errors import (
     AuthenticationFailed,
     IncompleteInventory,
-    InventoryError,
     NoCatalog,
     SelectorError,
 )
+from regdb.selection.common import Selection, values
+from regdb.selection.retention import Retention
 from regdb.selection.selectors import Skipped
+from regdb.inventory.registries import RegistryNotInInventory, find_registry
 from regdb.inventory.sync import BATCH, sync_registry, utcnow
 
 log = logging.getLogger(__name__)
@@ -195,12 +197,23 @@ class Plan:
         }
 
 
+@runtime_checkable
+class RemovalQuery(Protocol):
+    """A removal's selection as the user wrote it, so that it can be made again on fresh facts
+    (``refresh_selection``): ``TagQuery``, ``RepoQuery``, a retention policy's ``PolicyQuery``."""
+
+    repos: tuple[str, ...]
+    raise_intersecting_repo: bool
+    untagged: bool  # True: the repositories are removed whole and lose their untagged manifests too
+
+    def select(self, conn: Connection, registry_id: int) -> Selection: ...
+
+
 @dataclass(frozen=True)
 class TagQuery:
-    """A ``remove-tags`` selection as the user wrote it, so it can be made again on fresh facts.
-
-    The same parameters as ``regdb.selection.selectors.query_tags``.
-    """
+    """A ``remove-tags`` selection as the user wrote it: the parameters of
+    ``regdb.selection.selectors.query_tags``, and optionally a ``Retention`` (``--keep-latest``,
+    ``--older-than``, ``--untagged``, ...), which makes ``tags`` / ``regex`` optional."""
 
     repos: tuple[str, ...]
     tags: tuple[str, ...] = ()
@@ -210,6 +223,7 @@ class TagQuery:
     match_all_tags: bool = True
     raise_intersecting_tag: bool = False
     raise_intersecting_repo: bool = True
+    retention: Retention | None = None
 
     untagged = False  # only repositories removed whole lose their untagged manifests
 
@@ -217,20 +231,28 @@ class TagQuery:
         from regdb.selection.selectors import TagFilter
 
         for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
-            object.__setattr__(self, name, _names(getattr(self, name)))
+            object.__setattr__(self, name, values(getattr(self, name)))
         # Mistakes surface here, before any registry is contacted, with the selectors' own messages.
         _require_repos(self.repos)
-        if not TagFilter.parse(self.tags, self.regex):
-            raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
+        selects_by_retention = self.retention is not None and self.retention.selects
+        if not TagFilter.parse(self.tags, self.regex) and not selects_by_retention:
+            raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
+                                fields=("tags", "regex"))
         TagFilter.parse(self.exclude, self.exclude_regex)
+        if selects_by_retention and self.retention.untagged and (self.tags or self.regex or self.exclude
+                                                                  or self.exclude_regex):
+            raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and "
+                                "{exclude_regex} do not apply",
+                                fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def select(self, conn: Connection, registry_id: int) -> Selection:
         from regdb.selection.selectors import query_tags
 
         return query_tags(
             conn, registry_id, list(self.repos), list(self.tags), list(self.regex), list(self.exclude),
             list(self.exclude_regex), match_all_tags=self.match_all_tags,
             raise_intersecting_tag=self.raise_intersecting_tag, raise_intersecting_repo=self.raise_intersecting_repo,
+            retention=self.retention,
         )
 
 
@@ -244,10 +266,10 @@ class RepoQuery:
     untagged = True
 
     def __post_init__(self):
-        object.__setattr__(self, "repos", _names(self.repos))
+        object.__setattr__(self, "repos", values(self.repos))
         _require_repos(self.repos)
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def select(self, conn: Connection, registry_id: int) -> Selection:
         from regdb.selection.selectors import query_repos
 
         made = query_repos(conn, registry_id, list(self.repos), raise_intersecting_repo=self.raise_intersecting_repo)
@@ -286,16 +308,9 @@ def _keep_what_belongs_to_kept(conn: Connection, selection):
                            skipped=sorted(skipped, key=lambda k: (k.repo, k.digest)))
 
 
-def _names(value) -> tuple[str, ...]:
-    """One name or many, as the selectors accept them: ``"app"`` or ``["app", "tool"]``."""
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
 def _require_repos(repos: tuple[str, ...]) -> None:
     if not repos:
-        raise SelectorError("no repositories selected: give at least one -r REPO")
+        raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
 
 
 def plan_fresh(engine: Engine, client: RegistryClient, selection, *, refresh: bool = True, jobs: int = 16,
@@ -904,7 +919,7 @@ def refresh_selection(engine: Engine, client: RegistryClient, selection, *, refr
     already made (kept only where the registry still shows exactly the tags it was selected with).
     Returns ``(registry_id, selection, untagged_repos, refreshed)``.
     """
-    is_query = isinstance(selection, (TagQuery, RepoQuery))
+    is_query = isinstance(selection, RemovalQuery)
     repos = list(selection.repos) if is_query else list(dict.fromkeys(item.repo for item in selection))
     refreshed = False
     if repos and not only_named_repos:
@@ -916,13 +931,13 @@ def refresh_selection(engine: Engine, client: RegistryClient, selection, *, refr
                          "repository for digests shared with the selection")
             sync_registry(engine, client, jobs=jobs)
             refreshed = True
-    registry_id = _registry_id(engine, client.url)
+    registry_id = _registry_id(engine, client)
     if refresh and repos and not refreshed:
         sync_registry(engine, client, repos=repos, jobs=jobs)
-        registry_id = _registry_id(engine, client.url)
+        registry_id = _registry_id(engine, client)
         refreshed = True
     if registry_id is None:
-        raise InventoryError(f"registry {client.url} is not in the inventory; run 'regdb sync' first")
+        raise RegistryNotInInventory(client.ref)
     if is_query:
         with engine.connect() as conn:
             made = selection.select(conn, registry_id)
@@ -973,9 +988,9 @@ def _require_catalog(client: RegistryClient) -> None:
         )
 
 
-def _registry_id(engine: Engine, url: str) -> int | None:
+def _registry_id(engine: Engine, client: RegistryClient) -> int | None:
     with engine.connect() as conn:
-        return conn.execute(select(_registries.c.id).where(_registries.c.url == url)).scalar()
+        return find_registry(conn, client.ref)
 
 
 def _still_as_selected(engine: Engine, registry_id: int | None, selection) -> list:

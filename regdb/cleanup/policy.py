@@ -55,8 +55,9 @@ from sqlalchemy import Connection, Engine, case, literal, or_, select, tuple_
 
 from regdb.inventory import models
 from regdb.errors import PolicyError, SelectorError
-from regdb.errors import InventoryError
+from regdb.inventory.registries import require_registry
 from regdb.cleanup.plan import Plan, TagQuery, plan_removal, refresh_selection
+from regdb.selection.common import values
 from regdb.selection.retention import MAX_KEEP_LATEST, ORDERS, Retention, is_digest_tag
 from regdb.selection.selectors import (
     Selected,
@@ -388,7 +389,7 @@ class _Validator:
             value = value.isoformat()
         if not isinstance(value, str):
             self.fail(f"{key} must be a duration such as \"90d\" or a date, not {value!r}", rule, key, label=label)
-        self.check(lambda: Retention(older_than=value), rule, key, None, label, strip="--older-than: ")
+        self.check(lambda: Retention(older_than=value), rule, key, None, label, strip="older_than: ")
         return value
 
     def check(self, test, rule, key, item, label, strip: str = "") -> None:
@@ -618,19 +619,24 @@ def _explain(conn: Connection, registry_id: int, policy: Policy, report: RuleRep
 
 
 @dataclass(frozen=True)
-class PolicyQuery(TagQuery):
-    """A policy as a removal query: made again on fresh facts by ``regdb.cleanup.plan.refresh_selection``.
+class PolicyQuery:
+    """A policy as a removal query (``regdb.cleanup.plan.RemovalQuery``): made again on fresh facts by
+    ``regdb.cleanup.plan.refresh_selection``.
 
     ``repos``: the repositories the policy's patterns matched in the inventory before the refresh (those are
     re-read from the registry)."""
 
-    policy: Policy | None = None
+    repos: tuple[str, ...]
+    policy: Policy
+    raise_intersecting_repo: bool = True
     now: Any = None
 
-    def __post_init__(self):
-        object.__setattr__(self, "repos", _names(self.repos))
+    untagged = False  # a policy's untagged rules select manifests themselves; no repository is removed whole
 
-    def select(self, conn: Connection, registry_id: int | None):
+    def __post_init__(self):
+        object.__setattr__(self, "repos", values(self.repos))
+
+    def select(self, conn: Connection, registry_id: int):
         if not self.repos:
             return PolicySelection(reports=[RuleReport(rule, []) for rule in self.policy.rules])
         return evaluate(conn, registry_id, self.policy, self.repos,
@@ -678,11 +684,7 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
     """Evaluate ``policy`` on fresh facts (the matched repositories are re-read from the registry unless
     ``refresh=False``) and plan the removal of its one selection."""
     with engine.connect() as conn:
-        registry_id = conn.execute(
-            select(models.Registry.__table__.c.id).where(models.Registry.__table__.c.url == client.url)
-        ).scalar()
-        if registry_id is None:
-            raise InventoryError(f"registry {client.url} is not in the inventory; run 'regdb sync' first")
+        registry_id = require_registry(conn, client.ref)
         matched = matched_repos(conn, registry_id, policy)
     repos = sorted({name for names in matched.values() for name in names})
     query = PolicyQuery(repos, raise_intersecting_repo=raise_intersecting_repo, policy=policy, now=now)
@@ -699,40 +701,9 @@ def plan_policy(engine: Engine, client, policy: Policy, *, refresh: bool = True,
     return PolicyPlan(plan=plan, reports=selection.reports, policy=policy)
 
 
-def _names(value) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
 # --- one rule from the command line ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetentionQuery(TagQuery):
-    """``remove-tags`` with retention selectors: the ``TagQuery`` parameters plus a ``Retention``.
-
-    Without ``-t`` / ``-re`` every tag is looked at; ``--untagged`` takes no tag selector at all."""
-
-    retention: Retention | None = None
-
-    def __post_init__(self):
-        if self.retention is None or not self.retention.selects:
-            super().__post_init__()
-            return
-        for name in ("repos", "tags", "regex", "exclude", "exclude_regex"):
-            object.__setattr__(self, name, _names(getattr(self, name)))
-        if not self.repos:
-            raise SelectorError("no repositories selected: give at least one -r REPO")
-        TagFilter.parse(self.tags, self.regex)
-        TagFilter.parse(self.exclude, self.exclude_regex)
-        if self.retention.untagged and (self.tags or self.regex or self.exclude or self.exclude_regex):
-            raise SelectorError("--untagged selects manifests without tags: -t, -re, -x and -xre do not apply")
-
-    def select(self, conn: Connection, registry_id: int | None):
-        return query_tags(
-            conn, registry_id, list(self.repos), list(self.tags), list(self.regex), list(self.exclude),
-            list(self.exclude_regex), match_all_tags=self.match_all_tags,
-            raise_intersecting_tag=self.raise_intersecting_tag, raise_intersecting_repo=self.raise_intersecting_repo,
-            retention=self.retention,
-        )
+# ``remove-tags`` with retention selectors (--keep-latest, --older-than, --untagged, ...) is a TagQuery with its
+# ``retention`` set; the name stays for the code that knows it.
+RetentionQuery = TagQuery

@@ -36,12 +36,14 @@ from sqlalchemy import Engine, and_, delete, insert, select, update
 from regdb.inventory import models
 from regdb.registry.reference import follow_url, is_repository, is_tag, printable
 from regdb.cleanup import journal
-from regdb.registry.client import OCI_MANIFEST, RegistryClient, digest_of
+from regdb.inventory.registries import require_registry
+from regdb.registry.client import RegistryClient
+from regdb.registry.media import OCI_MANIFEST
+from regdb.registry.transport import digest_of
 from regdb.inventory.db import write_transaction
 from regdb.errors import (
     AuthenticationFailed,
     DeleteDisabled,
-    InventoryError,
     RegdbError,
     RegistryError,
     ScopeRefused,
@@ -107,7 +109,7 @@ def plan_untag(engine: Engine, client: RegistryClient, repo: str, tags, *, metho
         raise SelectorError(f"unknown untag method '{method}': use one of {', '.join(METHODS)}")
     names = list(dict.fromkeys([tags] if isinstance(tags, str) else list(tags)))
     if not names:
-        raise SelectorError("no tags given: name at least one -t TAG to untag")
+        raise SelectorError("no tags given: name at least one {tags:TAG} to untag", fields=("tags",))
     if not is_repository(repo):
         raise SelectorError(f"not a valid repository name: {printable(repo)}")
     for name in names:
@@ -116,12 +118,7 @@ def plan_untag(engine: Engine, client: RegistryClient, repo: str, tags, *, metho
     if refresh:
         sync_registry(engine, client, repos=[repo], jobs=jobs)
     with engine.connect() as conn:
-        found = conn.execute(
-            select(_registries.c.id, _registries.c.name).where(_registries.c.url == client.url)
-        ).first()
-        if found is None:
-            raise InventoryError(f"registry {client.url} is not in the inventory; run 'regdb sync' first")
-        registry_id, registry_name = found
+        registry_id, registry_name = require_registry(conn, client.ref), client.name
         repo_id = conn.execute(
             select(_repos.c.id).where(_repos.c.registry_id == registry_id, _repos.c.name == repo)
         ).scalar()

@@ -70,7 +70,7 @@ def list_repo_names(settings: Settings, fmt):
       regdb -reg registry.example.com list-repo-names
       regdb -reg registry.example.com list-repo-names --format json
     """
-    names = settings.synced_inventory().list_repos(settings.registry_url())
+    names = settings.synced_inventory().list_repos(settings.registry_ref())
     echo_listing(settings, [(name,) for name in names], ("repo",), fmt)
 
 
@@ -94,18 +94,16 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_di
       regdb -reg registry.example.com list-tag-names app --reverse-sort
       regdb -reg registry.example.com list-tag-names app --image-names | xargs -n1 docker pull
     """
-    from urllib.parse import urlsplit
-
     from regdb.cli.globs import expand_repos
 
-    url = settings.registry_url()
+    ref = settings.registry_ref()
     inventory = settings.synced_inventory()
-    rows = inventory.list_tags(url, expand_repos(inventory, url, repos) or None, reverse=reverse_sort)
+    rows = inventory.list_tags(ref, expand_repos(inventory, ref, repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
     if omit_digest_tags:
-        rows = without_digest_tags(rows)
+        rows = rows.without_digest_tags()
     if image_names:
-        host = urlsplit(url).netloc
+        host = ref.name
         images = [(f"{host}/{row.repo}:{row.tag}", row.repo, row.tag, row.digest) for row in rows]
         echo_listing(settings, images, ("image", "repo", "tag", "digest"), fmt, text_columns=("image",))
     else:
@@ -129,9 +127,9 @@ def query_repos(settings: Settings, repos, fmt):
     from regdb.cli.globs import expand_repos
 
     inventory = settings.synced_inventory()
+    ref = settings.registry_ref()
     selection = inventory.query_repos(
-        settings.registry_url(), expand_repos(inventory, settings.registry_url(), repos),
-        raise_intersecting_repo=settings.raise_intersecting_repo,
+        ref, expand_repos(inventory, ref, repos), raise_intersecting_repo=settings.raise_intersecting_repo
     )
     warn_missing_repos(selection.missing_repos)
     echo_left_out(selection.skipped, fmt)
@@ -186,14 +184,14 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
         query, more = inventory.query_retention, {"retention": retention}
     repos = expand_repos(inventory, settings.registry_url(), repos)
     selection = as_usage_error(
-        query, settings.registry_url(), list(repos), tags, regex, exclude,
+        query, settings.registry_ref(), list(repos), tags, regex, exclude,
         exclude_regex, match_all_tags=not no_match_all_tags, raise_intersecting_tag=raise_intersecting_tag,
         raise_intersecting_repo=settings.raise_intersecting_repo, **more,
     )
     warn_missing_repos(selection.missing_repos)
     echo_left_out(selection.skipped, fmt)
     if omit_digest_tags:
-        selection = without_digest_tags(selection)
+        selection = selection.without_digest_tags()
     echo_listing(settings, selection, QUERY_COLUMNS, fmt, text_columns=QUERY_TEXT_COLUMNS)
 
 
@@ -545,26 +543,6 @@ def retention_of(keep_latest, order_by, older_than, newer_than, untagged, not_pu
 
     return Retention(keep_latest=keep_latest, order_by=order_by, older_than=older_than, newer_than=newer_than,
                      untagged=untagged, not_pulled_for=not_pulled_for, keep_pulled_within=keep_pulled_within)
-
-
-def without_digest_tags(rows):
-    """--omit-digest-tags: listing rows without ``sha256-*`` tags (query rows: such tags dropped from a row,
-    and a row left with none dropped, unless it had no tag to begin with)."""
-    import dataclasses
-
-    from regdb.selection.retention import is_digest_tag
-
-    kept = []
-    for row in rows:
-        if hasattr(row, "tags"):
-            tags = tuple(tag for tag in row.tags if not is_digest_tag(tag))
-            if tags or not row.tags:
-                kept.append(dataclasses.replace(row, tags=tags))
-        elif not is_digest_tag(row.tag):
-            kept.append(row)
-    result = type(rows)(kept)
-    result.missing_repos = list(getattr(rows, "missing_repos", []))
-    return result
 
 
 @main.command()

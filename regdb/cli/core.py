@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from regdb import __version__
-from regdb.registry.reference import normalize_url
+from regdb.registry.reference import RegistryRef
 from regdb.errors import RegdbError, SelectorError
 
 if TYPE_CHECKING:  # imported where used: --version and --help load neither SQLAlchemy nor requests
@@ -116,60 +116,36 @@ class Settings:
 
     # --- the registry -------------------------------------------------------------------------------------
 
-    def registry_url(self) -> str:
+    def registry_ref(self) -> RegistryRef:
+        """The registry named by -reg (or the profile, or REGISTRY), resolved once for the whole command."""
         if not self.registry:
             raise click.UsageError("no registry given: use -reg/--registry or set REGISTRY")
-        return normalize_url(self.registry)
+        return RegistryRef.parse(self.registry)
+
+    def registry_url(self) -> str:
+        return self.registry_ref().url
 
     def client(self) -> "RegistryClient":
-        from regdb.registry.client import RegistryClient
+        """The registry client, built once by ``regdb.connect`` as every library user builds it."""
+        from regdb.registry.connect import connect
 
         if self._client is None:
-            url = self.registry_url()
-            self._client = RegistryClient(
-                url,
-                auth=self._auth(url),
-                verify=self._verify(),
-                cert=self._cert(),
+            if self.verify == "None":
+                log.warning("TLS certificate verification is disabled (-v None)")
+            self._client = connect(
+                self.registry_url(),
+                user=self.user,
+                password=self.password if self.password is not None else self.password_source,
+                digest_auth=self.digest_auth,
+                verify=True if self.verify is None else False if self.verify == "None" else self.verify,
+                client_cert=self.client_cert,
+                client_key=self.client_key,
                 jobs=self.jobs,
                 rate=self.rate,
                 use_get_manifest=self.use_get_manifest,
+                quiet_insecure=True,
             )
         return self._client
-
-    def _auth(self, url: str):
-        from regdb.registry.auth import build_auth
-        from regdb.registry.credentials import DockerConfigUnreadable, docker_credentials
-
-        user, password = self.user, self.password
-        if password is None and self.password_source is not None:
-            password = self.password_source()
-        if not user:
-            try:
-                found = docker_credentials(url)
-            except DockerConfigUnreadable as error:
-                # Most registries regdb talks to need no credentials: only when one asks for them does the
-                # unreadable file matter, and its 401 then follows this warning.
-                log.warning("%s; going on without its credentials", error)
-                found = None
-            if found:
-                user, password = found
-        return build_auth(user, password, digest=self.digest_auth)
-
-    def _verify(self):
-        if self.verify is None:
-            return True
-        if self.verify == "None":
-            log.warning("TLS certificate verification is disabled (-v None)")
-            return False
-        return self.verify
-
-    def _cert(self):
-        if self.client_key and not self.client_cert:
-            raise click.UsageError("-key/--client-key needs -cert/--client-cert")
-        if self.client_cert and self.client_key:
-            return (self.client_cert, self.client_key)
-        return self.client_cert
 
     # --- the inventory ------------------------------------------------------------------------------------
 
@@ -205,8 +181,7 @@ class Settings:
         """The inventory for commands that read it: synced first on --refresh or if never synced."""
         self.reach_before_creating()
         inventory = self.inventory()
-        url = self.registry_url()
-        if self.refresh or inventory.last_synced(url) is None:
+        if self.refresh or inventory.last_synced(self.registry_ref()) is None:
             run_sync(self, inventory, None)
         return inventory
 
@@ -226,6 +201,24 @@ class Settings:
             self._client.close()
 
 
+# The library names the settings in its messages by field (regdb.errors.RegdbError); the command line words
+# them with its flags.
+FLAGS = {
+    "repos": "-r", "tags": "-t", "regex": "-re", "exclude": "-x", "exclude_regex": "-xre",
+    "keep_latest": "--keep-latest", "order_by": "--order-by", "untagged": "--untagged",
+    "older_than": "--older-than", "newer_than": "--newer-than", "not_pulled_for": "--not-pulled-for",
+    "keep_pulled_within": "--keep-pulled-within", "max_inventory_age": "--max-inventory-age",
+    "registry": "-reg/--registry", "user": "-u/--user", "password": "-p/--password",
+    "digest_auth": "--digest-auth", "client_cert": "-cert/--client-cert", "client_key": "-key/--client-key",
+    "verify": "-v/--verify", "jobs": "-j/--jobs", "rate": "--rate",
+}
+
+
+def worded(error: RegdbError) -> str:
+    """The error's one line, its settings named by this command line's flags."""
+    return error.worded(FLAGS)
+
+
 class RegdbCommand(click.Command):
     """A subcommand: a selector or usage mistake the library reports (SelectorError) prints this command's
     usage line, as click's own usage errors of its options do, not the top-level one."""
@@ -234,7 +227,7 @@ class RegdbCommand(click.Command):
         try:
             return super().invoke(ctx)
         except SelectorError as error:
-            raise click.UsageError(str(error), ctx) from None
+            raise click.UsageError(worded(error), ctx) from None
 
 
 class RegdbGroup(click.Group):
@@ -255,9 +248,9 @@ class RegdbGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SelectorError as error:
-            raise click.UsageError(str(error), ctx) from None
+            raise click.UsageError(worded(error), ctx) from None
         except RegdbError as error:
-            raise click.ClickException(plain_http_hint(ctx.obj, error) or str(error)) from None
+            raise click.ClickException(plain_http_hint(ctx.obj, error) or worded(error)) from None
         except Exception as error:  # noqa: BLE001 - the database's own failures, on input we do not control
             from regdb.errors import database_error
 
@@ -293,7 +286,7 @@ def plain_http_hint(settings, error) -> str | None:
     # The client words TLS failures "TLS error talking to URL: REASON" with OpenSSL's reason.
     if not str(error).startswith("TLS error") or not any(r in str(error) for r in PLAIN_HTTP_TLS_REASONS):
         return None
-    host = normalize_url(registry).split("://", 1)[1]
+    host = RegistryRef.parse(registry).url.split("://", 1)[1]
     return (f"{error}: {escape_controls(registry)} answers plain HTTP, not HTTPS; if that is meant, use "
             f"-reg http://{host}")
 
@@ -560,7 +553,7 @@ def as_usage_error(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except SelectorError as error:
-        raise click.UsageError(str(error), click.get_current_context()) from None
+        raise click.UsageError(worded(error), click.get_current_context()) from None
 
 
 def human_bytes(count: int) -> str:

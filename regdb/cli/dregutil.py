@@ -189,14 +189,14 @@ _LOOSE_RUNS = re.compile(r"\d+|[a-z]+|\.|[^\da-z.]+")
 
 
 def list_repo_names(settings, args) -> None:
-    names = settings.synced_inventory().list_repos(settings.registry_url())
+    names = settings.synced_inventory().list_repos(settings.registry_ref())
     for name in names:
         print(name)
     show_count(args, "repositories", len(names))
 
 
 def list_tag_names(settings, args) -> None:
-    rows = settings.synced_inventory().list_tags(settings.registry_url(), list(args.repo) or None)
+    rows = settings.synced_inventory().list_tags(settings.registry_ref(), list(args.repo) or None)
     for name in rows.missing_repos:
         print(f"dregutil: warning: repository {name} not found", file=sys.stderr)
     order = list(dict.fromkeys(args.repo)) if args.repo else sorted({row.repo for row in rows})
@@ -223,7 +223,7 @@ def print_pairs(args, selection) -> None:
 
 def query_repos(settings, args) -> None:
     selection = settings.synced_inventory().query_repos(
-        settings.registry_url(), list(args.repo), raise_intersecting_repo=args.raise_intersecting_repo)
+        settings.registry_ref(), list(args.repo), raise_intersecting_repo=args.raise_intersecting_repo)
     warn_missing(selection)
     print_pairs(args, selection)
 
@@ -240,7 +240,7 @@ def tag_arguments(parser, args) -> dict:
 def query_tags(settings, args) -> None:
     selected = tag_arguments(args.parser, args)
     inventory = settings.synced_inventory()
-    selection = inventory.query_tags(settings.registry_url(), list(args.repo), **selected)
+    selection = inventory.query_tags(settings.registry_ref(), list(args.repo), **selected)
     warn_missing(selection)
     print_pairs(args, selection)
 
@@ -300,7 +300,7 @@ def main(argv=None) -> None:
         parser.error("No registry provided, neither as a command argument nor through the environment variable "
                      "REGISTRY.")
     args.parser = parser
-    from regdb.cli.core import setup_logging
+    from regdb.cli.core import setup_logging, worded
 
     setup_logging(logging.getLevelName(level) if isinstance(logging.getLevelName(level), str) else "info")
     logging.getLogger("regdb").setLevel(level)
@@ -312,9 +312,9 @@ def main(argv=None) -> None:
             print(note, file=sys.stderr)
         args.func(settings, args)
     except SelectorError as error:
-        parser.error(str(error))
+        parser.error(worded(error))
     except RegdbError as error:
-        print(f"dregutil: {error}", file=sys.stderr)
+        print(f"dregutil: {worded(error)}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         print("dregutil: interrupted", file=sys.stderr)

@@ -110,16 +110,9 @@ def listen(settings: Settings, bind, token_file, insecure_no_auth, journal, jour
 
 
 def _registry_id(settings: Settings, conn) -> int:
-    from sqlalchemy import select
+    from regdb.inventory.registries import require_registry
 
-    from regdb.inventory import models
-
-    table = models.Registry.__table__
-    url = settings.registry_url()
-    found = conn.execute(select(table.c.id).where(table.c.url == url)).scalar()
-    if found is None:
-        raise click.ClickException(f"registry {url} is not in the inventory; run 'regdb sync' or 'regdb listen'")
-    return found
+    return require_registry(conn, settings.registry_ref())
 
 
 HISTORY_COLUMNS = ("repo", "tag", "digest", "valid_from", "valid_to", "source", "ended_by")

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from regdb.registry.reference import is_digest, printable
-from regdb.registry.client import DOCKER_MANIFEST_LIST, INDEX_TYPES, MAX_CONFIG_BYTES, OCI_INDEX
+from regdb.registry.media import DOCKER_MANIFEST_LIST, INDEX_TYPES, OCI_INDEX
+from regdb.registry.transport import MAX_CONFIG_BYTES
 from regdb.errors import RegistryError
 
 IMAGE_CONFIG_TYPES = frozenset(

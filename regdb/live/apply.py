@@ -28,7 +28,8 @@ from typing import Iterable
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from regdb.inventory import models
-from regdb.registry.client import USER_AGENT, RegistryClient
+from regdb.registry.client import RegistryClient
+from regdb.registry.transport import USER_AGENT
 from regdb.inventory.db import write_transaction
 from regdb.errors import AuthenticationFailed, RegdbError, RegistryUnreachable
 from regdb.inventory.manifests import ManifestInfo, apply_config, parse_manifest, parse_timestamp

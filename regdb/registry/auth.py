@@ -48,7 +48,7 @@ from requests.auth import AuthBase, HTTPDigestAuth
 from requests.cookies import extract_cookies_to_jar
 
 from regdb.registry.reference import follow_url
-from regdb.registry.client import MAX_OTHER_BYTES, MAX_TOKEN_BYTES, BoundedRetry, read_bounded
+from regdb.registry.transport import MAX_OTHER_BYTES, MAX_TOKEN_BYTES, BoundedRetry, read_bounded
 from regdb.errors import AuthenticationFailed, RegistryError, RegistryUnreachable, ScopeRefused, UnsafeURL
 
 log = logging.getLogger(__name__)

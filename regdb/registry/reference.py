@@ -6,6 +6,7 @@ Kept apart from the HTTP client so that commands which only read the inventory n
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from regdb.errors import InvalidName, RegistryError, UnsafeURL
@@ -34,6 +35,35 @@ def normalize_url(registry: str) -> str:
 def registry_name(url: str) -> str:
     """The host[:port] of a registry URL, as it appears in image names."""
     return urlsplit(url).netloc
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """A registry, resolved once where it enters (a flag, a profile, a library call) and passed down.
+
+    ``url``: the normalised URL (``https://registry.example.com``), what the inventory stores and requests go
+    to; ``name``: the host[:port] of image names; ``explicit_scheme``: whether the person named the scheme
+    (``http://...``) or left it to be assumed: only then may a lookup in the inventory also go by the host
+    (regdb.inventory.registries). A client's reference always has its scheme: it is what it talks to.
+    """
+
+    url: str
+    name: str
+    explicit_scheme: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> "RegistryRef":
+        """Raises RegistryError for an empty reference, another scheme, or credentials in the URL."""
+        url = normalize_url(text)
+        return cls(url, registry_name(url), explicit_scheme="://" in text)
+
+    @property
+    def display(self) -> str:
+        """How messages name it: the URL when the scheme was given or is not the assumed https, else the host."""
+        return self.url if self.explicit_scheme else self.name
+
+    def __str__(self) -> str:
+        return self.url
 
 
 # --- the OCI distribution grammar -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ neither of them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -18,6 +19,10 @@ from regdb.errors import InventoryError
 from regdb.inventory import models
 
 log = logging.getLogger("regdb.selection.selectors")
+
+# cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
+# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
+DIGEST_TAG_PREFIX = "sha256-"
 
 _repos = models.Repo.__table__
 _registries = models.Registry.__table__
@@ -89,6 +94,16 @@ class Selection(list):
         self.missing_repos: list[str] = list(missing_repos)  # -r names the inventory does not hold
         self.skipped: list[Skipped] = list(skipped)  # what the rules left out, and why
 
+    def without_digest_tags(self) -> "Selection":
+        """The same selection with ``sha256-*`` tags dropped from each row; a row left with none is dropped,
+        unless it had no tag to begin with (``--omit-digest-tags``)."""
+        kept = []
+        for row in self:
+            tags = tuple(tag for tag in row.tags if not is_digest_tag(tag))
+            if tags or not row.tags:
+                kept.append(dataclasses.replace(row, tags=tags))
+        return Selection(kept, missing_repos=self.missing_repos, skipped=self.skipped)
+
 
 @dataclass(frozen=True)
 class TagRow:
@@ -103,6 +118,10 @@ class TagList(list):
     def __init__(self, items: Iterable[TagRow] = (), missing_repos: Iterable[str] = ()):
         super().__init__(items)
         self.missing_repos: list[str] = list(missing_repos)
+
+    def without_digest_tags(self) -> "TagList":
+        """The same listing without ``sha256-*`` tags (``--omit-digest-tags``)."""
+        return TagList((row for row in self if not is_digest_tag(row.tag)), missing_repos=self.missing_repos)
 
 
 @functools.lru_cache(maxsize=512)
@@ -145,6 +164,11 @@ def ensure_sql_functions(conn: Connection) -> None:
     if not info.get("regdb_sql_functions"):
         _register(conn.connection.driver_connection)
         info["regdb_sql_functions"] = True
+
+
+def is_digest_tag(name: str) -> bool:
+    """True for ``sha256-<hex>`` tags (cosign ``.sig`` / ``.att`` / ``.sbom``, OCI referrers fallback)."""
+    return name.startswith(DIGEST_TAG_PREFIX)
 
 
 def values(value) -> tuple[str, ...]:

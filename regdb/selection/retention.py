@@ -49,7 +49,15 @@ from regdb.errors import IntersectionError, SelectorError
 if TYPE_CHECKING:  # the type only: selectors builds on this module
     from regdb.selection.selectors import TagFilter
 
-from regdb.selection.common import Selected, Selection, registry_name, resolve_repos, values
+from regdb.selection.common import (
+    DIGEST_TAG_PREFIX,
+    Selected,
+    Selection,
+    is_digest_tag,
+    registry_name,
+    resolve_repos,
+    values,
+)
 
 __all__ = [
     "DIGEST_TAG_PREFIX",
@@ -69,15 +77,7 @@ _digests = models.Digest.__table__
 _children = models.DigestChild.__table__
 _registries = models.Registry.__table__
 
-# cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
-# (docs/registry-behaviour.md, "Referrers and signatures"); such a tag names the digest it belongs to.
-DIGEST_TAG_PREFIX = "sha256-"
 ORDERS = ("version", "created")
-
-
-def is_digest_tag(name: str) -> bool:
-    """True for ``sha256-<hex>`` tags (cosign ``.sig`` / ``.att`` / ``.sbom``, OCI referrers fallback)."""
-    return name.startswith(DIGEST_TAG_PREFIX)
 
 
 def digest_tag(tag) -> ColumnElement[bool]:
@@ -162,16 +162,21 @@ class Retention:
 
     def __post_init__(self):
         if self.keep_latest is not None and (isinstance(self.keep_latest, bool) or self.keep_latest < 1):
-            raise SelectorError("--keep-latest must be at least 1: it is how many images each repository keeps")
+            raise SelectorError("{keep_latest} must be at least 1: it is how many images each repository keeps",
+                                fields=("keep_latest",))
         if self.keep_latest is not None and self.keep_latest > MAX_KEEP_LATEST:
             # SQLite binds at most a 64-bit integer (99999999999999999999 raised OverflowError deep in a query).
-            raise SelectorError(f"--keep-latest must be at most {MAX_KEEP_LATEST:,}, not {self.keep_latest}")
+            raise SelectorError(f"{{keep_latest}} must be at most {MAX_KEEP_LATEST:,}, not {self.keep_latest}",
+                                fields=("keep_latest",))
         if self.order_by is not None and self.order_by not in ORDERS:
-            raise SelectorError(f"--order-by must be one of {', '.join(ORDERS)}, not '{self.order_by}'")
+            raise SelectorError(f"{{order_by}} must be one of {', '.join(ORDERS)}, not '{self.order_by}'",
+                                fields=("order_by",))
         if self.order_by is not None and self.keep_latest is None:
-            raise SelectorError("--order-by only orders --keep-latest: give --keep-latest N too")
+            raise SelectorError("{order_by} only orders {keep_latest}: give {keep_latest:N} too",
+                                fields=("order_by", "keep_latest"))
         if self.untagged and self.keep_latest is not None:
-            raise SelectorError("--untagged selects manifests without tags: --keep-latest cannot rank them")
+            raise SelectorError("{untagged} selects manifests without tags: {keep_latest} cannot rank them",
+                                fields=("untagged", "keep_latest"))
         now = self.now or utcnow()
         for name, option in (("older_than", "--older-than"), ("newer_than", "--newer-than")):
             text = getattr(self, name)
@@ -179,7 +184,7 @@ class Retention:
                 try:
                     cutoff = parse_age(text, now=now)
                 except SelectorError as error:
-                    raise SelectorError(f"{option}: {error}") from None
+                    raise SelectorError("{%s}: %s" % (name, error), fields=(name,)) from None
                 object.__setattr__(self, name.replace("_than", "_cutoff"), cutoff)
         if self.within is not None:
             object.__setattr__(self, "within", tuple(self.within))
@@ -189,7 +194,7 @@ class Retention:
                 try:
                     cutoff = parse_age(text, now=now)
                 except SelectorError as error:
-                    raise SelectorError(f"{option}: {error}") from None
+                    raise SelectorError("{%s}: %s" % (name, error), fields=(name,)) from None
                 if self.unused_since is None or cutoff < self.unused_since:
                     object.__setattr__(self, "unused_since", cutoff)
                     object.__setattr__(self, "unused_option", f"{option} {text}")
@@ -340,7 +345,7 @@ def query_untagged(conn: Connection, registry_id: int, repos, retention: Retenti
     """
     names = values(repos)
     if not names:
-        raise SelectorError("no repositories selected: give at least one -r REPO")
+        raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
     registry = registry_name(conn, registry_id)
     found, missing = resolve_repos(conn, registry_id, names)
     if not found:

@@ -204,7 +204,8 @@ def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFil
     """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector."""
     include = TagFilter.parse(tags, regex)
     if not include:
-        raise SelectorError("no tags selected: give at least one -t TAG|SELECTOR or -re REGEX")
+        raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
+                            fields=("tags", "regex"))
     return include, TagFilter.parse(exclude, exclude_regex, protects=True)
 
 
@@ -246,7 +247,9 @@ def query_tags(
             from regdb.selection.retention import query_untagged
 
             if include or excluded:
-                raise SelectorError("--untagged selects manifests without tags: -t, -re, -x and -xre do not apply")
+                raise SelectorError("{untagged} selects manifests without tags: {tags}, {regex}, {exclude} and "
+                                    "{exclude_regex} do not apply",
+                                    fields=("untagged", "tags", "regex", "exclude", "exclude_regex"))
             return query_untagged(conn, registry_id, repos, retention, raise_intersecting_repo=raise_intersecting_repo)
     return _select(
         conn, registry_id, repos, include, excluded,
@@ -278,7 +281,7 @@ def _select(
 ) -> Selection:
     names = values(repos)
     if not names:
-        raise SelectorError("no repositories selected: give at least one -r REPO")
+        raise SelectorError("no repositories selected: give at least one {repos:REPO}", fields=("repos",))
     ensure_sql_functions(conn)
     dialect = conn.dialect.name
     registry = registry_name(conn, registry_id)

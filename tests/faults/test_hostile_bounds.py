@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from regdb.registry.client import MAX_LISTING_BYTES, MAX_MANIFEST_BYTES
+from regdb.registry.transport import MAX_LISTING_BYTES, MAX_MANIFEST_BYTES
 from tests.faults.conftest import snapshot, syncs
 from tests.rig import DOCKER_MANIFEST, canonical_json
 

@@ -14,7 +14,7 @@ from contextlib import closing
 import pytest
 
 from regdb.registry.reference import is_digest, is_repository, is_tag
-from regdb.registry.client import digest_of
+from regdb.registry.transport import digest_of
 from regdb.errors import DigestMismatch
 from regdb.cli.output import to_string
 from tests.faults.conftest import integrity, run
