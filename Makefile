@@ -48,10 +48,10 @@ test-loaded: deps
 	scripts/with-cpu-hog $(PY) -m pytest -q
 
 demo: deps
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 bench: deps
-	$(PY) bench/bench.py
+	$(PY) -m bench.bench
 
 clean:
 	rm -rf $(VENV) .demo .bench build dist *.egg-info

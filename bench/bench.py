@@ -1,8 +1,11 @@
 """`make bench`: the performance figures of issues 2, 3 and 17, printed side by side in one run.
 
-    python3 bench/bench.py              # everything (about 3 to 6 minutes; the first run also builds fixtures)
-    python3 bench/bench.py --only sync  # one part: startup, sync, memory, queries, listener or views
-    python3 bench/bench.py --profile    # also a cProfile of regdb's first sync and re-sync
+    python -m bench.bench              # everything (about 3 to 6 minutes; the first run also builds fixtures)
+    python -m bench.bench --only sync  # one part: startup, sync, memory, queries, listener or views
+    python -m bench.bench --profile    # also a cProfile of regdb's first sync and re-sync
+
+From the repository root, with the venv's python (`make bench` runs the first): run as a module, the checkout
+is on sys.path, so the test rig imports as the package it is (`tests.rig`).
 
 Figures, and the targets the issues set:
 0. Start-up (issue 17): `regdb --version` beside a minimal click program's `--version` (a group with
@@ -18,7 +21,8 @@ Figures, and the targets the issues set:
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
    on that inventory, process start included; beside them the seed's own query code loading its JSON cache
    of the same data. Targets: < 0.5 s each, regdb >= 15x faster than the seed end to end (issue 17; issue 3
-   asked 20x), with the same rows.
+   asked 20x), with the same rows. The CLI answers these with the sqlite3 reader (regdb.selection.sqlite_reader,
+   no SQLAlchemy import); rows 3d and 3e split the library's and the reader's time into phases.
 4. Listener (issue 15): a `regdb listen` on SQLite fed 20,000 notifications by the benchmark itself over 8
    connections (separate processes, as several registry replicas would send), with the journal fsynced per
    commit and without; then the lag from each of 200 skopeo pushes to its tag being in the inventory.
@@ -57,7 +61,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests/rig.py (the registry rig) is imported from the checkout, not installed
 
 BENCH = ROOT / ".bench"
 SEED_VENV = BENCH / "seed-venv"
@@ -218,7 +221,8 @@ def registry_marker() -> dict:
 
 def prepare_registry():
     """Start the bench registry, pushing its content unless a previous run left exactly this content."""
-    from tests.rig import Pusher, start_registry
+    from tests.rig.pusher import Pusher
+    from tests.rig.registry import start_registry
 
     root = BENCH / "registry"
     marker = root / "bench-content.json"
@@ -285,7 +289,7 @@ def _bench_pusher(url: str):
     import requests
     from requests.adapters import HTTPAdapter
 
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     session = requests.Session()
     # One pool big enough for every pushing thread (requests' default keeps 10 and discards the rest).
@@ -483,16 +487,17 @@ def synthetic_digest(*parts) -> str:
     return "sha256:" + hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
 
 
-def build_million(path: Path) -> None:
-    """Child process: write MILLION into a fresh inventory through regdb's SnapshotWriter, streaming repository
-    after repository from a generator, then print peak RSS (VmHWM) and counts as one JSON line."""
+def build_million(path: Path | str, repos: int = MILLION["repos"]) -> None:
+    """Child process: write MILLION (its first ``repos`` repositories) into a fresh inventory (a file, or a
+    PostgreSQL URL) through regdb's SnapshotWriter, streaming repository after repository from a generator, then
+    print peak RSS (VmHWM) and counts as one JSON line."""
     from regdb import Inventory
-    from regdb.registry.media import DOCKER_MANIFEST
     from regdb.inventory.db import write_transaction
     from regdb.inventory.manifests import ManifestInfo
-    from regdb.registry.reference import registry_name
     from regdb.inventory.summaries import refresh_summaries
     from regdb.inventory.sync import SnapshotWriter, utcnow
+    from regdb.registry.media import DOCKER_MANIFEST
+    from regdb.registry.reference import registry_name
 
     started = time.perf_counter()
     base_layer = synthetic_digest("layer", "base")
@@ -512,7 +517,7 @@ def build_million(path: Path) -> None:
 
     def repositories():
         """(repo name, {tag: ManifestInfo}) one repository at a time: nothing of the whole is ever held."""
-        for index in range(MILLION["repos"]):
+        for index in range(repos):
             block = index // MILLION["block"]
             images = {str(slot): image("repo", index, slot) for slot in range(MILLION["own_images_per_repo"])}
             images["shared"] = image("block", block)
@@ -542,7 +547,7 @@ def build_million(path: Path) -> None:
             summarised = time.perf_counter()
             refresh_summaries(conn, writer.registry_id)  # as a sync does, in the same transaction
             summary_seconds = time.perf_counter() - summarised
-            writer.record(started_at=stamp, status="ok", repos=MILLION["repos"], tags=total_tags,
+            writer.record(started_at=stamp, status="ok", repos=repos, tags=total_tags,
                           digests_fetched=writer.digests_stored)
             digests = writer.digests_stored
     peak_kb = None
@@ -550,7 +555,7 @@ def build_million(path: Path) -> None:
         if line.startswith("VmHWM:"):
             peak_kb = int(line.split()[1])
     print(json.dumps(dict(peak_kb=peak_kb, seconds=time.perf_counter() - started, tags=total_tags,
-                          digests=digests, repos=MILLION["repos"], summary_seconds=summary_seconds)))
+                          digests=digests, repos=repos, summary_seconds=summary_seconds)))
 
 
 def million_marker() -> dict:
@@ -693,6 +698,24 @@ print(json.dumps(dict(imports=t1 - t0, open=t2 - t1, query=t3 - t2, list=t4 - t3
 """
 
 
+# The same through the sqlite3 reader the CLI's listings use on an SQLite inventory (regdb.selection.sqlite_reader,
+# issue 17): no SQLAlchemy import, the same rows (tests/test_sqlite_reader.py).
+READER_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+from regdb.selection.sqlite_reader import open_reader
+t1 = time.perf_counter()
+reader = open_reader(sys.argv[1], sys.argv[2], fallback=None)
+t2 = time.perf_counter()
+rows = list(reader.query_tags(sys.argv[2], sys.argv[4:], tags=["<1.50"], exclude=["1.7"]))
+t3 = time.perf_counter()
+tags = list(reader.list_tags(sys.argv[2], [sys.argv[3]]))
+t4 = time.perf_counter()
+print(json.dumps(dict(imports=t1 - t0, open=t2 - t1, query=t3 - t2, list=t4 - t3, rows=len(rows),
+                      sqlalchemy="sqlalchemy" in sys.modules)))
+"""
+
+
 def bench_queries(db: Path | None) -> None:
     if db is None:
         row("3a regdb query-tags, 100 repos", "not measured: no million-tag inventory", "< 0.5 s", "")
@@ -714,6 +737,7 @@ def bench_queries(db: Path | None) -> None:
     theirs: dict[str, list[Child]] = {"query": [], "list": []}
     floor: list[Child] = []
     library: list[Child] = []
+    reader: list[Child] = []
     failures: dict[str, str] = {}
     # Rounds alternate the seed and regdb, so a burst of other load lands on both sides of the ratio.
     for round_ in range(3):
@@ -738,6 +762,8 @@ def bench_queries(db: Path | None) -> None:
                         break
                     ours[key].append(run)
         floor.append(run_child([*regdb_command(), "--version"]))
+        reader.append(run_child([sys.executable, "-c", READER_PROBE, str(db), MILLION_REGISTRY, LIST_REPO,
+                                 *QUERY_REPOS]))
         library.append(run_child([sys.executable, "-c", LIBRARY_PROBE, str(db), MILLION_REGISTRY, LIST_REPO,
                                   *QUERY_REPOS]))
 
@@ -809,6 +835,16 @@ def bench_queries(db: Path | None) -> None:
             f"{parts['list']:.3f} s ({timing(run, done)})", "reference", "")
     else:
         row("3d library in a fresh python (phases)", f"failed: {library[-1].error}", "reference", "")
+    done = [r for r in reader if not r.error]
+    if done:
+        run = best(done)
+        parts = json.loads(run.stdout.strip().splitlines()[-1])
+        row("3e sqlite3 reader in a fresh python (the CLI's path)", f"{secs(run.wall)} total: imports "
+            f"{parts['imports']:.3f} s, open {parts['open']:.3f} s, query_tags {parts['query']:.3f} s ({parts['rows']} "
+            f"rows), list_tags {parts['list']:.3f} s; SQLAlchemy imported: {parts['sqlalchemy']} ({timing(run, done)})",
+            "reference", "")
+    else:
+        row("3e sqlite3 reader in a fresh python (the CLI's path)", f"failed: {reader[-1].error}", "reference", "")
 
 
 # === part 0: start-up =================================================================================
@@ -864,7 +900,8 @@ def bench_startup() -> None:
             "<= 1.5x" if flag == "--version" else "reference", verdict(ratio <= 1.5) if flag == "--version" else "")
 # === part 4: the inventory as a BI source (issue 18) ========================================================
 
-BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO}  # the cutoff keeps about 2% of the million tags
+# The cutoff keeps about 2% of the million tags; `at` is a moment after the build for the tag-history example.
+BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO, "tag": "latest", "at": "2030-01-01 00:00:00"}
 BI_RUNS = 3
 DATASETTE_START_S = 120  # Datasette's imports on a loaded machine
 
@@ -900,6 +937,75 @@ def bench_views(db: Path | None) -> None:
             verdict(best_s < 0.5))
     bench_datasette(db, VIEWS)
     bench_summary_upkeep(db)
+    bench_views_postgresql()
+
+
+# PostgreSQL figures (REGDB_BENCH_PG=1): a real server of Debian's binaries (tests/pg_support.py), an inventory of
+# the first BENCH_PG_REPOS repositories of the million (100 tags each) written by the same SnapshotWriter. Loading
+# the whole million there takes too long for a bench run on this machine; the size is printed with each figure.
+BENCH_PG = os.environ.get("REGDB_BENCH_PG") == "1"
+BENCH_PG_REPOS = int(os.environ.get("REGDB_BENCH_PG_REPOS", "1000"))
+BENCH_PG_BUILD_S = 3600  # the child that writes it; a slow disk makes PostgreSQL's commits slow
+
+
+def bench_views_postgresql() -> None:
+    if not BENCH_PG:
+        row("4g PostgreSQL views", "not measured: set REGDB_BENCH_PG=1 (REGDB_BENCH_PG_REPOS=N for the size)",
+            "< 0.5 s", "")
+        return
+    sys.path.insert(0, str(ROOT))
+    from sqlalchemy import text
+
+    from regdb.inventory.db import create_inventory_engine
+    from regdb.inventory.examples import examples_for
+    from regdb.inventory.views import VIEWS
+    from tests.rig.pg import PostgresError, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresError as error:
+        row("4g PostgreSQL views", f"not measured: {str(error).splitlines()[0][:120]}", "< 0.5 s", "")
+        return
+    try:
+        url = server.url(server.create_database("bench"))
+        tags = BENCH_PG_REPOS * MILLION["tags_per_repo"]
+        say(f"views: writing {tags:,} tags into PostgreSQL ({BENCH_PG_REPOS:,} repositories) ...")
+        built = subprocess.run([sys.executable, __file__, "--build-million", url, "--build-repos", str(BENCH_PG_REPOS)],
+                               capture_output=True, text=True, timeout=BENCH_PG_BUILD_S)
+        if built.returncode != 0:
+            tail = (built.stderr.strip().splitlines() or ["no output"])[-1]
+            row("4g PostgreSQL views", f"build failed: {tail[:150]}", "< 0.5 s", "")
+            return
+        seconds = json.loads(built.stdout.strip().splitlines()[-1])["seconds"]
+        size = f"{tags:,} tags on PostgreSQL, written in {secs(seconds)}"
+        engine = create_inventory_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")  # as autovacuum would soon after such a load
+
+                def timed(sql: str, params: dict) -> tuple[float, int]:
+                    times, count = [], 0
+                    for _ in range(BI_RUNS):
+                        started = time.perf_counter()
+                        count = len(conn.execute(text(sql), params).fetchall())
+                        times.append(time.perf_counter() - started)
+                    return min(times), count
+
+                for view in VIEWS:
+                    best_s, count = timed(f"SELECT * FROM {view.name} LIMIT 100", {})
+                    row(f"4g PostgreSQL SELECT * FROM {view.name} LIMIT 100", f"{secs(best_s)} ({count} rows; {size})",
+                        "< 0.5 s", verdict(best_s < 0.5))
+                    best_s, count = timed(f"SELECT COUNT(*) FROM {view.name}", {})
+                    row(f"4g PostgreSQL SELECT COUNT(*) FROM {view.name}", f"{secs(best_s)} ({size})", "reference", "")
+                for example in examples_for("postgresql"):
+                    params = {k: v for k, v in BI_PARAMS.items() if f":{k}" in example.sql}
+                    best_s, count = timed(example.sql, params)
+                    row(f"4g PostgreSQL example {example.name}",
+                        f"{secs(best_s)} ({count:,} rows, full answer; {size})", "< 0.5 s", verdict(best_s < 0.5))
+        finally:
+            engine.dispose()
+    finally:
+        server.cleanup()
 
 
 def bench_datasette(db: Path, views) -> None:
@@ -909,8 +1015,7 @@ def bench_datasette(db: Path, views) -> None:
         return
     import urllib.request
 
-    sys.path.insert(0, str(ROOT))
-    from tests.rig import free_port
+    from tests.rig.loopback import free_port
 
     metadata = BENCH / "million-metadata.json"
     subprocess.run([*regdb_command(), "--db", str(db), "datasette-metadata", "-o", str(metadata)], check=True,
@@ -1032,8 +1137,9 @@ def bench_listener_burst(journal_sync: str, *, lag: bool) -> None:
     import statistics
     import uuid
 
-    from tests.live_support import start_live, wait_for
-    from tests.rig import Pusher, make_oci_layout, skopeo_copy
+    from tests.rig.layout import make_oci_layout, skopeo_copy
+    from tests.rig.live import start_live, wait_for
+    from tests.rig.pusher import Pusher
 
     root = Path(tempfile.mkdtemp(prefix="regdb-bench-listener-"))
     live = start_live(root, listener_args=("--journal-sync", journal_sync))
@@ -1105,9 +1211,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of regdb's first sync and re-sync")
     parser.add_argument("--rebuild-million", action="store_true", help="rebuild the million-tag inventory")
     parser.add_argument("--build-million", metavar="PATH", help=argparse.SUPPRESS)  # the child of part 2
+    parser.add_argument("--build-repos", type=int, default=MILLION["repos"], help=argparse.SUPPRESS)  # part 4g
     args = parser.parse_args()
     if args.build_million:
-        build_million(Path(args.build_million))
+        target = args.build_million
+        build_million(target if "://" in target else Path(target), repos=args.build_repos)
         return 0
 
     BENCH.mkdir(exist_ok=True)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from sqlalchemy import Engine, select
@@ -20,21 +19,14 @@ from regdb.inventory import models
 
 from regdb.selection import selectors
 from regdb.inventory.registries import find_registry, require_registry
-from regdb.registry.reference import RegistryRef, normalize_url
+from regdb.registry.reference import RegistryRef
 from regdb.inventory.db import MEMORY, check_revision, create_inventory_engine, upgrade
+from regdb.inventory.location import default_db_path  # noqa: F401 - part of the API (regdb.default_db_path)
 
 if TYPE_CHECKING:  # the HTTP side (requests) is imported only by commands that talk to a registry
     from regdb.registry.client import RegistryClient
     from regdb.inventory.rawsql import SqlResult
     from regdb.inventory.sync import SyncResult
-
-
-def default_db_path(registry: str) -> str:
-    """The inventory file named after the registry, as docker-registry-util named its cache:
-    ``registry.example.com`` -> ``registry_example_com.db``."""
-    url = normalize_url(registry)
-    host = url.split("://", 1)[1]
-    return re.sub(r"[^A-Za-z0-9]+", "_", host).strip("_") + ".db"
 
 
 class Inventory:

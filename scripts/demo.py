@@ -2,7 +2,8 @@
 
 Everything lives under .demo/ and the registry is stopped at the end. Each regdb command is printed before
 it runs, exactly as it runs (in .demo/, with no hidden environment variable), so the output doubles as a tour
-of the CLI whose lines can be pasted (tests/test_demo.py re-runs them).
+of the CLI whose lines can be pasted (tests/test_demo.py re-runs them). Run from the repository root as a
+module (`python -m scripts.demo`), so the test rig imports as the package it is.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
 
-from tests.rig import Pusher, start_registry  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DEMO = ROOT / ".demo"
 DB_FILE = "demo.db"  # in DEMO; given with --db on the lines that create and read it

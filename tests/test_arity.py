@@ -4,17 +4,10 @@ values, -r one or more; an option directly followed by another has no values and
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
 from regdb.cli.app import main
-from tests.rig import Pusher
-from tests.test_dregutil_suite import kept_logging
-
-
-@pytest.fixture(autouse=True)
-def _logging_as_it_was():
-    with kept_logging():  # regdb's main() sets up its loggers; later tests read them through the root logger
-        yield
+from tests.rig.cli import run
+from tests.rig.pusher import Pusher
 
 
 def parsed(command: str, *args: str) -> dict:
@@ -51,12 +44,11 @@ def test_zero_or_more_values_never_swallow_the_next_option(command, option, para
 def test_repo_takes_one_or_more_and_is_required(command):
     assert parsed(command, "-r", "a", "b", "--dry-run" if "remove" in command else "--format=text")["repos"] == (
         "a", "b")
-    runner = CliRunner()
     for args in (["-r"], ["-r", "-t", "x"], ["-t", "x"], ["-r", "--format=text"]):
-        result = runner.invoke(main, ["-reg", "http://127.0.0.1:9", "-c", "None", command, *args])
+        result = run("-reg", "http://127.0.0.1:9", "-c", "None", command, *args)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
-    result = runner.invoke(main, ["-reg", "http://127.0.0.1:9", "-c", "None", command, "-r", "-t", "x"])
+    result = run("-reg", "http://127.0.0.1:9", "-c", "None", command, "-r", "-t", "x")
     assert "Option '-r' requires at least one value." in result.output
 
 
@@ -64,9 +56,9 @@ def test_an_empty_exclusion_does_not_eat_the_next_one_on_the_registry(fresh_regi
     # The case: "-x -xre lat" was read as an exclusion of the tag "-xre", and latest was deleted.
     pusher = Pusher(fresh_registry.url)
     latest = pusher.push_image("app", "latest")
-    pusher.push_image("app", "old")
-    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "-c", str(tmp_path / "inv.db"), "remove-tags",
-                                       "-r", "app", "-re", ".*", "-x", "-xre", "lat", "--yes"])
+    old = pusher.push_image("app", "old")
+    result = run("-reg", fresh_registry.url, "-c", tmp_path / "inv.db", "remove-tags", "-r", "app", "-re", ".*", "-x",
+                 "-xre", "lat", "--yes")
     assert result.exit_code == 0, result.output
     assert pusher.head_digest("app", "latest") == latest.digest  # protected, on the registry itself
     assert pusher.head_digest("app", "old") is None

@@ -3,7 +3,7 @@
 
 Fake registries here are pytest-httpserver handlers that answer the way distribution 2.8 does (its challenge
 format, its per-method scopes, ``error="insufficient_scope"``), backed by a real token server
-(tests/tokenserver.py) whose JWTs they verify. The last tests run the real ``docker-registry`` in token mode.
+(tests/rig/tokenserver.py) whose JWTs they verify. The last tests run the real ``docker-registry`` in token mode.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from regdb.errors import AuthenticationFailed, RegistryUnreachable, ScopeRefused
+from regdb.redact import RedactingFilter, install_redaction, redact
 from regdb.registry.auth import (
     DigestAuth,
     RegistryAuth,
@@ -33,10 +35,8 @@ from regdb.registry.auth import (
     required_scopes,
 )
 from regdb.registry.credentials import DockerConfigError, docker_credentials
-from regdb.errors import AuthenticationFailed, RegistryUnreachable, ScopeRefused
-from regdb.redact import RedactingFilter, install_redaction, redact
-from tests.pki import make_pki
-from tests.tokenserver import ALL_REPOSITORIES, PULL_ONLY, TokenServer
+from tests.rig.pki import make_pki
+from tests.rig.tokenserver import ALL_REPOSITORIES, PULL_ONLY, TokenServer
 
 ALICE = ("alice", "alice-pw-9f3k")
 BOB = ("bob", "bob-pw-7x2q")
@@ -892,7 +892,7 @@ def test_debug_logging_of_a_whole_token_flow_has_no_secret(fake, tokens):
 
 @pytest.fixture
 def token_registry(registry_binary, make_tokens, tmp_path):
-    from tests.rig import start_registry
+    from tests.rig.registry import start_registry
 
     tokens = make_tokens()
     registry = start_registry(tmp_path / "registry", extra=tokens.registry_config())
@@ -901,7 +901,8 @@ def token_registry(registry_binary, make_tokens, tmp_path):
 
 
 def test_real_registry_token_mode(token_registry):
-    from tests.rig import ACCEPT_ALL, Pusher
+    from tests.rig.media import ACCEPT_ALL
+    from tests.rig.pusher import Pusher
 
     registry, tokens = token_registry
     alice = session_with(build_auth(*ALICE))
@@ -927,7 +928,7 @@ def test_real_registry_token_mode(token_registry):
 
 def test_real_registry_token_mode_through_the_client(token_registry):
     from regdb.registry.client import RegistryClient
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     registry, tokens = token_registry
     Pusher(registry.url, session_with(build_auth(*ALICE))).push_image("team/app", "v1")

@@ -4,21 +4,25 @@ removal and a failed sync; the summaries always equal a recomputation from nothi
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from contextlib import closing
+from pathlib import Path
 
 import pytest
-from werkzeug import Request, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
+from werkzeug import Request, Response
 
 from regdb import Inventory, RegistryClient
-
+from regdb.cleanup.plan import TagQuery
+from regdb.errors import RegdbError
 from regdb.inventory import summaries
 from regdb.inventory.db import create_inventory_engine, upgrade
-from regdb.errors import RegdbError
-from regdb.cleanup.plan import TagQuery
-from tests.bi_support import (
+from tests.rig.dataset import documented_examples
+from tests.rig.http_proxy import FaultyProxy
+from tests.rig.summaries import (
     SUMMARY_TABLES,
     Generated,
     assert_summaries_equal_recomputation,
@@ -28,9 +32,6 @@ from tests.bi_support import (
     registry_states,
     rows,
 )
-from tests.datasource_support import documented_examples
-from tests.removal_support import FaultyProxy
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
 
 EXAMPLE_PARAMS = {"cutoff": "2024-01-05", "repo": "b", "tag": "latest", "at": "2024-01-05 00:00:00"}
 
@@ -103,7 +104,7 @@ def test_summaries_follow_every_write_on_sqlite(sqlite_engine, monkeypatch, shar
 
 
 @pytest.fixture(scope="module")
-def pg_engine(postgres_server):  # noqa: F811 - the fixture imported above
+def pg_engine(postgres_server):
     name = postgres_server.create_database()
     engine = create_inventory_engine(postgres_server.url(name))
     upgrade(engine)
@@ -203,3 +204,138 @@ def rows_of(inventory: Inventory) -> dict[str, list[tuple]]:
     with inventory.engine.connect() as conn:
         return {view: sorted(rows(conn, f"SELECT * FROM {view}"), key=repr)
                 for view in ("repo_stats", "digest_usage", "blob_usage")}
+
+
+# --- images.artifact_type (issue 17) -----------------------------------------------------------------------------
+
+ARTIFACT_CONFIG = "application/vnd.example.regdb-test.config.v1+json"
+ARTIFACT_TYPE = "application/vnd.example.regdb-test.sbom.v1"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def test_images_artifact_type_is_the_manifest_s_or_its_config_s_for_real_artifacts(pusher, registry, repo_name,
+                                                                                  tmp_path, monkeypatch):
+    """oras pushes an artifact whose config media type names it (OCI 1.1: the artifact's type when the manifest
+    has no artifactType); a second one, with the empty config, names it in artifactType; a plain image has none."""
+    oras_client = pytest.importorskip("oras.client")
+    import oras.oci
+
+    host = registry.url.split("//", 1)[1]
+    monkeypatch.chdir(tmp_path)  # oras reads the files it pushes relative to the working directory
+    Path("payload.txt").write_text("an artifact, not an image\n")
+    Path("config.json").write_text('{"kind": "test artifact"}')
+    client = oras_client.OrasClient(hostname=host, insecure=True)
+    client.push(target=f"{host}/{repo_name}/artifact:config", files=["payload.txt:text/plain"],
+                manifest_config=f"config.json:{ARTIFACT_CONFIG}", disable_path_validation=True, quiet=True)
+
+    # artifactType with the empty config (what `oras push --artifact-type` writes), uploaded through oras too.
+    container = client.get_container(f"{host}/{repo_name}/artifact:typed")
+    layer = oras.oci.NewLayer("payload.txt", media_type="text/plain")
+    client.upload_blob("payload.txt", container, layer)
+    Path("empty.json").write_bytes(b"{}")
+    empty = {"mediaType": EMPTY_CONFIG, "size": 2, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()}
+    client.upload_blob("empty.json", container, dict(empty))
+    manifest = {**oras.oci.NewManifest(), "artifactType": ARTIFACT_TYPE, "config": empty, "layers": [layer]}
+    client.upload_manifest(manifest, container)
+    image = pusher.push_image(f"{repo_name}/artifact", "image", layers=[b"a plain image"])
+
+    with Inventory(tmp_path / "inventory.db") as inventory, closing(RegistryClient(registry.url)) as registry_client:
+        inventory.sync(registry_client, repos=[f"{repo_name}/artifact"])
+        with inventory.engine.connect() as conn:
+            found = dict(rows(conn, "SELECT tag, artifact_type FROM images WHERE repo = :repo",
+                              {"repo": f"{repo_name}/artifact"}))
+            columns = list(conn.execute(text("SELECT * FROM images LIMIT 0")).keys())
+    assert found == {"config": ARTIFACT_CONFIG, "typed": ARTIFACT_TYPE, "image": None}
+    assert columns[-1] == "artifact_type" and image.digest
+
+
+# --- reclaimable counts what an untag leaves (issue 17) -----------------------------------------------------------
+
+
+def test_reclaimable_counts_an_untag_s_placeholder_and_garbage_collection_frees_exactly_that(fresh_registry,
+                                                                                             fresh_pusher, tmp_path):
+    """distribution 2.8 has no DELETE by tag: untag pushes a placeholder manifest under the tag and deletes it.
+    Its manifest blob and the empty blob `{}` it names stay in storage until a garbage collection; reclaimable
+    lists both, and a real garbage-collect frees exactly their bytes (nothing else was deleted)."""
+    from click.testing import CliRunner
+
+    from regdb.cli.app import main
+    from regdb.inventory.views import EMPTY_DIGEST
+    from tests.rig.state import deletions
+
+    image = fresh_pusher.push_image("app", "1.0", layers=[b"kept layer"])
+    fresh_pusher.tag("app", "stable", image.digest)
+    db = tmp_path / "inventory.db"
+    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", str(db), "untag", "--yes", "-r", "app",
+                                       "-t", "stable", "--method", "placeholder"])
+    assert result.exit_code == 0, result.output
+    [record] = deletions(db)
+    assert record["outcome"] == "untagged" and record["placeholder_digest"].startswith("sha256:")
+    with Inventory(db, readonly=True) as inventory, inventory.engine.connect() as conn:
+        freed = rows(conn, "SELECT blob_digest, kind, size FROM reclaimable ORDER BY kind")
+    assert freed == [(EMPTY_DIGEST, "config", 2),
+                     (record["placeholder_digest"], "manifest", record["placeholder_size"])]
+    assert record["placeholder_size"] > 100
+
+    fresh_registry.stop()
+    before = fresh_registry.blob_store_bytes()
+    fresh_registry.garbage_collect()
+    assert before - fresh_registry.blob_store_bytes() == sum(size for _, _, size in freed)
+
+
+def test_reclaimable_on_postgresql_leaves_out_the_empty_blob_while_an_artifact_uses_it(fresh_registry, fresh_pusher,
+                                                                                      pg_url):
+    """The same untag on a PostgreSQL inventory, with an OCI artifact elsewhere in the registry whose config is
+    the empty blob: only the placeholder manifest is reclaimable, and the garbage collection frees just that."""
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine
+
+    from regdb.cli.app import main
+    from tests.rig.media import OCI_MANIFEST, canonical_json
+
+    image = fresh_pusher.push_image("app", "1.0", layers=[b"kept layer"])
+    fresh_pusher.tag("app", "stable", image.digest)
+    empty = {"mediaType": EMPTY_CONFIG, "size": 2, "digest": fresh_pusher.push_blob("sbom", b"{}")}
+    layer = b"an sbom"
+    fresh_pusher.put_manifest("sbom", "v1", canonical_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE, "config": empty,
+        "layers": [{"mediaType": "text/plain", "size": len(layer), "digest": fresh_pusher.push_blob("sbom", layer)}],
+    }), OCI_MANIFEST)
+    assert CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", pg_url, "sync"]).exit_code == 0
+    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", pg_url, "untag", "--yes", "-r", "app",
+                                       "-t", "stable", "--method", "placeholder"])
+    assert result.exit_code == 0, result.output
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            [(placeholder, size)] = rows(conn, "SELECT placeholder_digest, placeholder_size FROM deletions")
+            freed = rows(conn, "SELECT blob_digest, kind, size FROM reclaimable")
+    finally:
+        engine.dispose()
+    assert freed == [(placeholder, "manifest", size)]
+
+    fresh_registry.stop()
+    before = fresh_registry.blob_store_bytes()
+    fresh_registry.garbage_collect()
+    assert before - fresh_registry.blob_store_bytes() == size
+
+
+def test_the_live_listener_stores_artifact_type_as_the_sync_does(registry_binary, tmp_path):
+    from tests.rig.live import start_live, wait_for
+    from tests.rig.media import OCI_MANIFEST, canonical_json
+    from tests.rig.pusher import Pusher
+
+    live = start_live(tmp_path / "live")
+    try:
+        pusher = Pusher(live.registry.url)
+        empty = {"mediaType": EMPTY_CONFIG, "size": 2, "digest": pusher.push_blob("app", b"{}")}
+        layer = b"an sbom"
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE, "config": empty,
+            "layers": [{"mediaType": "text/plain", "size": len(layer), "digest": pusher.push_blob("app", layer)}],
+        })
+        digest = pusher.put_manifest("app", "sbom", manifest, OCI_MANIFEST)
+        wait_for(lambda: live.query("SELECT digest, artifact_type FROM images WHERE repo = 'app' AND tag = 'sbom'")
+                 == [(digest, ARTIFACT_TYPE)], "the pushed artifact in the inventory with its type")
+    finally:
+        live.stop()

@@ -12,16 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from regdb.cli import output
-from regdb.cli.app import main
 from regdb.versions import version_key
-from tests.rig import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, Pusher
-
-
-def regdb(url: str, db, *args: str):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args], catch_exceptions=False)
+from tests.rig.cli import run
+from tests.rig.media import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST
+from tests.rig.pusher import Pusher
 
 
 def total_size(pushed) -> int:
@@ -64,13 +60,13 @@ def images(registry, tmp_path_factory) -> Images:
     gone = pusher.push_image(bare, "gone")
     assert pusher.delete(bare, gone.digest) == 202
     db = tmp_path_factory.mktemp("cli-query") / "inventory.db"
-    result = regdb(registry.url, db, "sync", app, web, bare)
+    result = run("-reg", registry.url, "--db", db, "sync", app, web, bare)
     assert result.exit_code == 0, result.output
     return Images(registry.url, registry.host, db, app, web, bare, old, oci, alpine, shared, current, multi)
 
 
 def query(images: Images, *args: str):
-    return regdb(images.url, images.db, *args)
+    return run("-reg", images.url, "--db", images.db, *args)
 
 
 # --- list-repo-names, list-tag-names --------------------------------------------------------------------------
@@ -185,8 +181,8 @@ def test_a_digest_in_a_repository_outside_the_selection_is_an_error_naming_it(im
         f"Error: {images.app}@{images.shared.digest} is also in repository {images.web}, which the selection "
         "does not include; name it with -r too, or use --no-raise-intersecting-repo to leave such digests out\n"
     )
-    dropped = regdb(images.url, images.db, "--no-raise-intersecting-repo", "query-tags", "-r", images.app,
-                    "-t", "<1.4")
+    dropped = run("-reg", images.url, "--db", images.db, "--no-raise-intersecting-repo", "query-tags", "-r", images.app,
+                  "-t", "<1.4")
     assert dropped.exit_code == 0, dropped.output
     assert dropped.stdout == expected_listing(images, "text")  # 1.3 is left out, the rest stays
 
@@ -205,7 +201,8 @@ def test_query_repos_lists_each_repository_and_checks_the_others(images):
     assert one.exit_code == 1, one.output
     assert f"is also in repository {images.web}," in one.stderr
 
-    dropped = regdb(images.url, images.db, "--no-raise-intersecting-repo", "--count", "query-repos", "-r", images.app)
+    dropped = run("-reg", images.url, "--db", images.db, "--no-raise-intersecting-repo", "--count", "query-repos", "-r",
+                  images.app)
     assert dropped.exit_code == 0, dropped.output
     assert dropped.stdout == "5\n"  # every tagged digest of app but the shared one
 
@@ -250,7 +247,7 @@ def test_exclusions_protect_digests(images):
 )
 def test_selector_mistakes_are_usage_errors(tmp_path, args, message):
     # No registry answers on this port: a usage error must come before any sync or request.
-    result = regdb("http://127.0.0.1:9", tmp_path / "none.db", "query-tags", "-r", "app", *args)
+    result = run("-reg", "http://127.0.0.1:9", "--db", tmp_path / "none.db", "query-tags", "-r", "app", *args)
     assert result.exit_code == 2, result.output
     assert result.stderr.endswith(f"\nError: {message}\n")
     assert "Usage: main query-tags [OPTIONS]" in result.stderr
@@ -258,7 +255,7 @@ def test_selector_mistakes_are_usage_errors(tmp_path, args, message):
 
 
 def test_query_tags_needs_a_repository(tmp_path):
-    result = regdb("http://127.0.0.1:9", tmp_path / "none.db", "query-tags", "-t", "1.0")
+    result = run("-reg", "http://127.0.0.1:9", "--db", tmp_path / "none.db", "query-tags", "-t", "1.0")
     assert result.exit_code == 2, result.output
     assert "Error: Missing option '-r' / '--repo'." in result.stderr
 
@@ -273,12 +270,13 @@ def test_an_unknown_repository_is_a_warning_and_no_rows(images):
 
 
 def test_count(images):
-    result = regdb(images.url, images.db, "--count", "list-tag-names", images.app)
+    result = run("-reg", images.url, "--db", images.db, "--count", "list-tag-names", images.app)
     assert (result.exit_code, result.stdout) == (0, "7\n")
 
 
 def test_debug_log_shows_the_sql(images):
-    result = regdb(images.url, images.db, "-l", "debug", "query-tags", "-r", images.app, "-t", "<1.3", "-x", "1.1")
+    result = run("-reg", images.url, "--db", images.db, "-l", "debug", "query-tags", "-r", images.app, "-t", "<1.3",
+                 "-x", "1.1")
     assert result.exit_code == 0, result.output
     assert "DEBUG regdb.selection.selectors: selected digests and their tags:\nSELECT repos.name" in result.stderr
     # With the values in place, so the statement can be pasted into sqlite3 and explained.
@@ -295,12 +293,13 @@ def test_debug_log_shows_the_sql(images):
 def test_first_query_syncs_and_refresh_resyncs(fresh_registry, fresh_pusher, tmp_path):
     db = tmp_path / "inventory.db"
     first = fresh_pusher.push_image("app", "1.0")
-    result = regdb(fresh_registry.url, db, "query-tags", "-r", "app", "-t", "1.0")  # never synced: syncs first
+    result = run("-reg", fresh_registry.url, "--db", db, "query-tags", "-r", "app", "-t",
+                 "1.0")  # never synced: syncs first
     assert (result.exit_code, result.stdout) == (0, f"app  {first.digest}\n"), result.output
     second = fresh_pusher.push_image("app", "1.1")
-    stale = regdb(fresh_registry.url, db, "query-tags", "-r", "app", "-t", "1.1")
+    stale = run("-reg", fresh_registry.url, "--db", db, "query-tags", "-r", "app", "-t", "1.1")
     assert (stale.exit_code, stale.stdout) == (0, "")  # the inventory answers, as the seed's cache did
-    fresh = regdb(fresh_registry.url, db, "--refresh", "query-tags", "-r", "app", "-t", "1.1")
+    fresh = run("-reg", fresh_registry.url, "--db", db, "--refresh", "query-tags", "-r", "app", "-t", "1.1")
     assert (fresh.exit_code, fresh.stdout) == (0, f"app  {second.digest}\n"), fresh.output
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from regdb.cli.app import main
-from tests.removal_support import (
-    FaultyProxy,
+from tests.rig.cli import run
+from tests.rig.http_proxy import FaultyProxy
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.state import (
     assert_inventory_equals_registry,
     deletions,
     inventory_manifests,
@@ -20,15 +21,10 @@ from tests.removal_support import (
     manifest_present,
     registry_tags,
 )
-from tests.rig import Pusher, start_registry
-
-
-def regdb(url, db, *args, input=None):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args], input=input)
 
 
 def sync(url, db):
-    result = regdb(url, db, "sync")
+    result = run("-reg", url, "--db", db, "sync")
     assert result.exit_code == 0, result.output
 
 
@@ -57,7 +53,8 @@ def test_remove_tags_deletes_the_selection_and_nothing_else(app, tmp_path):
     # Pushed after the last sync: the inventory still thinks 1.4 is alone on its digest.
     p.tag("app", "hotfix", images["late"].digest)
 
-    result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "<2", "-x", "1.3", "--format", "json")
+    result = run("-reg", registry.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "<2", "-x", "1.3",
+                 "--format", "json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     removed = {(row["repo"], row["digest"], tuple(row["tags"]), row["reason"], row["parent"])
@@ -95,7 +92,7 @@ def test_remove_tags_deletes_the_selection_and_nothing_else(app, tmp_path):
 
 def test_text_output_shows_the_plan_rows_and_a_summary(app):
     registry, p, db, images, signature = app
-    result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "1.2")
+    result = run("-reg", registry.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "1.2")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["repo", "digest", "tags", "media_type", "reason", "bytes"]
@@ -110,14 +107,15 @@ def test_text_output_shows_the_plan_rows_and_a_summary(app):
 def test_dry_run_deletes_nothing(app):
     registry, p, db, images, signature = app
     before = registry_tags(p, ["app"])
-    result = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "<2", "--dry-run", "--format", "json")
+    result = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "<2", "--dry-run", "--format",
+                 "json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert {row["digest"] for row in plan["rows"]} == {  # not `shared`: `stable` is not selected
         images["selected"].digest, signature, images["excluded"].digest, images["late"].digest
     }
     assert plan["bytes_freed"] > 0
-    text = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "<2", "--dry-run")
+    text = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "<2", "--dry-run")
     assert text.exit_code == 0, text.output
     assert text.stdout.rstrip().endswith("dry run: nothing deleted")
     assert registry_tags(p, ["app"]) == before
@@ -128,19 +126,19 @@ def test_on_a_terminal_regdb_asks_first(app, monkeypatch):
     registry, p, db, images, signature = app
     monkeypatch.setattr("regdb.cli.removal.stdin_is_tty", lambda: True)
     before = registry_tags(p, ["app"])
-    declined = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "1.2", input="n\n")
+    declined = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.2", input="n\n")
     assert declined.exit_code == 1, declined.output
-    assert "Delete these 2 manifests from " in declined.output
+    assert "Delete the 2 manifests above from " in declined.output
     assert registry_tags(p, ["app"]) == before and deletions(db) == []
 
-    accepted = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "1.2", input="y\n")
+    accepted = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.2", input="y\n")
     assert accepted.exit_code == 0, accepted.output
     assert ("app", "1.2", images["selected"].digest) not in registry_tags(p, ["app"])
 
     # --yes: no question even on a terminal.
-    skipped = regdb(registry.url, db, "remove-tags", "-r", "app", "-t", "2.1", "--yes")
+    skipped = run("-reg", registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "2.1", "--yes")
     assert skipped.exit_code == 0, skipped.output
-    assert "Delete these" not in skipped.output
+    assert "Delete the" not in skipped.output
     assert "2.1" not in p.tags("app")
 
 
@@ -154,25 +152,25 @@ def test_a_digest_shared_by_two_selected_repositories_goes_from_both(fresh_regis
     sync(fresh_registry.url, db)
 
     # team/c also holds the digest: naming only a and b is an intersection, and nothing is deleted.
-    refused = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", "team/a", "team/b", "-t", "1.1")
+    refused = run("-reg", fresh_registry.url, "--db", db, "remove-tags", "--yes", "-r", "team/a", "team/b", "-t", "1.1")
     assert refused.exit_code == 1, refused.output
     assert "team/c" in refused.output
     assert manifest_present(p, "team/a", shared.digest) and manifest_present(p, "team/b", shared.digest)
 
-    result = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes",
-                   "-r", "team/a", "team/b", "-t", "1.1")
+    result = run("-reg", fresh_registry.url, "--db", db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r",
+                 "team/a", "team/b", "-t", "1.1")
     assert result.exit_code == 0, result.output
     assert "nothing to remove" in result.output  # dropped, as the option says, rather than half-deleted
-    as_json = regdb(fresh_registry.url, db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r", "team/a",
-                    "team/b", "-t", "1.1", "--format", "json")
+    as_json = run("-reg", fresh_registry.url, "--db", db, "--no-raise-intersecting-repo", "remove-tags", "--yes", "-r",
+                  "team/a", "team/b", "-t", "1.1", "--format", "json")
     assert as_json.exit_code == 0, as_json.output
     assert {k: v for k, v in json.loads(as_json.stdout).items() if k not in ("run_id", "registry")} == {
         "deleted": [], "skipped": [], "failed": [], "in_flight": [], "vanished": [], "resolved": [],
         "bytes_planned": 0, "bytes_freed": 0
     }
 
-    result = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", "team/a", "team/b", "team/c", "-t", "1.1",
-                   "--format", "json")
+    result = run("-reg", fresh_registry.url, "--db", db, "remove-tags", "--yes", "-r", "team/a", "team/b", "team/c",
+                 "-t", "1.1", "--format", "json")
     assert result.exit_code == 0, result.output
     assert sorted((row["repo"], row["digest"]) for row in json.loads(result.stdout)["deleted"]) == [
         ("team/a", shared.digest), ("team/b", shared.digest)
@@ -194,7 +192,7 @@ def test_remove_repos_takes_untagged_manifests_too(fresh_registry, fresh_pusher,
     sync(fresh_registry.url, db)
     assert ("old", first.digest) in inventory_manifests(db)
 
-    result = regdb(fresh_registry.url, db, "remove-repos", "--yes", "-r", "old", "--format", "json")
+    result = run("-reg", fresh_registry.url, "--db", db, "remove-repos", "--yes", "-r", "old", "--format", "json")
     assert result.exit_code == 0, result.output
     deleted = {row["digest"]: (row["reason"], row["parent"]) for row in json.loads(result.stdout)["deleted"]}
     children = [child.digest for child in index.children.values()]
@@ -219,7 +217,7 @@ def test_deletion_disabled_says_how_to_enable_it(tmp_path, registry_binary):
         image = p.push_image("app", "1.1")
         db = tmp_path / "inv.db"
         sync(registry.url, db)
-        result = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "-t", "1.1")
+        result = run("-reg", registry.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "1.1")
         assert result.exit_code == 1, result.output
         error = result.output.strip().splitlines()[-1]
         assert error == (
@@ -251,7 +249,7 @@ def test_a_failed_delete_is_reported_and_stays_in_the_inventory(fresh_registry, 
     sync(proxy.url, db)
     proxy.fail[bad.digest] = 500
 
-    result = regdb(proxy.url, db, "remove-tags", "--yes", "-r", "app", "-t", "<2")
+    result = run("-reg", proxy.url, "--db", db, "remove-tags", "--yes", "-r", "app", "-t", "<2")
     assert result.exit_code == 1, result.output
     assert f"Error: removal incomplete: 1 of 3 manifests deleted\n  deleted: app@{good.digest}\n" in result.output
     assert (f"  not deleted: app@{bad.digest} (failed: DELETE /v2/app/manifests/{bad.digest}: registry "
@@ -276,7 +274,7 @@ def test_a_refused_delete_scope_is_named(fresh_registry, fresh_pusher, proxy, tm
     db = tmp_path / "inv.db"
     sync(proxy.url, db)
     proxy.fail[image.digest] = proxy.fail[other.digest] = status
-    result = regdb(proxy.url, db, "-j", "1", "remove-tags", "--yes", "-r", "team/app", "-t", "1.1", "1.2")
+    result = run("-reg", proxy.url, "--db", db, "-j", "1", "remove-tags", "--yes", "-r", "team/app", "-t", "1.1", "1.2")
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"Error: registry {proxy.url} refused scope repository:team/app:delete ({status})"
@@ -297,12 +295,12 @@ def test_a_refused_delete_scope_is_named(fresh_registry, fresh_pusher, proxy, tm
 )
 def test_selector_mistakes_are_usage_errors_before_any_request(tmp_path, args, message):
     # Port 9 (discard) on loopback: any request would fail with "cannot reach registry", not this message.
-    result = regdb("http://127.0.0.1:9", tmp_path / "inv.db", *args)
+    result = run("-reg", "http://127.0.0.1:9", "--db", tmp_path / "inv.db", *args)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == f"Error: {message}"
 
 
 def test_remove_repos_requires_a_repository(tmp_path):
-    result = regdb("http://127.0.0.1:9", tmp_path / "inv.db", "remove-repos")
+    result = run("-reg", "http://127.0.0.1:9", "--db", tmp_path / "inv.db", "remove-repos")
     assert result.exit_code == 2, result.output
     assert "Missing option '-r' / '--repo'" in result.output

@@ -11,16 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 REGDB = str(Path(sys.executable).parent / "regdb")
 
 
 def test_the_demo_lines_run_as_printed(registry_binary, tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import demo
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    from scripts import demo
     monkeypatch.setattr(demo, "DEMO", tmp_path / "demo")
     monkeypatch.setenv("REGDB_DATABASE", str(tmp_path / "hidden.db"))  # must not be what makes the lines work
     ran: list[tuple[list[str], dict]] = []

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from regdb.inventory.db import MEMORY
 from regdb.cli.dregutil import build_parser, inventory_target, log_level, loose_order, settings_of
-from tests.rig import Pusher
-from tests.test_dregutil_suite import run_dregutil
+from regdb.inventory.db import MEMORY
+from tests.rig.cli import run_dregutil
+from tests.rig.pusher import Pusher
 
 URL = "http://127.0.0.1:5000"
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig import Pusher, start_registry
-from tests.test_dregutil_suite import run_dregutil
+from tests.rig.cli import run_dregutil
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
 
 ORIGINAL = "docker-registry-util==1.0.3"
 REPOS = 105  # more than the 100 names of the registry's first catalog page, the only page the original reads
@@ -300,7 +301,7 @@ def test_parity_with_docker_registry_util(parity, tmp_path):
         compare(parity, args, causes)
     for globals_ in GLOBAL_VARIANTS:
         compare(parity, ["query-repos", "-r", "r005", "r004"], causes, globals_=globals_)
-    from tests.pki import make_ca, make_client_cert  # a client certificate: plain http never presents it
+    from tests.rig.pki import make_ca, make_client_cert  # a client certificate: plain http never presents it
 
     client = make_client_cert(make_ca(tmp_path), tmp_path)
     compare(parity, ["list-tag-names", "r006"], causes,

@@ -9,18 +9,15 @@ a digest selected in two repositories is a row for each, where the original list
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from regdb.cli.dregutil import main as dregutil_main
-from tests.rig import Pusher, start_registry
+from tests.rig.cli import run_dregutil
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
 
 DREGUTIL = Path(sys.executable).parent / "dregutil"
 TIMEOUT = 60  # seconds for one dregutil run on a three-repository registry; a hang fails rather than blocks
@@ -46,40 +43,6 @@ def corpus(registry_binary, tmp_path_factory):
         yield registry, root / "inventory.db", {"A1": a1.digest, "A2": a2.digest, "BC": bc.digest, "C": c.digest}
     finally:
         registry.stop()
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@contextlib.contextmanager
-def kept_logging():
-    """Undo what a CLI run in this process does to the ``regdb`` and ``urllib3`` loggers (their level and
-    handler), so later tests that read regdb's debug records through the root logger still see them."""
-    loggers = [logging.getLogger(name) for name in ("regdb", "urllib3")]
-    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
-    try:
-        yield
-    finally:
-        for logger, level, handlers in saved:
-            logger.setLevel(level)
-            logger.handlers[:] = handlers
-
-
-def run_dregutil(argv: list[str]) -> Run:
-    """``dregutil`` in this process (its main(), as the console script calls it): a second per run saved, so
-    the whole suite fits the test-time budget; the console script itself is run in the removal test."""
-    out, err = io.StringIO(), io.StringIO()
-    with kept_logging(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            dregutil_main(argv)
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return Run(code, out.getvalue(), err.getvalue())
 
 
 def dregutil(corpus, *args, status=0):

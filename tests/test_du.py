@@ -7,20 +7,11 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-
-from regdb.cli.app import main
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-
-
-def regdb(url: str, db, *args: str):
-    result = CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
+from tests.rig.cli import run
 
 
 def du_rows(url: str, db, *args: str) -> dict[str, dict]:
-    lines = regdb(url, db, "du", "--format", "ndjson", *args).stdout.splitlines()
+    lines = run("-reg", url, "--db", db, "du", "--format", "ndjson", *args, exit_code=0).stdout.splitlines()
     return {row["repo"]: row for row in map(json.loads, lines)}
 
 
@@ -31,7 +22,7 @@ def test_du_matches_what_garbage_collection_frees(fresh_registry, fresh_pusher, 
     new = fresh_pusher.push_image("big/app", "2.0", layers=[shared, b"b" * 200_000])
     fresh_pusher.tag("big/app", "latest", new.digest)
     small = fresh_pusher.push_image("small/tool", "1.0", layers=[shared, b"t" * 10_000])
-    regdb(url, db, "sync")
+    run("-reg", url, "--db", db, "sync", exit_code=0)
 
     rows = du_rows(url, db)
     assert list(rows) == ["big/app", "small/tool"]  # most reclaimable first
@@ -47,24 +38,24 @@ def test_du_matches_what_garbage_collection_frees(fresh_registry, fresh_pusher, 
     assert tool["unique_bytes"] == image_bytes(small) - len(shared)
 
     # A deletion not yet collected stays reclaimable for the repository, on top of what it still holds alone.
-    regdb(url, db, "remove-tags", "-r", "big/app", "-t", "1.0", "--yes")
+    run("-reg", url, "--db", db, "remove-tags", "-r", "big/app", "-t", "1.0", "--yes", exit_code=0)
     rows = du_rows(url, db)
     app = rows["big/app"]
     assert app["unique_bytes"] == image_bytes(new) - len(shared)
     assert app["reclaimable_bytes"] == app["unique_bytes"] + image_bytes(old) - len(shared)
 
     # -r picks repositories; a name the inventory lacks is a warning, not an error.
-    result = CliRunner().invoke(main, ["-reg", url, "--db", str(db), "du", "-r", "small/tool", "nope"])
+    result = run("-reg", url, "--db", db, "du", "-r", "small/tool", "nope")
     assert result.exit_code == 0, result.output
     assert result.stdout.split() [0] == "small/tool" and "big/app" not in result.stdout
     assert "repository nope not found" in result.stderr
-    table = regdb(url, db, "du", "--format", "table").stdout.splitlines()
+    table = run("-reg", url, "--db", db, "du", "--format", "table", exit_code=0).stdout.splitlines()
     assert table[0].split() == ["repo", "tags", "digests", "total_bytes", "unique_bytes", "reclaimable_bytes"]
     assert "KiB" in table[2]
 
     # Removing the repository and collecting frees exactly what du said, manifest blobs included.
     before = fresh_registry.blob_store_bytes()
-    regdb(url, db, "remove-repos", "-r", "big/app", "--yes")
+    run("-reg", url, "--db", db, "remove-repos", "-r", "big/app", "--yes", exit_code=0)
     fresh_registry.stop()
     fresh_registry.garbage_collect()
     assert before - fresh_registry.blob_store_bytes() == app["reclaimable_bytes"]
@@ -94,7 +85,7 @@ def test_du_on_postgresql_matches_sqlite(registry, pusher, repo_name, pg_url, tm
     repos = [f"{repo_name}/one", f"{repo_name}/two"]
     answers = []
     for db in (tmp_path / "inventory.db", pg_url):
-        regdb(registry.url, db, "sync", *repos)
+        run("-reg", registry.url, "--db", db, "sync", *repos, exit_code=0)
         answers.append(du_rows(registry.url, db, "-r", *repos))
     assert answers[0] == answers[1]
     assert list(answers[0]) == repos and answers[0][repos[0]]["unique_bytes"] > answers[0][repos[1]]["unique_bytes"]

@@ -5,15 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from click.testing import CliRunner
-
-from regdb.cli.app import main
-
-
-def regdb(url, db, *args):
-    result = CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
-    assert result.exit_code == 0, result.output
-    return result
+from tests.rig.cli import run
 
 
 def history(db) -> list[tuple]:
@@ -29,10 +21,10 @@ def test_a_removal_and_an_untag_end_their_tags_history(fresh_registry, fresh_pus
     p.tag("app", "stable", old.digest)
     kept = p.push_image("app", "2.0")
     p.tag("app", "latest", kept.digest)
-    regdb(fresh_registry.url, db, "sync")
+    run("-reg", fresh_registry.url, "--db", db, "sync", exit_code=0)
 
-    regdb(fresh_registry.url, db, "remove-tags", "-r", "app", "-t", "1.0", "stable", "--yes")
-    regdb(fresh_registry.url, db, "untag", "-r", "app", "-t", "latest", "--yes")
+    run("-reg", fresh_registry.url, "--db", db, "remove-tags", "-r", "app", "-t", "1.0", "stable", "--yes", exit_code=0)
+    run("-reg", fresh_registry.url, "--db", db, "untag", "-r", "app", "-t", "latest", "--yes", exit_code=0)
 
     assert history(db) == [
         ("app", "1.0", old.digest, 1, "sync", "removal"),
@@ -42,5 +34,5 @@ def test_a_removal_and_an_untag_end_their_tags_history(fresh_registry, fresh_pus
     ]
     assert p.tags("app") == ["2.0"]
     # A sync afterwards finds nothing to add: the history already says what the registry says.
-    regdb(fresh_registry.url, db, "sync")
+    run("-reg", fresh_registry.url, "--db", db, "sync", exit_code=0)
     assert len(history(db)) == 4

@@ -13,14 +13,14 @@ import uuid
 
 import pytest
 import requests
-from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
-from regdb.cli.app import main
 from regdb.inventory.db import write_transaction
-from tests.live_support import Live, skopeo_pull, start_live, wait_for
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.rig import Pusher, make_oci_layout, notifications_config, skopeo_copy, start_registry
+from tests.rig.cli import run
+from tests.rig.layout import make_oci_layout, skopeo_copy
+from tests.rig.live import Live, skopeo_pull, start_live, wait_for
+from tests.rig.pusher import Pusher
+from tests.rig.registry import notifications_config, start_registry
 
 
 @pytest.fixture
@@ -28,11 +28,6 @@ def live(registry_binary, tmp_path) -> Live:
     setup = start_live(tmp_path / "live")
     yield setup
     setup.stop()
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
 
 
 def synced_state(registry_url: str, path) -> set[tuple[str, str, str]]:
@@ -66,8 +61,8 @@ def test_push_move_pull_delete_reach_the_inventory_without_a_sync(live, tmp_path
     wait_for(lambda: live.query("SELECT gets FROM pulls WHERE digest = ?", second) == [(3,)], "three pulls")
 
     # regdb's own requests are not uses: a sync HEADs every tag, and it must not count.
-    assert cli("-reg", live.registry.url, "--db", tmp_path / "other.db", "sync").exit_code == 0
-    result = cli("-reg", live.registry.url, "--db", live.db, "remove-tags", "-r", "team/app", "-t", "1.0", "--yes")
+    assert run("-reg", live.registry.url, "--db", tmp_path / "other.db", "sync").exit_code == 0
+    result = run("-reg", live.registry.url, "--db", live.db, "remove-tags", "-r", "team/app", "-t", "1.0", "--yes")
     assert result.exit_code == 0, result.output
     wait_for(lambda: live.settled() and ("team/app", second) not in repo_digests(live), "the delete applied")
     assert live.query("SELECT gets, heads FROM pulls WHERE digest = ?", second) == [(3, 0)]
@@ -137,7 +132,7 @@ def test_bad_input_is_refused_or_rejected_and_later_events_still_apply(live, htt
 
 
 def test_the_listener_refuses_to_start_without_a_secret(tmp_path):
-    result = cli("-reg", "http://127.0.0.1:1", "--db", tmp_path / "x.db", "listen")
+    result = run("-reg", "http://127.0.0.1:1", "--db", tmp_path / "x.db", "listen")
     assert result.exit_code == 2
     assert "no --token-file" in result.output
     assert not (tmp_path / "x.db").exists()
@@ -235,25 +230,25 @@ def test_history_changes_and_status_commands(live):
     pusher.push_image("cmd/app", "1.0")
     wait_for(lambda: len(live.tags()) == 2 and live.settled(), "the pushes")
     url = live.registry.url
-    result = cli("-reg", url, "--db", live.db, "history", "-r", "cmd/app", "-t", "latest", "--format", "json")
+    result = run("-reg", url, "--db", live.db, "history", "-r", "cmd/app", "-t", "latest", "--format", "json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [(r["digest"], r["valid_to"] is None) for r in rows] == [(first.digest, False), (second.digest, True)]
 
-    result = cli("-reg", url, "--db", live.db, "changes", "--since", "1h", "--format", "json")
+    result = run("-reg", url, "--db", live.db, "changes", "--since", "1h", "--format", "json")
     assert result.exit_code == 0, result.output
     changes = sorted((c["change"], c["tag"], c["old"], c["new"]) for c in json.loads(result.output))
     assert changes == sorted([("added", "latest", None, first.digest), ("moved", "latest", first.digest, second.digest),
                               ("added", "1.0", None, pushed_digest(live, "1.0"))])
-    result = cli("-reg", url, "--db", live.db, "changes")
+    result = run("-reg", url, "--db", live.db, "changes")
     assert result.exit_code == 1 and "no record of a complete sync" in result.output
 
-    result = cli("--db", live.db, "status", "--format", "json")
+    result = run("--db", live.db, "status", "--format", "json")
     assert result.exit_code == 0, result.output
     [status] = json.loads(result.output)
     assert status["tags"] == 2 and status["last_complete_sync"] is None and status["observed_since"]
     assert status["observed_until"] is None and status["rejected_events"] == 0
-    assert cli("--db", live.db, "status").exit_code == 0
+    assert run("--db", live.db, "status").exit_code == 0
 
 
 def pushed_digest(live: Live, tag: str) -> str:
@@ -267,7 +262,7 @@ def test_the_sync_writes_tag_history_from_snapshot_to_snapshot(fresh_registry, f
     fresh_pusher.push_image("hist/gone", "x")
 
     def sync():
-        assert cli("-reg", fresh_registry.url, "--db", db, "sync").exit_code == 0
+        assert run("-reg", fresh_registry.url, "--db", db, "sync").exit_code == 0
 
     sync()
     two = fresh_pusher.push_image("hist/app", "latest")
@@ -277,7 +272,7 @@ def test_the_sync_writes_tag_history_from_snapshot_to_snapshot(fresh_registry, f
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT repo, tag, digest, valid_to IS NULL, source, ended_by FROM tag_history "
                             "WHERE repo = 'hist/app' ORDER BY tag, id").fetchall()
-        result = cli("-reg", fresh_registry.url, "--db", db, "changes", "--since-sync", 1, "--format", "json")
+        result = run("-reg", fresh_registry.url, "--db", db, "changes", "--since-sync", 1, "--format", "json")
     assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
         ("1.0", rows[0][2], 0, "sync"), ("latest", one.digest, 0, "sync"), ("latest", two.digest, 1, None)]
     assert result.exit_code == 0, result.output
@@ -289,8 +284,8 @@ def test_two_listeners_on_one_postgresql_inventory(registry_binary, tmp_path, pg
     """The registry notifies both; each event is applied once, whichever listener gets there first."""
     from sqlalchemy import create_engine, text
 
-    from tests.live_support import ListenerProcess
-    from tests.rig import free_port
+    from tests.rig.live import ListenerProcess
+    from tests.rig.loopback import free_port
 
     token = "pg-secret"
     ports = [free_port(), free_port()]
@@ -343,7 +338,7 @@ def test_retention_by_use_selects_only_what_nobody_pulled(live, tmp_path):
     url = live.registry.url
 
     def query(*args):
-        return cli("-reg", url, "--db", live.db, "query-tags", "-r", "use/app", *args)
+        return run("-reg", url, "--db", live.db, "query-tags", "-r", "use/app", *args)
 
     # The inventory has seen events for seconds, not 30 days: it cannot say what was unused for that long.
     result = query("--not-pulled-for", "30d")
@@ -363,14 +358,14 @@ def test_retention_by_use_selects_only_what_nobody_pulled(live, tmp_path):
 
     policy = tmp_path / "policy.toml"
     policy.write_text('[[rule]]\nrepos = ["use/*"]\nnot_pulled_for = "30d"\n')
-    result = cli("-reg", url, "--db", live.db, "apply", policy, "--dry-run", "--format", "json")
+    result = run("-reg", url, "--db", live.db, "apply", policy, "--dry-run", "--format", "json")
     assert result.exit_code == 0, result.output
     planned = json.loads(result.output)
     assert [row["digest"] for row in planned["plan"]["rows"]] == [idle.digest]
     kept = {row["tag"]: row["reason"] for row in planned["rules"][0]["kept"]}
     assert kept["1.0"].startswith("pulled since") and kept["multi"].startswith("pulled since")
 
-    result = cli("-reg", url, "--db", live.db, "remove-tags", "-r", "use/app", "--not-pulled-for", "30d", "--yes")
+    result = run("-reg", url, "--db", live.db, "remove-tags", "-r", "use/app", "--not-pulled-for", "30d", "--yes")
     assert result.exit_code == 0, result.output
     assert pusher.tags("use/app") == ["1.0", "multi"]  # on the registry itself: what was used survived
     assert pusher.head_digest("use/app", "1.0") == pulled.digest

@@ -59,7 +59,7 @@ def test_wheel_installs_and_syncs_from_a_fresh_venv(tmp_path, fresh_registry, fr
         capture_output=True, text=True, cwd=tmp_path, env=clean_env,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"synced {fresh_registry.url}: 1 repositories, 1 tags")
+    assert result.stdout.startswith(f"synced {fresh_registry.url}: 1 repository, 1 tag,")
     # dregutil is docker-registry-util's command line (no sync command; -c names the inventory).
     result = subprocess.run(
         [str(env_dir / "bin" / "dregutil"), "-reg", fresh_registry.url, "-c", str(inventory), "list-repo-names"],

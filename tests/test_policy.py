@@ -7,21 +7,16 @@ import json
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
 from regdb import RegistryClient
-from regdb.cli.app import main
-from regdb.errors import PolicyError
 from regdb.cleanup.policy import glob_regex, parse_policy, plan_policy
+from regdb.errors import PolicyError
 from regdb.versions import regex_matches
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
-from tests.retention_support import ago, synced
+from tests.rig.cli import run
+from tests.rig.retention import ago, synced
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
 
 UNREACHABLE = "http://127.0.0.1:9"  # nothing listens: a policy mistake must be reported before any request
-
-
-def regdb(url, db, *args):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
 
 
 def write(tmp_path, text: str, name: str = "policy.toml"):
@@ -174,14 +169,14 @@ BAD = {
 def test_a_bad_policy_file_is_named_with_its_line(tmp_path, name):
     text, message = BAD[name]
     path = write(tmp_path, text)
-    result = regdb(UNREACHABLE, tmp_path / "inv.db", "apply", str(path), "--dry-run")
+    result = run("-reg", UNREACHABLE, "--db", tmp_path / "inv.db", "apply", str(path), "--dry-run")
     assert result.exit_code == 1, result.output
     assert result.output == f"Error: {path}, {message}\n"
     assert not (tmp_path / "inv.db").exists()
 
 
 def test_a_missing_policy_file(tmp_path):
-    result = regdb(UNREACHABLE, tmp_path / "inv.db", "apply", str(tmp_path / "nope.toml"))
+    result = run("-reg", UNREACHABLE, "--db", tmp_path / "inv.db", "apply", str(tmp_path / "nope.toml"))
     assert result.exit_code == 1
     assert result.output == f"Error: cannot read policy file {tmp_path / 'nope.toml'}: No such file or directory\n"
 
@@ -268,7 +263,7 @@ def test_apply_dry_run_then_for_real(estate, tmp_path):
     repos = ["team/app", "team/tool", "ci/build", "other/app"]
     before = registry_tags(p, repos)
 
-    dry = regdb(registry.url, db, "apply", str(policy), "--dry-run")
+    dry = run("-reg", registry.url, "--db", db, "apply", str(policy), "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert registry_tags(p, repos) == before
     out = dry.output
@@ -285,7 +280,8 @@ def test_apply_dry_run_then_for_real(estate, tmp_path):
     assert "  keeps ci/build: main (tagged (the rule removes untagged manifests))\n" in out
     assert out.endswith("dry run: nothing deleted\n")
 
-    as_json = json.loads(regdb(registry.url, db, "apply", str(policy), "--dry-run", "--format", "json").output)
+    as_json = json.loads(run("-reg", registry.url, "--db", db, "apply", str(policy), "--dry-run", "--format",
+                             "json").output)
     removed = {(rule["index"], row["repo"], row["digest"], row["reason"], row["parent"])
                for rule in as_json["rules"] for row in rule["remove"]}
     assert removed == {
@@ -297,7 +293,7 @@ def test_apply_dry_run_then_for_real(estate, tmp_path):
     }
     assert as_json["plan"]["bytes_freed"] > 0
 
-    result = regdb(registry.url, db, "apply", str(policy), "--yes")
+    result = run("-reg", registry.url, "--db", db, "apply", str(policy), "--yes")
     assert result.exit_code == 0, result.output
     assert "deleted 5, skipped 0, failed 0" in result.output
     gone = {x["app"]["1.1"].digest, x["tool"]["0.1"].digest, x["signature"], x["prs"]["pr-1"].digest}
@@ -308,7 +304,7 @@ def test_apply_dry_run_then_for_real(estate, tmp_path):
     assert {(r["repo"], r["outcome"]) for r in deletions(db)} == {
         ("team/app", "deleted"), ("team/tool", "deleted"), ("ci/build", "deleted")}
 
-    again = regdb(registry.url, db, "apply", str(policy), "--yes")
+    again = run("-reg", registry.url, "--db", db, "apply", str(policy), "--yes")
     assert again.exit_code == 0, again.output
     assert again.output.endswith("nothing to remove\n")
 

@@ -1,4 +1,4 @@
-"""The same inventory on PostgreSQL (Debian's server, started by tests/pg_support.py): migrations without
+"""The same inventory on PostgreSQL (Debian's server, started by tests/rig/pg.py): migrations without
 drift and back to base, a sync from a real registry, the views and documented examples giving exactly what
 they give on SQLite, selectors with PostgreSQL's regex operator, ``regdb sql`` read-only through a read-only
 transaction, readers never blocked by a sync, and writers serialized by the advisory lock.
@@ -11,16 +11,15 @@ import time
 from contextlib import closing
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import text
 
 from regdb import Inventory, InventoryBusy, RegistryClient
-from regdb.inventory import db as regdb_db
-from regdb.cli.app import main
-from regdb.inventory.db import create_inventory_engine, write_transaction
 from regdb.errors import ReadOnlyViolation, SqlError
+from regdb.inventory import db as regdb_db
+from regdb.inventory.db import create_inventory_engine, write_transaction
 from regdb.inventory.views import VIEWS
-from tests.datasource_support import (
+from tests.rig.cli import run
+from tests.rig.dataset import (
     FORMATS,
     LITERAL,
     Dataset,
@@ -30,12 +29,7 @@ from tests.datasource_support import (
     example_params,
     push_dataset,
 )
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.rig import Pusher
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from tests.rig.pusher import Pusher
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def data(registry) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def synced_pg(postgres_server, data) -> str:  # noqa: F811
+def synced_pg(postgres_server, data) -> str:
     """A PostgreSQL inventory of the dataset, synced through the CLI as a user would."""
     name = postgres_server.create_database("synced")
     url = postgres_server.url(name)
@@ -71,7 +65,7 @@ def rows(db: str, statement: str, params=None) -> list[tuple]:
 # --- migrations -----------------------------------------------------------------------------------------------
 
 
-def test_migrations_round_trip_on_postgresql(pg_url):  # noqa: F811
+def test_migrations_round_trip_on_postgresql(pg_url):
     engine = create_inventory_engine(pg_url)
     try:
         assert_migrations_round_trip(engine)
@@ -180,7 +174,7 @@ def test_a_session_setting_does_not_outlive_its_statement(synced_pg):
             inventory.sql("SELECT * FROM images WHERE repo = :repo")
 
 
-def test_password_in_the_url_never_reaches_the_output(postgres_server):  # noqa: F811
+def test_password_in_the_url_never_reaches_the_output(postgres_server):
     url = f"postgresql+psycopg://regdb:hunter2@127.0.0.1:{postgres_server.port}/no_such_database"
     for args in (["sql", "SELECT 1"], ["-reg", "http://127.0.0.1:9", "sync"]):
         result = run("--db", url, *args)
@@ -210,7 +204,7 @@ def test_readers_see_the_last_snapshot_while_a_writer_holds_its_transaction(sync
         engine.dispose()
 
 
-def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, monkeypatch):  # noqa: F811
+def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, monkeypatch):
     Inventory(pg_url).close()  # migrated
     engine = create_inventory_engine(pg_url)
     other = create_inventory_engine(pg_url)
@@ -251,7 +245,7 @@ def test_writers_wait_for_each_other_then_give_up_with_inventory_busy(pg_url, mo
         other.dispose()
 
 
-def test_sync_into_postgresql_from_the_library(pg_url, data):  # noqa: F811
+def test_sync_into_postgresql_from_the_library(pg_url, data):
     with Inventory(pg_url) as inventory, closing(RegistryClient(data.url)) as client:
         result = inventory.sync(client, data.repos)
         assert (result.repos, result.tags) == (4, 6)

@@ -12,11 +12,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from regdb.cli.app import main
-from tests import rig
-from tests.reach_support import write_htpasswd
+from tests.rig.cli import run
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.secure import write_htpasswd
 
 REGDB = str(Path(sys.executable).parent / "regdb")
 SEED_ENV = ("REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD", "REGDB_DATABASE", "REGDB_PROFILE", "REQUESTS_CA_BUNDLE")
@@ -39,10 +39,6 @@ def config(tmp_path, monkeypatch):
         return path
 
     return write
-
-
-def run(*args: str, env: dict | None = None):
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def inventory_used(*args: str, env: dict | None = None) -> str:
@@ -124,11 +120,11 @@ def test_broken_toml_names_the_file(config):
 def locked(registry_binary, tmp_path_factory):
     root = tmp_path_factory.mktemp("locked")
     htpasswd = write_htpasswd(root / "htpasswd", {"alice": "wonderland"})
-    registry = rig.start_registry(root / "registry", extra={"auth": {"htpasswd": {"realm": "regdb-test",
+    registry = start_registry(root / "registry", extra={"auth": {"htpasswd": {"realm": "regdb-test",
                                                                                     "path": str(htpasswd)}}})
     import requests
 
-    pusher = rig.Pusher(registry.url, session=requests.Session())
+    pusher = Pusher(registry.url, session=requests.Session())
     pusher.session.auth = ("alice", "wonderland")
     pusher.push_image("locked/app", "1.0")
     yield registry

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig import Pusher
+from tests.rig.pusher import Pusher
 
 REGDB = str(Path(sys.executable).parent / "regdb")
 TAGS = 200

@@ -28,28 +28,18 @@ from pathlib import Path
 
 import pytest
 import requests
-from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 
-from regdb.registry.auth import build_auth
-from regdb.cli.app import main
-from regdb.registry.client import RegistryClient
 from regdb.errors import ScopeRefused
-from tests.pki import PKI, make_ca, make_client_cert, make_pki
-from tests.reach_support import (
-    DigestChecker,
-    RecordingTokenServer,
-    StubRegistry,
-    basic_checker,
-    opaque,
-    paged,
-    serve_blobs,
-    start_secure_registry,
-    tls_session,
-    write_htpasswd,
-)
-from tests.rig import Pusher, RegistryProcess, start_registry
-from tests.tokenserver import ALL_REPOSITORIES, PULL_ONLY
+from regdb.registry.auth import build_auth
+from regdb.registry.client import RegistryClient
+from tests.rig.cli import run
+from tests.rig.pki import PKI, make_ca, make_client_cert, make_pki
+from tests.rig.pusher import Pusher
+from tests.rig.registry import RegistryProcess, start_registry
+from tests.rig.secure import start_secure_registry, tls_session, write_htpasswd
+from tests.rig.stub import DigestChecker, StubRegistry, basic_checker, opaque, paged, serve_blobs
+from tests.rig.tokenserver import ALL_REPOSITORIES, PULL_ONLY, RecordingTokenServer
 
 ALICE = ("alice", "alice-Pw-7rQz4kX")
 BOB = ("bob", "bob-Pw-2mVn8tJ")
@@ -69,14 +59,6 @@ def home(monkeypatch, tmp_path) -> Path:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     return home
-
-
-def regdb(*args, env: dict | None = None):
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
-    # A user's mistake is one line and an exit status; any other exception is a bug in regdb.
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def images(db: Path) -> set[tuple[str, str, str]]:
@@ -129,7 +111,7 @@ def secure(registry_binary, tmp_path_factory) -> Secure:
 
 def test_flags(secure, tmp_path):
     db = tmp_path / "inv.db"
-    result = regdb("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], *secure.tls, "sync")
+    result = run("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], *secure.tls, "sync")
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"synced {secure.url}: 2 repositories, 3 tags, 2 new manifests")
     assert images(db) == secure.expected
@@ -143,7 +125,7 @@ def test_seed_environment_variables(secure, tmp_path):
         "REGISTRY_CLIENT_KEY": str(secure.pki.client.key_path),
         "REQUESTS_CA_BUNDLE": str(secure.pki.ca.cert_path),
     }
-    result = regdb("--db", db, "sync", env=env)
+    result = run("--db", db, "sync", env=env)
     assert result.exit_code == 0, result.output
     assert images(db) == secure.expected
 
@@ -160,7 +142,7 @@ def test_docker_config_auths(secure, tmp_path, home, where, key):
     (directory / "config.json").write_text(json.dumps(config))
     env = {"DOCKER_CONFIG": str(directory)} if where == "DOCKER_CONFIG" else None
     db = tmp_path / "inv.db"
-    result = regdb("-reg", secure.url, "--db", db, *secure.tls, "sync", env=env)
+    result = run("-reg", secure.url, "--db", db, *secure.tls, "sync", env=env)
     assert result.exit_code == 0, result.output
     assert images(db) == secure.expected
 
@@ -188,7 +170,7 @@ def test_credential_helper_on_path(secure, tmp_path, style):
     (docker / "config.json").write_text(json.dumps(config))
     env = {"DOCKER_CONFIG": str(docker), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     db = tmp_path / "inv.db"
-    result = regdb("-reg", secure.url, "--db", db, *secure.tls, "sync", env=env)
+    result = run("-reg", secure.url, "--db", db, *secure.tls, "sync", env=env)
     assert result.exit_code == 0, result.output
     assert images(db) == secure.expected
     assert (bin_dir / "asked").read_text() == f"{secure.host}\n"  # asked once, for host:port as docker does
@@ -196,7 +178,7 @@ def test_credential_helper_on_path(secure, tmp_path, style):
 
 def test_wrong_password(secure, tmp_path):
     db = tmp_path / "inv.db"
-    result = regdb("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", "not-the-password", *secure.tls, "sync")
+    result = run("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", "not-the-password", *secure.tls, "sync")
     assert result.exit_code == 1
     assert result.output == f"Error: authentication failed for user 'alice' at {secure.url} (401)\n"
     assert images(db) == set()
@@ -219,7 +201,7 @@ def test_client_certificate_missing_or_untrusted(secure, tmp_path, client_cert, 
         stranger = make_client_cert(make_ca(tmp_path / "other"), tmp_path / "other")
         flags += ["-cert", stranger.cert_path, "-key", stranger.key_path]
     started = time.monotonic()
-    result = regdb("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1], *flags, "sync")
+    result = run("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1], *flags, "sync")
     assert result.exit_code == 1
     assert result.output in {f"Error: TLS error talking to {secure.url}: {reason}\n" for reason in reasons}
     # A refused handshake does not heal: no six retries with backoff (they made this take over 30 s).
@@ -228,8 +210,8 @@ def test_client_certificate_missing_or_untrusted(secure, tmp_path, client_cert, 
 
 def test_untrusted_ca(secure, tmp_path):
     started = time.monotonic()
-    result = regdb("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
-                   "-cert", secure.pki.client.cert_path, "-key", secure.pki.client.key_path, "sync")
+    result = run("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
+                 "-cert", secure.pki.client.cert_path, "-key", secure.pki.client.key_path, "sync")
     assert result.exit_code == 1
     assert result.output == (
         f"Error: TLS error talking to {secure.url}: certificate verify failed: unable to get local issuer "
@@ -246,17 +228,17 @@ def test_untrusted_ca(secure, tmp_path):
 def test_tls_file_not_found(secure, tmp_path, missing, message):
     flags = dict(zip(secure.tls[::2], secure.tls[1::2], strict=True))
     flags[missing] = tmp_path / "nowhere.pem"
-    result = regdb("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
-                   *[x for pair in flags.items() for x in pair], "sync")
+    result = run("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
+                 *[x for pair in flags.items() for x in pair], "sync")
     assert result.exit_code == 1
     assert result.output == f"Error: {message.format(path=tmp_path / 'nowhere.pem')}\n"
 
 
 def test_client_key_of_another_certificate(secure, tmp_path):
     stranger = make_client_cert(make_ca(tmp_path / "other"), tmp_path / "other")
-    result = regdb("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
-                   "-v", secure.pki.ca.cert_path, "-cert", secure.pki.client.cert_path, "-key", stranger.key_path,
-                   "sync")
+    result = run("-reg", secure.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1],
+                 "-v", secure.pki.ca.cert_path, "-cert", secure.pki.client.cert_path, "-key", stranger.key_path,
+                 "sync")
     assert result.exit_code == 1
     assert result.output == (
         f"Error: TLS error talking to {secure.url}: the client key does not match the client certificate "
@@ -270,12 +252,12 @@ def test_verify_flag_wins_over_the_environment(secure, tmp_path):
     common = ["-reg", secure.url, "-u", ALICE[0], "-p", ALICE[1],
               "-cert", secure.pki.client.cert_path, "-key", secure.pki.client.key_path]
     # The environment alone is used (the seed's REQUESTS_CA_BUNDLE), and here it is the wrong CA...
-    refused = regdb(*common, "--db", tmp_path / "refused.db", "sync", env=env)
+    refused = run(*common, "--db", tmp_path / "refused.db", "sync", env=env)
     assert refused.exit_code == 1
     assert "certificate verify failed" in refused.output
     # ...and -v wins over it, although requests lets that variable override Session.verify.
     db = tmp_path / "inv.db"
-    result = regdb(*common, "--db", db, "-v", secure.pki.ca.cert_path, "sync", env=env)
+    result = run(*common, "--db", db, "-v", secure.pki.ca.cert_path, "sync", env=env)
     assert result.exit_code == 0, result.output
     assert images(db) == secure.expected
 
@@ -284,8 +266,8 @@ def test_verify_none_warns_once(secure, tmp_path):
     db = tmp_path / "inv.db"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = regdb("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "-v", "None",
-                       "-cert", secure.pki.client.cert_path, "-key", secure.pki.client.key_path, "sync")
+        result = run("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "-v", "None",
+                     "-cert", secure.pki.client.cert_path, "-key", secure.pki.client.key_path, "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == secure.expected
     assert result.stderr == "WARNING regdb: TLS certificate verification is disabled (-v None)\n"
@@ -332,7 +314,7 @@ def token_mode(registry_binary, tmp_path_factory) -> TokenMode:
 
 def test_token_mode_full_rights(token_mode, tmp_path):
     db = tmp_path / "inv.db"
-    result = regdb("-reg", token_mode.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "sync")
+    result = run("-reg", token_mode.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == token_mode.expected
 
@@ -343,7 +325,7 @@ def test_token_mode_docker_identity_token(token_mode, tmp_path):
     host = token_mode.registry.host
     (docker / "config.json").write_text(json.dumps({"auths": {host: {"auth": "", "identitytoken": IDENTITY_TOKEN}}}))
     db = tmp_path / "inv.db"
-    result = regdb("-reg", token_mode.url, "--db", db, "sync", env={"DOCKER_CONFIG": str(docker)})
+    result = run("-reg", token_mode.url, "--db", db, "sync", env={"DOCKER_CONFIG": str(docker)})
     assert result.exit_code == 0, result.output
     assert images(db) == token_mode.expected
     # Exchanged at the realm with the OAuth2 refresh-token grant, as docker does; never sent as a password.
@@ -353,11 +335,11 @@ def test_token_mode_docker_identity_token(token_mode, tmp_path):
 def test_token_mode_pull_only_user_cannot_delete(token_mode, tmp_path):
     db = tmp_path / "inv.db"
     bob = ["-reg", token_mode.url, "--db", db, "-u", BOB[0], "-p", BOB[1]]
-    assert regdb(*bob, "sync", "team/app", "team/tool").exit_code == 0
+    assert run(*bob, "sync", "team/app", "team/tool").exit_code == 0
     # bob may not read the catalog: a removal cannot see the whole registry unless he accepts that.
-    result = regdb(*bob, "remove-tags", "-r", "team/app", "-t", "v1", "--yes")
+    result = run(*bob, "remove-tags", "-r", "team/app", "-t", "v1", "--yes")
     assert result.exit_code == 1 and "GET /v2/_catalog answered 401" in result.output, result.output
-    result = regdb(*bob, "remove-tags", "-r", "team/app", "-t", "v1", "--yes", "--only-named-repos")
+    result = run(*bob, "remove-tags", "-r", "team/app", "-t", "v1", "--yes", "--only-named-repos")
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         "Error: registry refused scope repository:team/app:delete for user 'bob' (401 insufficient_scope)"
@@ -377,11 +359,11 @@ def test_token_mode_pull_only_user_cannot_delete(token_mode, tmp_path):
 
 def test_token_mode_anonymous_pull(token_mode, tmp_path):
     db = tmp_path / "inv.db"
-    result = regdb("-reg", token_mode.url, "--db", db, "sync", "team/app")
+    result = run("-reg", token_mode.url, "--db", db, "sync", "team/app")
     assert result.exit_code == 0, result.output
     assert images(db) == {row for row in token_mode.expected if row[0] == "team/app"}
     # The token server grants anonymous pulls but not the catalog.
-    result = regdb("-reg", token_mode.url, "--db", db, "sync")
+    result = run("-reg", token_mode.url, "--db", db, "sync")
     assert result.exit_code == 1
     assert result.output == (
         "Error: registry refused scope registry:catalog:* for anonymous access (401 insufficient_scope)\n"
@@ -420,9 +402,9 @@ def test_digest_auth(stub_server, tmp_path, how):
     stub, expected = stub_with_images(stub_server, authorize=DigestChecker(*ALICE))
     db = tmp_path / "inv.db"
     if how == "flag":
-        result = regdb("-reg", stub.url, "--db", db, "--digest-auth", "-u", ALICE[0], "-p", ALICE[1], "sync")
+        result = run("-reg", stub.url, "--db", db, "--digest-auth", "-u", ALICE[0], "-p", ALICE[1], "sync")
     else:
-        result = regdb("-reg", stub.url, "--db", db, "sync", env={
+        result = run("-reg", stub.url, "--db", db, "sync", env={
             "REGISTRY_USE_DIGEST_AUTH": "1", "REGISTRY_USER": ALICE[0], "REGISTRY_PASSWORD": ALICE[1]})
     assert result.exit_code == 0, result.output
     assert images(db) == expected
@@ -431,15 +413,15 @@ def test_digest_auth(stub_server, tmp_path, how):
 
 def test_digest_auth_wrong_password(stub_server, tmp_path):
     stub, _ = stub_with_images(stub_server, authorize=DigestChecker(*ALICE))
-    result = regdb("-reg", stub.url, "--db", tmp_path / "inv.db", "--digest-auth", "-u", ALICE[0], "-p", "nope",
-                   "sync")
+    result = run("-reg", stub.url, "--db", tmp_path / "inv.db", "--digest-auth", "-u", ALICE[0], "-p", "nope",
+                 "sync")
     assert result.exit_code == 1
     assert result.output == f"Error: authentication failed for user 'alice' at {stub.url} (401)\n"
 
 
 def test_digest_challenge_without_the_flag(stub_server, tmp_path):
     stub, _ = stub_with_images(stub_server, authorize=DigestChecker(*ALICE))
-    result = regdb("-reg", stub.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1], "sync")
+    result = run("-reg", stub.url, "--db", tmp_path / "inv.db", "-u", ALICE[0], "-p", ALICE[1], "sync")
     assert result.exit_code == 1
     assert result.output == f"Error: registry {stub.url} asks for HTTP Digest authentication: use --digest-auth\n"
 
@@ -469,7 +451,7 @@ def test_quay_style_link_with_its_own_parameters(stub_server, tmp_path):
     stub.catalog = lambda request: paged(sorted(stub.repos), request, size=3,
                                          link=lambda last: f"/v2/_catalog?n=50&next_page={opaque(last)}")
     db = tmp_path / "inv.db"
-    result = regdb("-reg", stub.url, "--db", db, "sync")
+    result = run("-reg", stub.url, "--db", db, "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == expected
     # Each Link followed exactly as given: nothing added, nothing dropped, nothing reordered.
@@ -482,7 +464,7 @@ def test_absolute_link(stub_server, tmp_path):
     stub.catalog = lambda request: paged(sorted(stub.repos), request, size=2,
                                          link=lambda last: f"{stub.url}/v2/_catalog?last={last}&n=2")
     db = tmp_path / "inv.db"
-    result = regdb("-reg", stub.url, "--db", db, "sync")
+    result = run("-reg", stub.url, "--db", db, "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == expected
     assert len(catalog_queries(stub)) == 4
@@ -494,7 +476,7 @@ def test_registry_that_ignores_n(stub_server, tmp_path):
     stub.catalog = lambda request: paged(sorted(stub.repos), request, size=3,
                                          link=lambda last: f"/v2/_catalog?last={last}")
     db = tmp_path / "inv.db"
-    result = regdb("-reg", stub.url, "--db", db, "sync")
+    result = run("-reg", stub.url, "--db", db, "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == expected
     assert catalog_queries(stub) == ["n=1000", "last=repo2", "last=repo5"]
@@ -508,7 +490,7 @@ def test_repeated_link_stops_with_an_error(stub_server, tmp_path, loop_to, reque
     stub, _ = stub_with_repos(stub_server)
     stub.catalog = lambda request: paged(sorted(stub.repos), request, size=2, link=lambda last: loop_to)
     db = tmp_path / "inv.db"
-    result = regdb("-reg", stub.url, "--db", db, "sync")
+    result = run("-reg", stub.url, "--db", db, "sync")
     assert result.exit_code == 1
     assert result.output == f"Error: GET {loop_to}: the registry's Link header loops back to a page it gave\n"
     assert len(catalog_queries(stub)) == requests_made
@@ -520,7 +502,7 @@ def test_link_to_another_host_is_not_followed(stub_server, tmp_path):
     elsewhere = "http://127.0.0.2:9"
     stub.catalog = lambda request: paged(sorted(stub.repos), request, size=2,
                                          link=lambda last: f"{elsewhere}/v2/_catalog?last={last}")
-    result = regdb("-reg", stub.url, "--db", tmp_path / "inv.db", "sync")
+    result = run("-reg", stub.url, "--db", tmp_path / "inv.db", "sync")
     assert result.exit_code == 1
     assert result.output == (
         f"Error: GET /v2/_catalog?n=1000: the registry's Link header points to another host ({elsewhere}); "
@@ -535,7 +517,7 @@ def test_paginated_tags_list(stub_server, tmp_path):
     stub.tags_list = lambda request: paged(sorted(stub.repos["app"]), request, size=2,
                                            link=lambda last: f"/v2/app/tags/list?n=2&last={last}")
     db = tmp_path / "inv.db"
-    result = regdb("-reg", stub.url, "--db", db, "sync")
+    result = run("-reg", stub.url, "--db", db, "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == expected
     assert [s.query for s in stub.requests_of("GET", "/v2/app/tags/list")] == ["", "n=2&last=1.1", "n=2&last=1.3"]
@@ -547,13 +529,13 @@ def test_paginated_tags_list(stub_server, tmp_path):
 def test_use_get_manifest_sends_no_head_at_all(stub_server, tmp_path):
     stub, expected = stub_with_images(stub_server)
     db = tmp_path / "inv.db"
-    result = regdb("-reg", stub.url, "--db", db, "--use-get-manifest", "sync")
+    result = run("-reg", stub.url, "--db", db, "--use-get-manifest", "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == expected
     # A re-sync is where tags are resolved by HEAD (a first sync GETs new repositories' tags anyway), and a
     # moved tag leaves a formerly tagged manifest to look for: both go by GET too.
     moved = stub.push_image("app", "1.0")
-    result = regdb("-reg", stub.url, "--db", db, "--use-get-manifest", "sync")
+    result = run("-reg", stub.url, "--db", db, "--use-get-manifest", "sync")
     assert result.exit_code == 0, result.output
     assert images(db) == expected - {row for row in expected if row[1] == "1.0"} | {("app", "1.0", moved.digest)}
     assert stub.requests_of("HEAD") == []
@@ -563,11 +545,11 @@ def test_use_get_manifest_sends_no_head_at_all(stub_server, tmp_path):
 def resync_with_a_moved_tag(stub: StubRegistry, db: Path, expected: set, *flags):
     """Sync, move app:1.0 to a new image, sync again (the re-sync resolves known tags by HEAD). Returns the
     second run's result and what the inventory must then hold."""
-    first = regdb("-reg", stub.url, "--db", db, *flags, "sync")
+    first = run("-reg", stub.url, "--db", db, *flags, "sync")
     assert first.exit_code == 0, first.output
     assert images(db) == expected
     moved = stub.push_image("app", "1.0")
-    result = regdb("-reg", stub.url, "--db", db, *flags, "sync")
+    result = run("-reg", stub.url, "--db", db, *flags, "sync")
     return result, {row for row in expected if row[1] != "1.0"} | {("app", "1.0", moved.digest)}
 
 
@@ -600,7 +582,7 @@ def test_blob_redirect_to_another_host_gets_no_credentials(stub_server, tmp_path
         stub.blob_redirect = storage.url_for("").rstrip("/")
         storage_headers = serve_blobs(storage, stub)
         db = tmp_path / "inv.db"
-        result = regdb("-reg", stub.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "sync")
+        result = run("-reg", stub.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "sync")
     finally:
         storage.clear()
         storage.stop()
@@ -625,7 +607,7 @@ def test_rate_caps_requests_per_second(stub_server, tmp_path):
     stub = StubRegistry(stub_server)
     for i in range(18):
         stub.push_image("app", f"v{i}", unique="same")
-    result = regdb("-reg", stub.url, "--db", tmp_path / "inv.db", "--rate", "10", "-j", "4", "sync")
+    result = run("-reg", stub.url, "--db", tmp_path / "inv.db", "--rate", "10", "-j", "4", "sync")
     assert result.exit_code == 0, result.output
     times = sorted(s.at for s in stub.seen)
     assert len(times) >= 20  # ping, catalog, tags, 18 tags' manifests, a config
@@ -647,16 +629,16 @@ def secrets_of(token_mode: TokenMode) -> list[str]:
 
 def test_no_secret_in_the_inventory(secure, token_mode, tmp_path):
     db = tmp_path / "inv.db"
-    assert regdb("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], *secure.tls, "sync").exit_code == 0
-    assert regdb("-reg", token_mode.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "sync").exit_code == 0
+    assert run("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], *secure.tls, "sync").exit_code == 0
+    assert run("-reg", token_mode.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1], "sync").exit_code == 0
     docker = tmp_path / "docker"
     docker.mkdir()
     (docker / "config.json").write_text(json.dumps({"auths": {token_mode.registry.host: {
         "identitytoken": IDENTITY_TOKEN}}}))
-    assert regdb("-reg", token_mode.url, "--db", db, "sync", env={"DOCKER_CONFIG": str(docker)}).exit_code == 0
+    assert run("-reg", token_mode.url, "--db", db, "sync", env={"DOCKER_CONFIG": str(docker)}).exit_code == 0
     # A failed sync records its error in the inventory: that line must not carry the secret either.
-    assert regdb("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1] + "x", *secure.tls,
-                 "sync").exit_code == 1
+    assert run("-reg", secure.url, "--db", db, "-u", ALICE[0], "-p", ALICE[1] + "x", *secure.tls,
+               "sync").exit_code == 1
     assert token_mode.tokens.issued
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM syncs WHERE status = 'failed'").fetchone() == (1,)
@@ -685,8 +667,8 @@ def test_no_secret_in_the_debug_log(secure, token_mode, tmp_path, home):
     bearer = run_regdb("-l", "debug", "-reg", token_mode.url, "--db", tmp_path / "bearer.db", *alice, "sync",
                        home=home)
     assert bearer.returncode == 0, bearer.stderr
-    for run in (basic, bearer):
-        log = run.stdout + run.stderr
+    for process in (basic, bearer):
+        log = process.stdout + process.stderr
         # It does show the requests...
         assert '"GET /v2/_catalog?n=1000 HTTP/1.1" 200' in log
         assert re.search(r'"(GET|HEAD) /v2/[a-z/]+/manifests/[\w.:]+ HTTP/1.1" 200', log)
@@ -764,5 +746,5 @@ def test_connect_names_settings_by_field_and_the_cli_by_flag(secure, tmp_path):
     with pytest.raises(SettingError) as caught:
         library.connect(secure.url, client_key=secure.pki.client.key_path)
     assert str(caught.value) == "client_key needs client_cert"
-    result = regdb("-reg", secure.url, "--db", tmp_path / "inv.db", "-key", secure.pki.client.key_path, "sync")
+    result = run("-reg", secure.url, "--db", tmp_path / "inv.db", "-key", secure.pki.client.key_path, "sync")
     assert result.exit_code == 2 and "Error: -key/--client-key needs -cert/--client-cert" in result.output

@@ -12,18 +12,10 @@ import json
 import pytest
 import requests
 
-from tests.rig import (
-    ACCEPT_ALL,
-    DOCKER_MANIFEST,
-    OCI_MANIFEST,
-    Pusher,
-    error_codes,
-    have_binary,
-    make_oci_layout,
-    sha256_digest,
-    skopeo_copy,
-    start_registry,
-)
+from tests.rig.layout import make_oci_layout, skopeo_copy
+from tests.rig.media import ACCEPT_ALL, DOCKER_MANIFEST, OCI_MANIFEST, sha256_digest
+from tests.rig.pusher import Pusher, error_codes
+from tests.rig.registry import have_binary, start_registry
 
 
 def manifest_url(reg, repo, ref):

@@ -10,18 +10,17 @@ from contextlib import closing
 import pytest
 
 from regdb import Inventory, RegistryClient
-from regdb.errors import RegdbError, RemovalIncomplete, SelectorError
 from regdb.cleanup.plan import Plan, RepoQuery, TagQuery, plan_removal
+from regdb.errors import RegdbError, RemovalIncomplete, SelectorError
 from regdb.selection.selectors import Selected, Selection
-from tests.removal_support import (
+from tests.rig.pusher import Pushed, PushedIndex
+from tests.rig.state import (
     assert_inventory_equals_registry,
     deletions,
     inventory_manifests,
     manifest_present,
     registry_tags,
 )
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.rig import Pushed, PushedIndex
 
 
 @pytest.fixture

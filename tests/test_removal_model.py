@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from regdb import Inventory
-from regdb.cli.app import main
 from regdb.versions import parse_tag_selector
-from tests.removal_support import assert_inventory_equals_registry, manifest_present
-from tests.rig import Pusher, start_registry
+from tests.rig.cli import run
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.state import assert_inventory_equals_registry, manifest_present
 
 LONG = os.environ.get("REGDB_LONG") == "1"
 # 150 examples: 64 s measured on the 2-core machine at load 1.6, 283 s at load 15 (make test must stay under 15
@@ -332,10 +332,6 @@ def argv(command: dict, scratch: Path) -> list[str]:
     return [*args, "--yes"]
 
 
-def run(url: str, db, args: list[str]):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
-
-
 def check(reg, template: Path, spec, late, state: str, command: dict, scratch: Path) -> None:
     reg.reset()
     if scratch.exists():
@@ -350,7 +346,7 @@ def check(reg, template: Path, spec, late, state: str, command: dict, scratch: P
     at_sync = None
     if state in ("synced", "stale"):
         shutil.copy(template, db)
-        synced = run(reg.url, db, ["sync"])
+        synced = run("-reg", reg.url, "--db", db, "sync")
         assert synced.exit_code == 0, synced.output
         at_sync = world.snapshot()
         if state == "stale":
@@ -358,7 +354,7 @@ def check(reg, template: Path, spec, late, state: str, command: dict, scratch: P
     before = world.snapshot()
     expected = expect(world, at_sync, command, state)
 
-    result = run(reg.url, db, argv(command, scratch))
+    result = run("-reg", reg.url, "--db", db, *argv(command, scratch))
     story = f"{command} on {state}: exit {result.exit_code}\n{result.output}"
     print(story)
     assert "Traceback" not in result.output, story

@@ -12,19 +12,14 @@ import subprocess
 from contextlib import closing
 
 import requests
-from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
-from regdb.cleanup.restore import plan_restore, restore
-from regdb.cli.app import main
 from regdb.cleanup.plan import TagQuery
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present
-from tests.rig import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, REGISTRY_BINARY, canonical_json
-
-
-def regdb(url, db, *args):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *[str(a) for a in args]])
+from regdb.cleanup.restore import plan_restore, restore
+from tests.rig.cli import run
+from tests.rig.media import ACCEPT_ALL, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, canonical_json
+from tests.rig.registry import REGISTRY_BINARY
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present
 
 
 def answers(p, repos, digests) -> dict:
@@ -49,7 +44,8 @@ def populate(p):
 
 
 def remove(url, db) -> str:
-    result = regdb(url, db, "remove-tags", "--yes", "--format", "json", "-r", "app", "multi", "-t", "<2", "stable")
+    result = run("-reg", url, "--db", db, "remove-tags", "--yes", "--format", "json", "-r", "app", "multi", "-t", "<2",
+                 "stable")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     assert len(outcome["deleted"]) == 6  # two releases, a signature, an index and its two children
@@ -65,19 +61,19 @@ def test_restore_makes_the_registry_answer_exactly_as_before(fresh_registry, fre
     assert answers(p, ["app", "multi"], every) != before
     assert p.tags("app") == ["2.0"]
 
-    dry = regdb(fresh_registry.url, db, "restore", run_id, "--dry-run")
+    dry = run("-reg", fresh_registry.url, "--db", db, "restore", run_id, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert dry.output.strip().endswith("6 manifests to push back; dry run: nothing pushed")
     assert p.tags("app") == ["2.0"]
 
-    result = regdb(fresh_registry.url, db, "restore", run_id)
+    result = run("-reg", fresh_registry.url, "--db", db, "restore", run_id)
     assert result.exit_code == 0, result.output
     assert f"restored 6 manifests and 5 tags of run {run_id}" in result.output
     assert answers(p, ["app", "multi"], every) == before
     assert {r["restored_by"] is not None for r in deletions(db)} == {True}
     assert_inventory_equals_registry(db, fresh_registry.url, p, tmp_path)
 
-    again = regdb(fresh_registry.url, db, "restore", run_id)  # everything is back: nothing left to push
+    again = run("-reg", fresh_registry.url, "--db", db, "restore", run_id)  # everything is back: nothing left to push
     assert again.exit_code == 0 and "0 manifests to push back" in again.output, again.output
 
 
@@ -92,7 +88,7 @@ def test_after_garbage_collection_restore_refuses_naming_what_cannot_come_back(f
     fresh_registry.start()
     after_gc = answers(p, ["app", "multi"], every)
 
-    result = regdb(fresh_registry.url, db, "restore", run_id)
+    result = run("-reg", fresh_registry.url, "--db", db, "restore", run_id)
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
@@ -110,7 +106,7 @@ def test_restore_does_not_move_a_tag_pushed_again_since(fresh_registry, fresh_pu
     db = tmp_path / "inv.db"
     run_id = remove(fresh_registry.url, db)
     rebuilt = p.push_image("app", "1.0")
-    result = regdb(fresh_registry.url, db, "restore", run_id)
+    result = run("-reg", fresh_registry.url, "--db", db, "restore", run_id)
     assert result.exit_code == 1, result.output
     assert (f"these tags were pushed again since the removal and name another manifest: app:1.0 (now "
             f"{rebuilt.digest}, was {old[0].digest})") in result.output
@@ -135,12 +131,12 @@ def test_the_journal_and_restore_on_postgresql(fresh_registry, fresh_pusher, pg_
 
 def test_restore_of_an_unknown_run_is_one_line(fresh_registry, tmp_path):
     db = tmp_path / "inv.db"
-    result = regdb(fresh_registry.url, db, "restore", "20990101T000000Z-00000000")
+    result = run("-reg", fresh_registry.url, "--db", db, "restore", "20990101T000000Z-00000000")
     assert result.exit_code == 1 and result.output == f"Error: no inventory {db}: restore reads the removal's " \
         "journal from it\n"
     assert not db.exists()
-    assert regdb(fresh_registry.url, db, "sync").exit_code == 0
-    result = regdb(fresh_registry.url, db, "restore", "20990101T000000Z-00000000")
+    assert run("-reg", fresh_registry.url, "--db", db, "sync").exit_code == 0
+    result = run("-reg", fresh_registry.url, "--db", db, "restore", "20990101T000000Z-00000000")
     assert result.exit_code == 1
     assert result.output.startswith("Error: no removal run 20990101T000000Z-00000000 for "), result.output
 

@@ -10,23 +10,17 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regdb import RegistryClient
-from regdb.cli.app import main
 from regdb.cli.core import FLAGS
-from regdb.errors import SelectorError
 from regdb.cleanup.policy import RetentionQuery
+from regdb.errors import SelectorError
 from regdb.selection.retention import Retention, parse_age
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
-from tests.removal_support import assert_inventory_equals_registry, manifest_present, registry_tags
-from tests.retention_support import ago, populate, push_index_of, selected, synced
-
-
-def regdb(url, db, *args):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
+from tests.rig.cli import run
+from tests.rig.retention import ago, populate, push_index_of, selected, synced
+from tests.rig.state import assert_inventory_equals_registry, manifest_present, registry_tags
 
 
 def sig_tag(digest: str, kind: str = "sig") -> str:
@@ -39,7 +33,7 @@ def sig_tag(digest: str, kind: str = "sig") -> str:
 @pytest.fixture(scope="module")
 def versions(registry, tmp_path_factory):
     """One repository with versions, a version pair on one digest, names, and signatures."""
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     p = Pusher(registry.url)
     repo = "retention-versions/app"
@@ -78,11 +72,12 @@ def test_keep_latest_ranks_within_the_tag_filter_and_honours_excludes(versions):
 
 def test_query_tags_takes_the_retention_options(versions):
     registry, repo, v, dev, inventory = versions
-    result = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "--keep-latest", "2", "--format", "json")
+    result = run("-reg", registry.url, "--db", inventory.target, "query-tags", "-r", repo, "--keep-latest", "2",
+                 "--format", "json")
     assert result.exit_code == 0, result.output
     assert {row["digest"]: row["tags"] for row in json.loads(result.stdout)} == {
         v["1.2"].digest: ["1.2", "1.2.0"], v["1.1"].digest: ["1.1"]}
-    plain = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "-t", "<1.2")
+    plain = run("-reg", registry.url, "--db", inventory.target, "query-tags", "-r", repo, "-t", "<1.2")
     assert plain.exit_code == 0, plain.output
     assert plain.stdout == f"{repo}  {v['1.1'].digest}\n"  # 1.0 also carries `stable`, and stderr says so
     assert f"kept {repo}@{v['1.0'].digest}: also tagged stable, which the selection does not include" in plain.stderr
@@ -99,7 +94,7 @@ def test_query_tags_takes_the_retention_options(versions):
 @pytest.mark.parametrize("command", ["query-tags", "remove-tags"])
 def test_retention_mistakes_are_usage_errors(versions, command, args, message):
     registry, repo, v, dev, inventory = versions
-    result = regdb(registry.url, inventory.target, command, "-r", repo, *args)
+    result = run("-reg", registry.url, "--db", inventory.target, command, "-r", repo, *args)
     assert result.exit_code == 2, result.output
     assert result.output.endswith(f"Error: {message}\n")
 
@@ -107,15 +102,15 @@ def test_retention_mistakes_are_usage_errors(versions, command, args, message):
 def test_omit_digest_tags_hides_signature_tags_from_listings(versions):
     registry, repo, v, dev, inventory = versions
     signature = sig_tag(v["2.1"].digest)
-    shown = regdb(registry.url, inventory.target, "list-tag-names", repo)
+    shown = run("-reg", registry.url, "--db", inventory.target, "list-tag-names", repo)
     assert shown.exit_code == 0, shown.output
     assert f"{repo}  {signature}" in shown.output.splitlines()
-    hidden = regdb(registry.url, inventory.target, "list-tag-names", repo, "--omit-digest-tags")
+    hidden = run("-reg", registry.url, "--db", inventory.target, "list-tag-names", repo, "--omit-digest-tags")
     assert hidden.exit_code == 0, hidden.output
     assert [line.split()[1] for line in hidden.output.splitlines()] == [
         "1.0", "1.1", "1.2", "1.2.0", "2.0", "2.1", "dev", "latest", "stable"]
-    query = regdb(registry.url, inventory.target, "query-tags", "-r", repo, "-re", "sha256-", "1.1",
-                  "--omit-digest-tags", "--format", "json")
+    query = run("-reg", registry.url, "--db", inventory.target, "query-tags", "-r", repo, "-re", "sha256-", "1.1",
+                "--omit-digest-tags", "--format", "json")
     assert query.exit_code == 0, query.output
     assert [row["tags"] for row in json.loads(query.output)] == [["1.1"]]
 
@@ -124,7 +119,7 @@ def test_omit_digest_tags_hides_signature_tags_from_listings(versions):
 def builds(registry, tmp_path_factory):
     """Pull-request builds of known build times, a release, a build without a time, and a `sha256-*` tag on the
     newest image of all (which must not take a place among the newest)."""
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     p = Pusher(registry.url)
     repo = "retention-builds/app"
@@ -157,7 +152,7 @@ def test_keep_latest_by_created_counts_every_tag_but_signatures_and_skips_unknow
 
 @pytest.fixture(scope="module")
 def ages(registry, tmp_path_factory):
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     p = Pusher(registry.url)
     repo = "retention-ages/app"
@@ -273,10 +268,10 @@ def test_a_signed_image_goes_with_its_signatures_and_signatures_are_never_counte
     db = tmp_path / "inv.db"
     synced(fresh_registry.url, db).close()
 
-    result = regdb(fresh_registry.url, db, "remove-tags", "-r", repo, "--keep-latest", "1", "--dry-run")
+    result = run("-reg", fresh_registry.url, "--db", db, "remove-tags", "-r", repo, "--keep-latest", "1", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "dry run: nothing deleted" in result.output
-    result = regdb(fresh_registry.url, db, "remove-tags", "--yes", "-r", repo, "--keep-latest", "1")
+    result = run("-reg", fresh_registry.url, "--db", db, "remove-tags", "--yes", "-r", repo, "--keep-latest", "1")
     assert result.exit_code == 0, result.output
     assert "deleted 4, skipped 0, failed 0" in result.output
     assert registry_tags(p, [repo]) == {(repo, "3.0", v["3.0"].digest), (repo, sig_tag(v["3.0"].digest), sig_3)}
@@ -445,7 +440,7 @@ def test_images_of_one_build_time_rank_by_version_then_by_digest(memory_inventor
         ["i1", "i3", "i4"], ["i3", "i4"], ["i3"]]
 
 
-def test_retention_on_postgresql_answers_as_on_sqlite(pg_url, memory_inventory):  # noqa: F811
+def test_retention_on_postgresql_answers_as_on_sqlite(pg_url, memory_inventory):
     """Window functions, row-value IN and the age comparisons, on both databases."""
     from regdb import Inventory
     from regdb.selection.selectors import query_tags

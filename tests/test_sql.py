@@ -12,16 +12,15 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import inspect
 
 from regdb import Inventory, RegistryClient, default_db_path
-from regdb.cli.app import main
-from regdb.inventory.db import create_inventory_engine
 from regdb.errors import ReadOnlyViolation, SqlError
+from regdb.inventory.db import create_inventory_engine
 from regdb.inventory.rawsql import describe_schema
 from regdb.inventory.views import VIEWS
-from tests.datasource_support import (
+from tests.rig.cli import run
+from tests.rig.dataset import (
     FORMATS,
     LITERAL,
     Dataset,
@@ -31,13 +30,9 @@ from tests.datasource_support import (
     example_params,
     push_dataset,
 )
-from tests.rig import Pusher
+from tests.rig.pusher import Pusher
 
 SQLITE3 = "/usr/bin/sqlite3"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def sync_into(db, data: Dataset) -> None:

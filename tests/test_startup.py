@@ -10,6 +10,9 @@ import json
 import subprocess
 import sys
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 
 from regdb import Inventory, RegistryClient
@@ -29,8 +32,9 @@ HTTP = ("requests", "urllib3", "regdb.registry.client", "regdb.registry.auth")
 DATABASE = ("sqlalchemy", "alembic", "regdb.api", "regdb.inventory.db")
 
 
-def loaded_after(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
+def loaded_after(*args: str, cwd=None) -> tuple[set[str], subprocess.CompletedProcess]:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+                            cwd=cwd)
     modules = set(json.loads(result.stderr.strip().splitlines()[-1]))
     return modules, result
 
@@ -50,7 +54,7 @@ def test_version_and_help_load_no_database_and_no_http(args):
 
 @pytest.fixture(scope="module")
 def synced(registry, tmp_path_factory):
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     pusher = Pusher(registry.url)
     pusher.push_image("startup-probe/app", "1.0")
@@ -66,6 +70,7 @@ def synced(registry, tmp_path_factory):
     ["list-repo-names"],
     ["list-tag-names", "startup-probe/app"],
     ["query-tags", "-r", "startup-probe/app", "-t", "1.0"],
+    ["query-repos", "-r", "startup-probe/app"],
     ["sql", "SELECT repo FROM images"],
     ["schema"],
 ])
@@ -76,8 +81,46 @@ def test_inventory_only_commands_never_load_http(synced, args):
     if args[0] != "schema":
         assert "startup-probe/app" in result.stdout
     assert not top_level(modules) & set(HTTP), sorted(top_level(modules) & set(HTTP))
-    if args[0] != "schema":
+    if args[0] in READERS:
+        # An SQLite inventory synced from this registry is read with the standard library's sqlite3.
+        assert "regdb.selection.sqlite_reader" in modules  # the probe does see imports
+        assert not top_level(modules) & set(DATABASE), sorted(top_level(modules) & set(DATABASE))
+    elif args[0] != "schema":
         assert "sqlalchemy" in modules  # the probe does see imports: this one is needed
+
+
+# The read-only listings answered without SQLAlchemy (regdb.selection.sqlite_reader).
+READERS = ("list-repo-names", "list-tag-names", "query-tags", "query-repos")
+
+
+@pytest.mark.parametrize("args", [
+    ["--refresh", "list-repo-names"],  # a sync first: the full inventory
+    ["query-tags", "-r", "startup-probe/app", "--keep-latest", "1"],  # retention: the full inventory
+])
+def test_listings_that_need_the_full_inventory_still_answer(synced, args):
+    url, path = synced
+    modules, result = loaded_after("-reg", url, "--db", str(path), *args)
+    assert result.returncode == 0, result.stderr
+    assert "sqlalchemy" in modules
+
+
+def test_the_default_inventory_is_found_without_sqlalchemy_too(synced, tmp_path):
+    """No --db: the file named after the registry in the current directory (regdb.inventory.location)."""
+    import shutil
+
+    from regdb.inventory.location import default_db_path
+
+    url, path = synced
+    shutil.copyfile(path, tmp_path / default_db_path(url))
+    with closing(sqlite3.connect(tmp_path / default_db_path(url))) as conn:  # what that file holds (the shared
+        # registry's other repositories too, once an earlier command in this module synced it whole)
+        names = [n for (n,) in conn.execute("SELECT name FROM repos WHERE EXISTS (SELECT 1 FROM tags WHERE "
+                                            "tags.repo_id = repos.id) ORDER BY name")]
+    assert "startup-probe/app" in names
+    modules, result = loaded_after("-reg", url, "list-repo-names", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "".join(f"{n}\n" for n in names)), result.stderr
+    assert "regdb.selection.sqlite_reader" in modules
+    assert not top_level(modules) & set(HTTP + DATABASE), sorted(top_level(modules) & set(HTTP + DATABASE))
 
 
 def test_cli_memory_is_the_inventorys():

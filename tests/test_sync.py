@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
-from click.testing import CliRunner
 
 from regdb import Inventory, RegistryClient
-from regdb.cli.app import main
-from tests.rig import Pusher, make_oci_layout, skopeo_copy
+from tests.rig.cli import run
+from tests.rig.layout import make_oci_layout, skopeo_copy
+from tests.rig.pusher import Pusher
 
 
 def registry_state(pusher: Pusher, repos=None) -> set[tuple[str, str, str]]:
@@ -154,7 +154,7 @@ def test_named_repositories_limit_the_sync(fresh_registry, fresh_pusher, tmp_pat
     fresh_pusher.push_image("a", "1")
     fresh_pusher.push_image("b", "1")
     db = tmp_path / "inv.db"
-    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "--db", str(db), "sync", "a", "nope"])
+    result = run("-reg", fresh_registry.url, "--db", db, "sync", "a", "nope")
     assert result.exit_code == 0, result.output
     assert {row[0] for row in inventory_state(db)} == {"a"}
     assert "warning: repository nope not found" in result.output
@@ -165,9 +165,9 @@ def test_cli_sync_reports_and_default_db_is_named_after_the_registry(fresh_regis
     fresh_pusher.push_image("app", "1.0")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REGISTRY", fresh_registry.url)
-    result = CliRunner().invoke(main, ["sync"])
+    result = run("sync")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"synced {fresh_registry.url}: 1 repositories, 1 tags, 1 new manifests")
+    assert result.output.startswith(f"synced {fresh_registry.url}: 1 repository, 1 tag, 1 new manifest,")
     expected = f"127_0_0_1_{fresh_registry.port}.db"
     assert (tmp_path / expected).exists()
 
@@ -177,9 +177,9 @@ def test_throwaway_inventory_with_cache_none(fresh_registry, fresh_pusher, tmp_p
     workdir = tmp_path / "work"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
-    result = CliRunner().invoke(main, ["-reg", fresh_registry.url, "-c", "None", "sync"])
+    result = run("-reg", fresh_registry.url, "-c", "None", "sync")
     assert result.exit_code == 0, result.output
-    assert "1 repositories, 1 tags" in result.output
+    assert "1 repository, 1 tag," in result.output
     assert list(workdir.iterdir()) == []  # nothing written to disk
 
 
@@ -244,8 +244,7 @@ def test_a_registry_dying_mid_sync_keeps_the_old_snapshot(fresh_registry, fresh_
     monkeypatch.setattr(RegistryClient, "resolve", resolve)
     killer = threading.Thread(target=lambda: resolving.wait(60) and fresh_registry.kill())
     killer.start()
-    result = CliRunner().invoke(
-        main, ["-reg", fresh_registry.url, "--db", str(db), "--rate", "100", "sync"])
+    result = run("-reg", fresh_registry.url, "--db", db, "--rate", "100", "sync")
     killer.join()
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: cannot reach registry {fresh_registry.url}")

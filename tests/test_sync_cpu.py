@@ -1,5 +1,6 @@
-"""The re-sync's direct HEAD (issue 17, sync CPU): tags resolve through the session's urllib3 pool, past
-requests' per-request machinery, with the same answers; anything but a plain answer goes the full way."""
+"""The sync's direct requests (issue 17, sync CPU): a re-sync's HEADs and a first sync's GETs of manifests
+go through the session's urllib3 pool, past requests' per-request machinery, with the same answers;
+anything but a plain answer goes the full way."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from unittest import mock
 import requests
 
 from regdb import Inventory, RegistryClient
-from tests.faults.proxy import Answer, FaultProxy, Reset
+from tests.rig.fault_proxy import Answer, FaultProxy, Reset, Truncate
 
 
 def images(db) -> set:
@@ -62,9 +63,9 @@ def test_a_direct_head_that_meets_trouble_goes_the_full_way(fresh_registry, fres
 def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_binary, tmp_path):
     """On distribution with TLS from our own CA, a mandatory client certificate and htpasswd: the re-sync's
     direct HEADs verify the server with -v's CA, present the certificate and carry Basic credentials."""
-    from tests.pki import make_pki
-    from tests.reach_support import start_secure_registry, tls_session, write_htpasswd
-    from tests.rig import Pusher
+    from tests.rig.pki import make_pki
+    from tests.rig.pusher import Pusher
+    from tests.rig.secure import start_secure_registry, tls_session, write_htpasswd
 
     pki = make_pki(tmp_path / "pki")
     secure = start_secure_registry(tmp_path / "registry", pki, write_htpasswd(tmp_path / "htpasswd",
@@ -97,3 +98,65 @@ def test_direct_heads_keep_tls_client_certificates_and_credentials(registry_bina
         assert images(db) == {("tls/app", "1.0", image.digest), ("tls/app", "latest", image.digest)}
     finally:
         secure.stop()
+
+
+MANIFESTS = "SELECT digest, media_type, kind, size, total_size, config_digest, created, architecture, os FROM digests"
+
+
+def manifests(db) -> set:
+    with Inventory(db, readonly=True) as inventory, inventory.sql(MANIFESTS) as rows:
+        return set(map(tuple, rows))
+
+
+def test_first_sync_gets_skip_requests_and_store_the_same(registry, pusher, repo_name, tmp_path):
+    repo = f"{repo_name}/app"
+    one = pusher.push_image(repo, "1.0")
+    pusher.push_image(repo, "1.1")
+    pusher.tag(repo, "stable", one.digest)
+    pusher.push_index(repo, "multi")
+    through_requests = []
+    real = requests.Session.request
+
+    def counting(self, method, url, *args, **kwargs):
+        through_requests.append((method, url.split("/v2/", 1)[1]))
+        return real(self, method, url, *args, **kwargs)
+
+    direct = tmp_path / "direct.db"
+    with mock.patch.object(requests.Session, "request", counting), Inventory(direct) as inventory, \
+            closing(RegistryClient(registry.url, jobs=4)) as client:
+        result = inventory.sync(client, [repo])
+    assert result.tags == 4
+    # Tags and index children came past requests: through it only the ping, the tag listing and the configs
+    # (a blob may redirect to storage, which request() follows).
+    assert sorted(method for method, path in through_requests if "/blobs/" not in path) == ["GET", "GET"]
+    assert sorted(path for method, path in through_requests if "/blobs/" not in path) == ["", f"{repo}/tags/list"]
+    assert len([path for method, path in through_requests if "/blobs/" in path]) == 4
+    assert client.stats["manifest"] == 4 + 2 and client.stats["blob"] == 4  # 3 images + 2 children, configs
+    # The same rows as a sync that asks everything through requests.
+    full = tmp_path / "full.db"
+    with mock.patch.object(RegistryClient, "_get_direct", lambda *args: None), Inventory(full) as inventory, \
+            closing(RegistryClient(registry.url, jobs=4)) as client:
+        inventory.sync(client, [repo])
+    assert images(direct) == images(full) and manifests(direct) == manifests(full)
+    assert len(manifests(direct)) == 5  # 1.0 (also stable), 1.1, the index and its two children
+
+
+def test_a_direct_get_that_meets_trouble_goes_the_full_way(fresh_registry, fresh_pusher, tmp_path):
+    for tag in ("1.0", "1.1", "1.2"):
+        fresh_pusher.push_image("app", tag)
+    with FaultProxy(fresh_registry.url) as proxy:
+        clean = tmp_path / "clean.db"
+        with Inventory(clean) as inventory, closing(RegistryClient(proxy.url, jobs=1)) as client:
+            inventory.sync(client)
+        proxy.add(Answer(503, method="GET", path="/manifests/", times=1))
+        proxy.add(Reset(method="GET", path="/manifests/", times=1))
+        proxy.add(Truncate(method="GET", path="/manifests/", times=1))
+        before = len(proxy.log(method="GET"))
+        db = tmp_path / "inventory.db"
+        with Inventory(db) as inventory, closing(RegistryClient(proxy.url, jobs=1, backoff=0.01)) as client:
+            result = inventory.sync(client)
+        gets = proxy.log(method="GET")[before:]
+    assert result.tags == 3 and images(db) == images(clean) and manifests(db) == manifests(clean)
+    # ping, catalog, tags/list, 3 tags and 3 configs; the 503, the reset and the broken-off body each asked
+    # once more through requests (the 503 twice: urllib3's own retry), nothing else twice.
+    assert len(gets) == 3 + 3 + 3 + 3, [exchange.path for exchange in gets]

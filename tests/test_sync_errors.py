@@ -12,19 +12,13 @@ import socket
 import sqlite3
 
 import pytest
-from click.testing import CliRunner
 from werkzeug import Response
 
 from regdb import Inventory, RegistryClient
-from regdb.cli.app import main
-from tests.rig import DOCKER_MANIFEST, canonical_json
+from tests.rig.cli import run
+from tests.rig.media import DOCKER_MANIFEST, canonical_json
 
 V2_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0", "Content-Type": "application/json"}
-
-
-def run(*args):
-    result = CliRunner().invoke(main, list(args))
-    return result
 
 
 def assert_one_line_error(result, expected_start: str):

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from regdb.cli.app import main
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
-from tests.retention_support import RegistryProxy, live_placeholders, synced
-from tests.rig import Pusher, start_registry
-
-
-def regdb(url, db, *args):
-    return CliRunner().invoke(main, ["-reg", url, "--db", str(db), *args])
+from tests.rig.cli import run
+from tests.rig.http_proxy import RegistryProxy
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.retention import live_placeholders, synced
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present, registry_tags
 
 
 @pytest.fixture
@@ -32,7 +29,7 @@ def app(fresh_registry, fresh_pusher, tmp_path):
 
 def test_untag_removes_the_tag_and_keeps_its_digest_and_other_tag(app, tmp_path):
     registry, p, db, image, other = app
-    dry = regdb(registry.url, db, "untag", "-r", "app", "-t", "stable", "--dry-run")
+    dry = run("-reg", registry.url, "--db", db, "untag", "-r", "app", "-t", "stable", "--dry-run")
     assert dry.exit_code == 0, dry.output
     lines = dry.output.splitlines()
     assert lines[0].split() == ["repo", "tag", "digest", "other_tags"]
@@ -42,7 +39,7 @@ def test_untag_removes_the_tag_and_keeps_its_digest_and_other_tag(app, tmp_path)
     assert registry_tags(p, ["app"]) == {("app", "1.0", image.digest), ("app", "stable", image.digest),
                                          ("app", "2.0", other.digest)}
 
-    result = regdb(registry.url, db, "untag", "--yes", "-r", "app", "-t", "stable")
+    result = run("-reg", registry.url, "--db", db, "untag", "--yes", "-r", "app", "-t", "stable")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith("untagged 1, skipped 0, failed 0 (run ")
     assert registry_tags(p, ["app"]) == {("app", "1.0", image.digest), ("app", "2.0", other.digest)}
@@ -56,27 +53,27 @@ def test_untag_removes_the_tag_and_keeps_its_digest_and_other_tag(app, tmp_path)
 
 def test_untagging_the_last_tag_leaves_the_manifest_for_untagged_to_find(app, tmp_path):
     registry, p, db, image, other = app
-    result = regdb(registry.url, db, "untag", "--yes", "-r", "app", "-t", "2.0", "--format", "json")
+    result = run("-reg", registry.url, "--db", db, "untag", "--yes", "-r", "app", "-t", "2.0", "--format", "json")
     assert result.exit_code == 0, result.output
     [done] = json.loads(result.output)["untagged"]
     assert (done["tag"], done["digest"], done["method"], done["other_tags"]) == ("2.0", other.digest,
                                                                                   "placeholder", [])
     assert manifest_present(p, "app", other.digest)
     assert live_placeholders(registry.storage_path, "app") == []
-    found = regdb(registry.url, db, "remove-tags", "--yes", "-r", "app", "--untagged",
-                  "--dry-run", "--format", "json")
+    found = run("-reg", registry.url, "--db", db, "remove-tags", "--yes", "-r", "app", "--untagged",
+                "--dry-run", "--format", "json")
     assert found.exit_code == 0, found.output
     assert [row["digest"] for row in json.loads(found.output)["rows"]] == [other.digest]
 
 
 def test_untag_of_several_tags_and_of_a_tag_that_is_not_there(app):
     registry, p, db, image, other = app
-    missing = regdb(registry.url, db, "untag", "--yes", "-r", "app", "-t", "stable", "nope")
+    missing = run("-reg", registry.url, "--db", db, "untag", "--yes", "-r", "app", "-t", "stable", "nope")
     assert missing.exit_code == 2
     assert missing.output.endswith(f"Error: tag nope not found in repository app of {registry.host}\n")
-    assert regdb(registry.url, db, "untag", "-r", "ghost", "-t", "x").output.endswith(
+    assert run("-reg", registry.url, "--db", db, "untag", "-r", "ghost", "-t", "x").output.endswith(
         f"Error: repository ghost not found in {registry.host}\n")
-    result = regdb(registry.url, db, "untag", "--yes", "-r", "app", "-t", "stable", "1.0")
+    result = run("-reg", registry.url, "--db", db, "untag", "--yes", "-r", "app", "-t", "stable", "1.0")
     assert result.exit_code == 0, result.output
     assert registry_tags(p, ["app"]) == {("app", "2.0", other.digest)}
     assert manifest_present(p, "app", image.digest)
@@ -90,7 +87,7 @@ def test_a_registry_with_deletion_disabled_stops_before_any_tag_moves(tmp_path):
         image = p.push_image("app", "1.0")
         p.tag("app", "stable", image.digest)
         db = tmp_path / "inv.db"
-        result = regdb(registry.url, db, "untag", "--yes", "-r", "app", "-t", "stable")
+        result = run("-reg", registry.url, "--db", db, "untag", "--yes", "-r", "app", "-t", "stable")
         assert result.exit_code == 1
         assert result.output.endswith(
             f"Error: registry {registry.url} has deletion disabled (405 UNSUPPORTED): enable it with "
@@ -107,7 +104,7 @@ def test_a_failed_placeholder_delete_puts_the_tag_back_and_leaves_no_placeholder
     proxy = RegistryProxy(registry.url)
     try:
         proxy.fail_deletes = 1
-        result = regdb(proxy.url, tmp_path / "proxy.db", "untag", "--yes", "-r", "app", "-t", "stable")
+        result = run("-reg", proxy.url, "--db", tmp_path / "proxy.db", "untag", "--yes", "-r", "app", "-t", "stable")
         assert result.exit_code == 1
         assert "Error: untag incomplete: 0 of 1 tags removed\n  not removed: app:stable (deleting the " \
                "placeholder failed (" in result.output
@@ -127,10 +124,10 @@ def test_an_oci_registry_deletes_the_tag_itself(app, tmp_path):
     proxy = RegistryProxy(registry.url, oci=True)
     try:
         proxy_db = tmp_path / "proxy.db"
-        dry = regdb(proxy.url, proxy_db, "untag", "-r", "app", "-t", "stable", "--dry-run")
+        dry = run("-reg", proxy.url, "--db", proxy_db, "untag", "-r", "app", "-t", "stable", "--dry-run")
         assert "method: delete-tag (the registry speaks OCI distribution 1.1 (referrers API): DELETE by tag)" \
             in dry.output
-        result = regdb(proxy.url, proxy_db, "untag", "--yes", "-r", "app", "-t", "stable")
+        result = run("-reg", proxy.url, "--db", proxy_db, "untag", "--yes", "-r", "app", "-t", "stable")
         assert result.exit_code == 0, result.output
         assert proxy.tag_deletes == ["stable"]
         assert deletions(proxy_db)[0]["reason"] == "untag via delete-tag"
@@ -144,7 +141,7 @@ def test_a_registry_whose_tag_delete_takes_the_manifest_gets_it_back_under_its_o
     registry, p, db, image, other = app
     proxy = RegistryProxy(registry.url, oci=True, deletes_manifest=True)
     try:
-        result = regdb(proxy.url, tmp_path / "proxy.db", "untag", "--yes", "-r", "app", "-t", "stable")
+        result = run("-reg", proxy.url, "--db", tmp_path / "proxy.db", "untag", "--yes", "-r", "app", "-t", "stable")
         assert result.exit_code == 0, result.output
     finally:
         proxy.stop()

@@ -12,15 +12,14 @@ from packaging.version import Version
 from regdb.errors import SelectorError
 from regdb.versions import (
     TagSelector,
+    base_key,
     compile_regex,
     key_of,
     parse_tag_selector,
     parse_tag_version,
     regex_matches,
     version_key,
-    base_key,
 )
-
 
 # --- which version a tag compares by ----------------------------------------------------------------------
 
@@ -411,9 +410,8 @@ def test_a_sync_rewrites_keys_from_before_the_precision_field(registry, repo_nam
     from sqlalchemy import update
 
     from regdb import Inventory
-
     from regdb.inventory import models
-    from tests.rig import Pusher
+    from tests.rig.pusher import Pusher
 
     repo = f"{repo_name}/app"
     Pusher(registry.url).push_image(repo, "1.4")

@@ -177,6 +177,8 @@ class UntagOutcome:
     method: str | None = None
     http_status: int | None = None
     error: str | None = None
+    # The placeholder manifest pushed and deleted (digest, bytes): its blob stays until a garbage collection.
+    placeholder: tuple[str, int] | None = None
 
     def as_dict(self) -> dict:
         return {**self.row.as_dict(), "outcome": self.outcome, "method": self.method,
@@ -260,13 +262,14 @@ class _Untagger:
             else:
                 log.info("registry %s refused DELETE by tag (%s): using a placeholder manifest", client.url, status)
                 self.delete_tag_works = False
+        placeholder = None
         if method is None:
             method = "placeholder"
             self._check_placeholder_rights(repo)
             failure = self._untag_with_placeholder(row, body, media_type)
-            if failure is not None:
+            if isinstance(failure, UntagOutcome):
                 return failure
-            status = 202
+            placeholder, status = failure, 202
         after = client.resolve(repo, row.tag)
         if after is not None and after.digest == row.digest:
             return UntagOutcome(row, "failed", method, status,
@@ -274,7 +277,7 @@ class _Untagger:
         problem = self._check_digest_kept(row, body, media_type)
         if problem is not None:
             return UntagOutcome(row, "failed", method, status, problem)
-        return UntagOutcome(row, "untagged", method, status)
+        return UntagOutcome(row, "untagged", method, status, placeholder=placeholder)
 
     def _delete_by_tag(self, row: Untag) -> int:
         try:
@@ -287,7 +290,8 @@ class _Untagger:
         # The placeholder's rights check then tells a refused scope or disabled deletion apart.
         return status
 
-    def _untag_with_placeholder(self, row: Untag, body: bytes, media_type: str) -> UntagOutcome | None:
+    def _untag_with_placeholder(self, row: Untag, body: bytes, media_type: str) -> UntagOutcome | tuple[str, int]:
+        """The placeholder (digest, bytes) once the tag went with it, or the outcome of a failure."""
         client, repo = self.client, row.repo
         placeholder = placeholder_manifest(repo, row.tag)
         try:
@@ -298,8 +302,9 @@ class _Untagger:
         placeholder_digest = digest_of(placeholder)
         try:
             status = client.delete_manifest(repo, placeholder_digest)
-            return None if status in (200, 202, 404) else UntagOutcome(row, "failed", "placeholder", status,
-                                                                       f"DELETE answered {status}")
+            if status in (200, 202, 404):
+                return placeholder_digest, len(placeholder)
+            return UntagOutcome(row, "failed", "placeholder", status, f"DELETE answered {status}")
         except RegistryError as error:
             return self._put_back(row, body, media_type, placeholder_digest, error)
 
@@ -387,6 +392,8 @@ class _Untagger:
             conn.execute(update(_deletions).where(_deletions.c.id == row_id).values(
                 at=utcnow(), reason=f"untag via {outcome.method}" if outcome.method else "untag",
                 outcome=outcome.outcome, http_status=outcome.http_status, error=outcome.error,
+                placeholder_digest=outcome.placeholder[0] if outcome.placeholder else None,
+                placeholder_size=outcome.placeholder[1] if outcome.placeholder else None,
             ))
             if outcome.outcome == "untagged":
                 # The tag is gone from the registry; the digest stays in repo_digests with its other tags.

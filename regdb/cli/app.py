@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from regdb.cli.core import (
+    MEMORY,
     GreedyOption,
     Settings,
     as_usage_error,
+    count_plan,
     echo_listing,
     format_option,
     human_bytes,
@@ -34,8 +36,10 @@ if TYPE_CHECKING:
 
 @main.command()
 @click.argument("repos", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: one summary line; json: the result as one document (counts, times, what was missing).")
 @click.pass_obj
-def sync(settings: Settings, repos):
+def sync(settings: Settings, repos, fmt):
     """Mirror the registry into the inventory, as one snapshot.
 
     With REPO names, only those repositories are synced (for registries without a catalog, such as
@@ -46,7 +50,7 @@ def sync(settings: Settings, repos):
       regdb -reg ghcr.io -u me -p "$TOKEN" sync me/app me/tool
     """
     settings.reach_before_creating()
-    run_sync(settings, settings.inventory(), list(repos), quiet=False)
+    run_sync(settings, settings.inventory(), list(repos), quiet="json" if fmt == "json" else False)
 
 
 # --- listing and query commands (selectors) ------------------------------------------------------------------
@@ -54,6 +58,19 @@ def sync(settings: Settings, repos):
 # The columns of a query row in every format; the seed's text shows only "repo  digest".
 QUERY_COLUMNS = ("repo", "digest", "tags", "media_type", "size")
 QUERY_TEXT_COLUMNS = ("repo", "digest")
+
+
+def listing_source(settings: Settings, repos, *, full: bool = False):
+    """(what answers a read-only listing, the -r values with their globs matched): the sqlite3 reader of the
+    inventory file (no SQLAlchemy to import), or the full inventory where a glob must be matched (or with
+    ``full``: retention's queries)."""
+    from regdb.cli.globs import expand_repos, is_glob
+
+    repos = list(repos)
+    if not full and not any(is_glob(name) for name in repos):
+        return settings.reader(), repos
+    inventory = settings.synced_inventory()
+    return inventory, expand_repos(inventory, settings.registry_ref(), repos)
 
 
 @main.command("list-repo-names")
@@ -66,13 +83,15 @@ def list_repo_names(settings: Settings, fmt):
       regdb -reg registry.example.com list-repo-names
       regdb -reg registry.example.com list-repo-names --format json
     """
-    names = settings.synced_inventory().list_repos(settings.registry_ref())
+    names = settings.reader().list_repos(settings.registry_ref())
     echo_listing(settings, [(name,) for name in names], ("repo",), fmt)
 
 
 @main.command("list-tag-names")
 @click.argument("repos", nargs=-1, metavar="[REPO]...")
-@click.option("--reverse-sort", is_flag=True, help="Reverse the order of each repository's tags (newest first).")
+@click.option("--reverse-sort", is_flag=True,
+              help="Reverse each repository's tag order: the tags that are no version first (reverse name order), "
+                   "then versions highest first. Version order, not push time.")
 @click.option("--image-names", is_flag=True, help="Print <registry>/<repo>:<tag> image names.")
 @omit_digest_tags_option
 @format_option
@@ -89,7 +108,8 @@ def list_tag_names(settings: Settings, repos, reverse_sort, image_names, omit_di
       regdb -reg registry.example.com list-tag-names app --image-names | xargs -n1 docker pull
     """
     ref = settings.registry_ref()
-    rows = settings.synced_inventory().list_tags(ref, list(repos) or None, reverse=reverse_sort)
+    inventory, repos = listing_source(settings, repos)
+    rows = inventory.list_tags(ref, list(repos) or None, reverse=reverse_sort)
     warn_missing_repos(rows.missing_repos)
     if omit_digest_tags:
         rows = rows.without_digest_tags()
@@ -115,8 +135,9 @@ def query_repos(settings: Settings, repos, fmt):
       regdb -reg registry.example.com query-repos -r app tool
       regdb -reg registry.example.com --no-raise-intersecting-repo query-repos -r app --format json
     """
-    selection = settings.synced_inventory().query_repos(
-        settings.registry_ref(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo
+    inventory, repos = listing_source(settings, repos)
+    selection = inventory.query_repos(
+        settings.registry_ref(), list(repos), raise_intersecting_repo=settings.raise_intersecting_repo,
     )
     warn_missing_repos(selection.missing_repos)
     echo_left_out(selection.skipped, fmt)
@@ -156,14 +177,16 @@ def query_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, n
       regdb -reg registry.example.com query-tags -r app -t '<1.4' one -x 1.2.7
       regdb -reg registry.example.com query-tags -r app tool -re 'pr-\\d+' -xre '.*-keep$' --format json
     """
-    from regdb.selection.selectors import parse_query
+    from regdb.cli.globs import tag_selectors
+    from regdb.selection.query import parse_query
 
+    tags, regex, exclude, exclude_regex = tag_selectors(tags, regex, exclude, exclude_regex)
     # Bad selectors are reported before anything is synced or read.
     retention = as_usage_error(retention_of, keep_latest, order_by, older_than, newer_than, untagged,
                                not_pulled_for, keep_pulled_within)
     if retention is None:
         as_usage_error(parse_query, tags, regex, exclude, exclude_regex)
-    inventory = settings.synced_inventory()
+    inventory, repos = listing_source(settings, repos, full=retention is not None)
     query: Callable[..., Selection] = inventory.query_tags
     more = {}
     if retention is not None:
@@ -238,7 +261,9 @@ def remove_tags(settings: Settings, repos, tags, regex, exclude, exclude_regex, 
       regdb -reg registry.example.com remove-tags -r app -re 'pr-' --format json
     """
     from regdb.cleanup.policy import RetentionQuery
+    from regdb.cli.globs import tag_selectors
 
+    tags, regex, exclude, exclude_regex = tag_selectors(tags, regex, exclude, exclude_regex)
     query = RetentionQuery(
         repos, tags, regex, exclude, exclude_regex, match_all_tags=not no_match_all_tags,
         raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=settings.raise_intersecting_repo,
@@ -300,8 +325,7 @@ def _plan_summary(plan) -> str:
 def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refresh: bool, fmt: str,
                 max_delete: int | None = None, max_inventory_age: str = "24h",
                 only_named_repos: bool = False) -> None:
-    import json
-
+    from regdb.cli.output import document
     from regdb.selection.retention import parse_duration
 
     max_age = as_usage_error(parse_duration, max_inventory_age)
@@ -311,16 +335,19 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    query = with_repos_expanded(settings, inventory, query)
     settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_removal(client, query, refresh=refresh, jobs=settings.jobs, max_inventory_age=max_age,
                                   only_named_repos=only_named_repos, announce=lambda line: click.echo(line, err=True))
     for name in plan.missing_repos:
         click.echo(f"warning: repository {escape_controls(name)} not found in {plan.registry_name}", err=True)
+    if count_plan(settings, plan.rows, dry_run, click.get_current_context().info_name):
+        return
     if fmt != "json":
         echo_skipped(plan.skipped)
     if dry_run:
         if fmt == "json":
-            click.echo(json.dumps(plan.as_dict(), indent=2))
+            click.echo(document(plan.as_dict()), nl=False)
         else:
             echo_plan(plan)
             if plan.rows:
@@ -340,6 +367,20 @@ def run_removal(settings: Settings, query, *, dry_run: bool, yes: bool, no_refre
     confirm_and_remove(settings, inventory, client, plan, fmt=fmt, confirm=confirm, max_delete=max_delete)
 
 
+def with_repos_expanded(settings: Settings, inventory, query):
+    """The removal query with the globs of its -r values replaced by the repositories they match in the
+    inventory (synced first if this registry never was: a glob needs names to match)."""
+    import dataclasses
+
+    from regdb.cli.globs import expand_repos, is_glob
+
+    if not any(is_glob(name) for name in query.repos):
+        return query
+    if inventory.last_synced(settings.registry_url()) is None:
+        run_sync(settings, inventory, None)
+    return dataclasses.replace(query, repos=tuple(expand_repos(inventory, settings.registry_url(), query.repos)))
+
+
 def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str, confirm: bool,
                        max_delete: int | None = None) -> None:
     """Ask (when regdb must), delete the plan, print the result; a partial failure prints it, then fails."""
@@ -348,9 +389,10 @@ def confirm_and_remove(settings: Settings, inventory, client, plan, *, fmt: str,
 
     check_max_delete(plan, max_delete)  # before the question: a plan that will be refused is not asked about
     if confirm:
-        click.confirm(
-            f"Delete these {len(plan.rows)} manifests from {plan.registry_name}?", abort=True, err=True
-        )
+        from regdb.cli.output import plural
+
+        click.confirm(f"Delete the {plural(len(plan.rows), 'manifest')} above from {plan.registry_name}?", abort=True,
+                      err=True)
     try:
         result = inventory.remove(client, plan, jobs=settings.jobs, max_delete=max_delete)
     except RemovalInterrupted as error:
@@ -384,7 +426,8 @@ def echo_result(result, fmt: str, *, left_out=()) -> None:
     echo_outcomes(
         result, fmt, "digest", left_out=left_out, summary=
         f"deleted {len(result.deleted)}, skipped {len(result.skipped)}, failed {len(result.failed)} "
-        f"(run {result.run_id}); a garbage collection would now free {human_bytes(result.bytes_freed)}",
+        f"(run {result.run_id}); this run's deletions let a garbage collection free {human_bytes(result.bytes_freed)} "
+        "(the reclaimable view and du count all that is still to free)",
     )
 
 
@@ -393,15 +436,13 @@ def echo_outcomes(result, fmt: str, what: str, summary: str, *, left_out=()) -> 
 
     ``left_out``: what the selection rules and the plan kept (``Plan.skipped``), in JSON as ``left_out``
     (``skipped`` there are the planned deletions skipped at the last check); text prints it with the plan."""
-    import json
-
     from regdb.cli import output
 
     if fmt == "json":
         document = result.as_dict()
         if left_out:
             document["left_out"] = [item.as_dict() for item in left_out]
-        click.echo(json.dumps(document, indent=2))
+        click.echo(output.document(document), nl=False)
         return
     problems = [o.as_dict() for o in result.skipped + result.failed]
     if problems:
@@ -437,9 +478,11 @@ def _sql_params(_ctx, _param, values) -> dict[str, str]:
 def sql_command(settings: Settings, statement, fmt, params, timeout):
     """Run one read-only SQL statement on the inventory and print its rows.
 
-    Reads the inventory as it is (--db, or the file named after --registry): never contacts the registry,
-    never syncs. Statements that would write, ATTACH a database or change a pragma are refused. The views
-    images, digest_usage, repo_stats and blob_usage are the stable interface; 'regdb schema' lists them.
+    Reads the inventory as it is (--db, or the file named after --registry) and never contacts the registry,
+    unless the global --refresh syncs it first. Statements that would write, ATTACH a database or change a
+    pragma are refused. The views images, digest_usage, repo_stats and blob_usage are the stable interface;
+    'regdb schema' lists them. Timestamps print in ISO 8601 UTC (2026-12-01T12:00:00Z). With -c None the
+    inventory is in memory, so it is synced first with --refresh, and refused without.
 
     \b
       regdb --db registry.db sql "SELECT repo, total_bytes FROM repo_stats ORDER BY total_bytes DESC LIMIT 5"
@@ -447,6 +490,12 @@ def sql_command(settings: Settings, statement, fmt, params, timeout):
     """
     from regdb.cli import output
 
+    if settings.db_target() == MEMORY and not settings.refresh:
+        raise click.UsageError("-c None is a new, empty in-memory inventory, so sql would answer from nothing: "
+                               "name the inventory with --db PATH, or add --refresh to sync into memory first")
+    if settings.refresh:
+        settings.reach_before_creating()
+        run_sync(settings, settings.inventory(), None)
     inventory = settings.inventory(readonly=True)
     with inventory.sql(statement, params, timeout=timeout) as result:
         if settings.count:
@@ -454,7 +503,7 @@ def sql_command(settings: Settings, statement, fmt, params, timeout):
             return
         if not result.columns:  # a statement that answers nothing (a pragma without output)
             return
-        for chunk in output.render(result, result.columns, fmt):
+        for chunk in output.render(output.with_iso_timestamps(result), result.columns, fmt):
             click.echo(chunk, nl=False)
 
 
@@ -523,9 +572,8 @@ def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh,
       regdb -reg registry.example.com apply retention.toml --dry-run
       regdb -reg registry.example.com apply retention.toml --yes --format json
     """
-    import json
-
     from regdb.cleanup.policy import load_policy
+    from regdb.cli.output import document
 
     policy = load_policy(policy_file)  # a mistake in the file is reported before the registry is contacted
     inventory = settings.inventory()
@@ -537,11 +585,13 @@ def apply(settings: Settings, policy_file, dry_run, yes, max_delete, no_refresh,
                                     jobs=settings.jobs, raise_intersecting_repo=settings.raise_intersecting_repo,
                                     announce=lambda line: click.echo(line, err=True))
     plan = planned.plan
+    if count_plan(settings, plan.rows, dry_run, "apply"):
+        return
     if fmt != "json":
         echo_skipped(plan.skipped)  # what the plan itself keeps (an index lists it); the rules' keeps follow
     if dry_run or not plan.rows:
         if fmt == "json":
-            click.echo(json.dumps(planned.as_dict(), indent=2))
+            click.echo(document(planned.as_dict()), nl=False)
         else:
             echo_policy_plan(planned)
             if dry_run and plan.rows:
@@ -588,9 +638,10 @@ def echo_policy_plan(planned, *, err: bool = False, shown: int = 8) -> None:
 
 
 @main.command()
-@click.option("-r", "--repo", "repo", required=True, metavar="REPO", help="The repository.")
+@click.option("-r", "--repo", "repo", required=True, metavar="REPO",
+              help="The repository (a glob must match exactly one).")
 @click.option("-t", "--tag", "tags", cls=GreedyOption, multiple=True, required=True, metavar="TAG...",
-              help="Tags to remove (exact names).")
+              help="Tags to remove: names or globs ('rc*'), matched on the repository as the registry has it.")
 @click.option("--method", type=click.Choice(["auto", "delete-tag", "placeholder"]), default="auto",
               show_default=True,
               help="delete-tag: DELETE by tag (OCI 1.1); placeholder: move the tag to a placeholder manifest and "
@@ -610,8 +661,6 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
       regdb -reg registry.example.com untag -r app -t stable --dry-run
       regdb -reg registry.example.com untag -r app -t rc1 rc2 --yes
     """
-    import json
-
     from regdb.cli import output
     from regdb.errors import RemovalIncomplete
 
@@ -620,8 +669,11 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
     else:
         inventory, refresh = settings.inventory(), True
     client = settings.client()
+    repo, tags, refresh = untag_globs(settings, inventory, repo, tags, refresh)
     settle_in_flight(inventory, client, dry_run=dry_run)
     plan = inventory.plan_untag(client, repo, tags, method=method, refresh=refresh, jobs=settings.jobs)
+    if count_plan(settings, plan.rows, dry_run, "untag"):
+        return
 
     def show(err: bool = False) -> None:
         for chunk in output.render([row.as_dict() for row in plan.rows], ["repo", "tag", "digest", "other_tags"],
@@ -631,25 +683,53 @@ def untag(settings: Settings, repo, tags, method, dry_run, yes, max_delete, no_r
 
     if dry_run:
         if fmt == "json":
-            click.echo(json.dumps(plan.as_dict(), indent=2))
+            click.echo(output.document(plan.as_dict()), nl=False)
         else:
             show()
             click.echo("dry run: nothing untagged")
         return
     confirm = asks_for_confirmation(yes)
     if max_delete is not None and len(plan.rows) > max_delete:
-        raise click.ClickException(f"the plan untags {len(plan.rows)} tags, more than the limit of {max_delete} "
+        raise click.ClickException(f"the plan untags {output.plural(len(plan.rows), 'tag')}, more than the limit "
+                                   f"of {max_delete} "
                                    "(--max-delete): nothing untagged")
     if fmt == "text" or confirm:
         show(err=fmt != "text")
     if confirm:
-        click.confirm(f"Remove these {len(plan.rows)} tags from {repo}?", abort=True, err=True)
+        click.confirm(f"Remove the {output.plural(len(plan.rows), 'tag')} above from {repo}?", abort=True, err=True)
     try:
         result = inventory.untag(client, plan)
     except RemovalIncomplete as error:
         echo_untag_result(error.result, fmt)
         raise
     echo_untag_result(result, fmt)
+
+
+def untag_globs(settings: Settings, inventory, repo: str, tags, refresh: bool):
+    """(repo, tags, refresh) with globs matched: -r must match one repository; -t globs are matched against
+    the repository as the registry has it now (synced first), so a tag pushed since the last sync is seen."""
+    from regdb.cli.globs import expand_repos, expand_tags, is_glob
+
+    if not is_glob(repo) and not any(is_glob(tag) for tag in tags):
+        return repo, tags, refresh
+    url = settings.registry_url()
+    if is_glob(repo):
+        if inventory.last_synced(url) is None:
+            run_sync(settings, inventory, None)
+        matched = [name for name in expand_repos(inventory, url, [repo]) if name != repo]
+        if len(matched) != 1:
+            found = f"matches {len(matched)}: {', '.join(matched[:5])}" if matched else "matches no repository"
+            raise click.UsageError(f"untag works on one repository; -r {escape_controls(repo)} {found}")
+        repo = matched[0]
+    if not any(is_glob(tag) for tag in tags):
+        return repo, tags, refresh
+    if refresh:
+        run_sync(settings, inventory, [repo])
+    names, unmatched = expand_tags(inventory, url, repo, tags)
+    if unmatched:
+        raise click.UsageError(f"tag{'s' if len(unmatched) > 1 else ''} {', '.join(map(escape_controls, unmatched))} "
+                               f"not found in repository {escape_controls(repo)}")
+    return repo, names, False
 
 
 def echo_untag_result(result, fmt: str) -> None:

@@ -14,10 +14,18 @@ import click
 from regdb.cli.core import Settings, main
 
 
-def datasette_metadata(database: str) -> dict:
+# Tags up to which the images page carries facets. Each facet is one GROUP BY over every tag: about a second per
+# million tags on the bench machine (bench/bench.py), against Datasette's 200 ms facet limit, so past this many
+# they would only add their time-outs to every page load (about 0.8 s on the bench's million). A user facets a
+# large inventory on demand (?_facet=registry), or with filters that narrow it first.
+FACETS_UP_TO_TAGS = 100_000
+IMAGES_FACETS = ["registry", "architecture", "os", "media_type"]
+
+
+def datasette_metadata(database: str, tags: int | None = None) -> dict:
     """Datasette's metadata for an inventory served under the name ``database``: a title, a description of every
     table, view and column (the meanings ``regdb schema`` prints), the documented example queries as canned
-    queries, and facets for ``images``."""
+    queries, and facets for ``images`` unless the inventory holds more than FACETS_UP_TO_TAGS ``tags``."""
     from regdb.inventory.examples import examples_for
     from regdb.inventory.rawsql import describe_schema
 
@@ -28,8 +36,13 @@ def datasette_metadata(database: str) -> dict:
             "columns": {column.column: column.meaning for column in each.columns},
         }
     # Facets a BI user filters tags by first, with few values each (a facet by repository would show 30 of
-    # thousands); each is one GROUP BY, cut off at Datasette's facet time limit on a huge inventory.
-    tables["images"]["facets"] = ["registry", "architecture", "os", "media_type"]
+    # thousands); each is one GROUP BY over every tag, so only on an inventory small enough for them.
+    if tags is None or tags <= FACETS_UP_TO_TAGS:
+        tables["images"]["facets"] = list(IMAGES_FACETS)
+    else:
+        tables["images"]["description"] += (
+            f" No facets by default: {tags:,} tags are more than a facet counts within Datasette's limit; add "
+            f"?_facet=registry (or architecture, os, media_type) to a filtered page.")
     queries = {
         example.name: {"title": example.title, "sql": example.sql.strip()}
         for example in examples_for("sqlite")
@@ -50,16 +63,22 @@ def datasette_metadata(database: str) -> dict:
 @click.pass_obj
 def datasette_metadata_command(settings: Settings, output, database):
     """Write a Datasette metadata file for the inventory: what each table, view and column means, the
-    documented example queries as canned queries, facets for images.
+    documented example queries as canned queries, facets for images (up to 100,000 tags).
 
     \b
       regdb --db inventory.db datasette-metadata -o metadata.json
       datasette inventory.db --metadata metadata.json
     """
+    target = settings.db_target()
     if database is None:
-        target = settings.db_target()
         database = Path(target).stem if "://" not in target else "inventory"
-    text = json.dumps(datasette_metadata(database), indent=2) + "\n"
+    tags = None
+    if "://" in target or Path(target).exists():
+        from sqlalchemy import text as sql
+
+        with settings.inventory(readonly=True).engine.connect() as conn:
+            tags = conn.execute(sql("SELECT COUNT(*) FROM tags")).scalar()
+    text = json.dumps(datasette_metadata(database, tags), indent=2) + "\n"
     if output == "-":
         click.echo(text, nl=False)
         return
@@ -91,12 +110,19 @@ def report_command(settings: Settings, html_file, fmt):
     if html_file:
         _write_whole(Path(html_file), report.to_html(figures))
     if fmt == "json":
-        click.echo(report.to_json(figures))
+        import json
+
+        from regdb.cli.output import document
+
+        click.echo(document(json.loads(report.to_json(figures))), nl=False)  # the one JSON layout, ISO times
         return
-    click.echo(f"{figures.repos} repositories, {figures.tags} tags, {report.human_bytes(figures.total_bytes)} "
+    from regdb.cli.output import plural
+
+    click.echo(f"{plural(figures.repos, 'repository')}, {plural(figures.tags, 'tag')}, "
+               f"{report.human_bytes(figures.total_bytes)} "
                f"({report.human_bytes(figures.unique_bytes)} held by one repository alone)")
-    click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in {figures.reclaimable_blobs} "
-               f"blobs; untagged manifests: {figures.untagged_manifests} "
+    click.echo(f"reclaimable now: {report.human_bytes(figures.reclaimable_bytes)} in "
+               f"{plural(figures.reclaimable_blobs, 'blob')}; untagged manifests: {figures.untagged_manifests} "
                f"({report.human_bytes(figures.untagged_bytes)})")
     if html_file:
         click.echo(f"wrote {html_file}")

@@ -155,7 +155,7 @@ class Settings:
             return MEMORY
         if self.db:
             return self.db
-        from regdb.api import default_db_path
+        from regdb.inventory.location import default_db_path
 
         target = default_db_path(self.registry_url())
         if Path(target).is_symlink():
@@ -185,6 +185,26 @@ class Settings:
         if self.refresh or inventory.last_synced(self.registry_ref()) is None:
             run_sync(self, inventory, None)
         return inventory
+
+    def reader(self):
+        """The inventory for the read-only listings (list-repo-names, list-tag-names, query-repos, query-tags):
+        an SQLite file already synced from this registry is read with the standard library's sqlite3, without
+        importing SQLAlchemy (regdb.selection.sqlite_reader, issue 17); anything else, or --refresh, is
+        ``synced_inventory()``, which the reader also hands what it does not answer itself. With ``-l debug``
+        too: that logs the statements regdb.selection.selectors runs, with their values inlined to paste into
+        sqlite3."""
+        target = self.db_target()
+        if not self.refresh and target != MEMORY and "://" not in target and not log.isEnabledFor(logging.DEBUG):
+            from regdb.selection.sqlite_reader import open_reader
+
+            key = (target, "sqlite3")
+            if key not in self._inventories:
+                found = open_reader(target, self.registry_ref(), fallback=self.synced_inventory)
+                if found is None:
+                    return self.synced_inventory()
+                self._inventories[key] = found
+            return self._inventories[key]
+        return self.synced_inventory()
 
     def reach_before_creating(self) -> None:
         """A new inventory file is created only once the registry has answered: a mistyped -reg or a
@@ -220,8 +240,21 @@ def worded(error: RegdbError) -> str:
     return error.worded(FLAGS)
 
 
+class RegdbCommand(click.Command):
+    """A subcommand: a selector or usage mistake the library reports (SelectorError) prints this command's
+    usage line, as click's own usage errors of its options do, not the top-level one."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SelectorError as error:
+            raise click.UsageError(worded(error), ctx) from None
+
+
 class RegdbGroup(click.Group):
     """Turns the library's named errors into one line and an exit status, at the one place they surface."""
+
+    command_class = RegdbCommand
 
     def make_context(self, info_name, args, parent=None, **extra):
         # A Ctrl-C while the options are parsed: click alone would print "Aborted!" and exit 1.
@@ -238,7 +271,7 @@ class RegdbGroup(click.Group):
         except SelectorError as error:
             raise click.UsageError(worded(error), ctx) from None
         except RegdbError as error:
-            raise click.ClickException(worded(error)) from None
+            raise click.ClickException(plain_http_hint(ctx.obj, error) or worded(error)) from None
         except Exception as error:  # noqa: BLE001 - the database's own failures, on input we do not control
             from regdb.errors import database_error
 
@@ -254,6 +287,29 @@ class RegdbGroup(click.Group):
         finally:
             if isinstance(ctx.obj, Settings):
                 ctx.obj.close()
+
+
+# OpenSSL's reasons when what answers a TLS ClientHello is plain HTTP ("HTTP/1.1 400 ..." read as a TLS record):
+# 1.1 and 3.0/3.1 say "wrong version number", 3.2+ "record layer failure" or "packet length too long".
+PLAIN_HTTP_TLS_REASONS = ("wrong version number", "record layer failure", "packet length too long",
+                          "unknown protocol")
+
+
+def plain_http_hint(settings, error) -> str | None:
+    """For a registry given without a scheme (https assumed) that answered the TLS handshake with plain HTTP:
+    the one line that says to name it http://HOST:PORT. regdb never falls back to http by itself: that would
+    send the credentials, in clear, to another origin than the one named (docs/registry-behaviour.md)."""
+    from regdb.errors import RegistryUnreachable
+
+    registry = getattr(settings, "registry", None)
+    if not isinstance(error, RegistryUnreachable) or not registry or "://" in registry:
+        return None
+    # The client words TLS failures "TLS error talking to URL: REASON" with OpenSSL's reason.
+    if not str(error).startswith("TLS error") or not any(r in str(error) for r in PLAIN_HTTP_TLS_REASONS):
+        return None
+    host = RegistryRef.parse(registry).name
+    return (f"{error}: {escape_controls(registry)} answers plain HTTP, not HTTPS; if that is meant, use "
+            f"-reg http://{host}")
 
 
 @click.group(cls=RegdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -272,7 +328,9 @@ class RegdbGroup(click.Group):
               help="Inventory file or SQLAlchemy URL [default: named after the registry, e.g. "
                    "registry_example_com.db]; 'None' for a throwaway in-memory inventory.")
 @click.option("--refresh", is_flag=True, help="Sync the inventory with the registry before the command.")
-@click.option("--count", is_flag=True, help="Print the number of results instead of the results.")
+@click.option("--count", is_flag=True,
+              help="Print the number of rows instead of the rows (a removal's plan rows with --dry-run); a usage "
+                   "error on a command that prints no rows.")
 @click.option("--no-raise-intersecting-repo", is_flag=True,
               help="Drop digests also used by a repository outside the selection instead of failing.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True,
@@ -297,6 +355,8 @@ def main(ctx, registry, user, password, password_stdin, digest_auth, client_cert
       regdb --db registry_example_com.db sql "SELECT repo, count(*) FROM images GROUP BY repo"
     """
     setup_logging(log_level)
+    if count:
+        check_count_applies(ctx.invoked_subcommand)
     if password_stdin:
         password = _password_from_stdin(user, password)
     ctx.obj = Settings(
@@ -307,6 +367,30 @@ def main(ctx, registry, user, password, password_stdin, digest_auth, client_cert
     apply_profile(ctx, ctx.obj, profile)
     if password_stdin:  # a flag: it wins over a profile's password, as every flag does
         ctx.obj.password, ctx.obj.password_source = password, None
+
+
+# The commands --count counts the output rows of; the removals count their plan, and only with --dry-run.
+COUNTED_COMMANDS = ("list-repo-names", "list-tag-names", "query-repos", "query-tags", "du", "sql", "history",
+                    "changes", "status")
+COUNTED_PLANS = ("remove-tags", "remove-repos", "apply", "untag")
+
+
+def check_count_applies(command: str | None) -> None:
+    """--count on a command that prints no rows is a usage error, never silently ignored (issue 17)."""
+    if command is None or command in COUNTED_COMMANDS or command in COUNTED_PLANS:
+        return
+    raise click.UsageError(f"--count does not apply to {command}: it counts the rows of "
+                           f"{', '.join(COUNTED_COMMANDS)}, and the plan of {', '.join(COUNTED_PLANS)} with --dry-run")
+
+
+def count_plan(settings: Settings, rows, dry_run: bool, command: str) -> bool:
+    """--count on a removal: print the number of planned rows and stop (True), which only a dry run may do."""
+    if not settings.count:
+        return False
+    if not dry_run:
+        raise click.UsageError(f"--count with {command} counts its plan: add --dry-run (nothing is deleted then)")
+    click.echo(len(rows))
+    return True
 
 
 def apply_profile(ctx, settings: Settings, named: str | None) -> None:
@@ -377,9 +461,9 @@ def setup_logging(level: str) -> None:
         logger.setLevel(wanted)
 
 
-def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = True):
+def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool | str = True):
     """Sync with a progress bar on a terminal (stderr: tags done of the total, rate, ETA), nothing extra when
-    piped or at -l debug."""
+    piped or at -l debug. ``quiet``: True prints nothing, False the summary line, "json" the result document."""
     started = time.monotonic()
     # A bar only for a person watching: not in a pipe, and not over -l debug's log lines.
     watch = None
@@ -394,10 +478,22 @@ def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = T
             watch.close()
     for name in result.missing_repos:
         click.echo(f"warning: repository {escape_controls(name)} not found in {result.registry}", err=True)
-    if not quiet:
+    if quiet == "json":
+        from regdb.cli.output import document
+
+        click.echo(document({
+            "registry": result.registry, "sync_id": result.sync_id, "repos": result.repos, "tags": result.tags,
+            "new_manifests": result.digests_fetched, "requests": result.requests, "started_at": result.started_at,
+            "finished_at": result.finished_at, "seconds": round(time.monotonic() - started, 3),
+            "missing_repos": result.missing_repos, "skipped_repos": result.skipped_repos,
+            "incomplete": result.incomplete, "broken_indexes": result.broken_indexes,
+        }), nl=False)
+    elif not quiet:
+        from regdb.cli.output import plural
+
         click.echo(
-            f"synced {result.registry}: {result.repos} repositories, {result.tags} tags, "
-            f"{result.digests_fetched} new manifests, {result.requests} requests in "
+            f"synced {result.registry}: {plural(result.repos, 'repository')}, {plural(result.tags, 'tag')}, "
+            f"{plural(result.digests_fetched, 'new manifest')}, {plural(result.requests, 'request')} in "
             f"{time.monotonic() - started:.1f} s"
         )
     return result
@@ -406,18 +502,21 @@ def run_sync(settings: Settings, inventory: Inventory, repos, *, quiet: bool = T
 def repo_option(func):
     """``-r REPO...``: the repositories a query or removal works on (required, argparse-style greedy)."""
     return click.option("-r", "--repo", "repos", cls=GreedyOption, at_least_one=True, multiple=True,
-                        required=True, metavar="REPO...", help="Repositories (one or more).")(func)
+                        required=True, metavar="REPO...",
+                        help="Repositories (one or more): names, or globs ('team/*', * also crosses /) as in a "
+                             "policy file.")(func)
 
 
 def selector_options(func):
     """The tag selectors of ``query-tags`` and ``remove-tags``, defined once (docker-registry-util's flags)."""
     options = [
         click.option("-t", "--tags", "--tag", "tags", cls=GreedyOption, multiple=True, metavar="TAG|SELECTOR...",
-                     help="Tags to select: exact names, or a version after ==, <, >, <=, >= ('<1.4')."),
+                     help="Tags to select: exact names, globs ('pr-*', 'rc?', '[0-9]*'), or a version after ==, <, >, "
+                          "<=, >= ('<1.4')."),
         click.option("-re", "--regex", "regex", cls=GreedyOption, multiple=True, metavar="REGEX...",
                      help="Tags to select by Python regular expression, matched from the start of the tag."),
         click.option("-x", "--exclude", "exclude", cls=GreedyOption, multiple=True, metavar="TAG|SELECTOR...",
-                     help="Tags whose digests are never selected (names or version selectors)."),
+                     help="Tags whose digests are never selected (names, globs or version selectors)."),
         click.option("-xre", "--exclude-regex", "exclude_regex", cls=GreedyOption, multiple=True,
                      metavar="REGEX...", help="Tags whose digests are never selected, by regular expression."),
         click.option("--no-match-all-tags", is_flag=True,

@@ -62,7 +62,7 @@ def space_by_repo(inventory, registry_url: str, repos=()) -> tuple[list[dict], l
 
 @main.command("du")
 @click.option("-r", "--repo", "repos", cls=GreedyOption, multiple=True, metavar="REPO...",
-              help="Only these repositories (default: every repository of the registry).")
+              help="Only these repositories, by name or glob ('team/*') [default: every repository].")
 @format_option
 @click.pass_obj
 def du(settings: Settings, repos, fmt):
@@ -78,7 +78,10 @@ def du(settings: Settings, repos, fmt):
       regdb -reg registry.example.com du -r app tool --format json
     """
     inventory = settings.synced_inventory()
-    rows, missing = space_by_repo(inventory, settings.registry_url(), list(repos))
+    from regdb.cli.globs import expand_repos
+
+    rows, missing = space_by_repo(inventory, settings.registry_url(),
+                                  expand_repos(inventory, settings.registry_url(), repos))
     warn_missing_repos(missing)
     if fmt in ("text", "table") and not settings.count:
         rows = [{**row, **{name: _short_bytes(row[name]) for name in DU_COLUMNS[3:]}} for row in rows]

@@ -5,7 +5,6 @@ Registered on ``regdb.cli.app.main`` from the bottom of cli.py; the library behi
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -120,8 +119,8 @@ HISTORY_COLUMNS = ("repo", "tag", "digest", "valid_from", "valid_to", "source", 
 
 
 @main.command()
-@click.option("-r", "--repo", required=True, metavar="REPO", help="The repository.")
-@click.option("-t", "--tag", metavar="TAG", help="Only this tag.")
+@click.option("-r", "--repo", required=True, metavar="REPO", help="The repository (or a glob: 'team/*').")
+@click.option("-t", "--tag", metavar="TAG", help="Only this tag (or the tags a glob matches: 'rc*').")
 @format_option
 @click.pass_obj
 def history(settings: Settings, repo, tag, fmt):
@@ -129,12 +128,22 @@ def history(settings: Settings, repo, tag, fmt):
 
     \b
       regdb -reg registry.example.com history -r team/app -t latest
+      regdb -reg registry.example.com history -r 'team/*' -t 'rc*'
     """
+    from regdb.cli.globs import expand_repos, is_glob
     from regdb.inventory.history import tag_history
 
     inventory = settings.inventory(readonly=True)
+    repos = expand_repos(inventory, settings.registry_url(), [repo])
     with inventory.engine.connect() as conn:
-        rows = tag_history(conn, _registry_id(settings, conn), repo, tag)
+        registry_id = _registry_id(settings, conn)
+        rows = [row for name in repos for row in tag_history(conn, registry_id, name, None if tag and is_glob(tag)
+                                                             else tag)]
+    if tag and is_glob(tag):
+        from regdb.cleanup.policy import glob_regex
+        from regdb.versions import regex_matches
+
+        rows = [row for row in rows if regex_matches(glob_regex(tag), row.tag)]
     echo_listing(settings, rows, HISTORY_COLUMNS, fmt)
 
 
@@ -184,7 +193,9 @@ def changes(settings: Settings, since, since_sync, fmt):
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "table", "json", "ndjson", "csv", "tsv"]),
+              default="text", show_default=True,
+              help="text: a few lines per registry; the others: one row per registry, every figure a column.")
 @click.pass_obj
 def status(settings: Settings, fmt):
     """Per registry: the last complete sync, the last event, the observed window of pulls, counts.
@@ -192,13 +203,16 @@ def status(settings: Settings, fmt):
     \b
       regdb --db registry_example_com.db status --format json
     """
+    from regdb.cli.output import plural
     from regdb.live.status import registry_status
 
     inventory = settings.inventory(readonly=True)
     with inventory.engine.connect() as conn:
         rows = registry_status(conn)
-    if fmt == "json":
-        click.echo(json.dumps([row.as_dict() for row in rows], indent=2, default=_iso))
+    if fmt != "text" or settings.count:
+        records = [row.as_dict() for row in rows]
+        columns = list(records[0]) if records else ["registry", "url"]
+        echo_listing(settings, records, columns, fmt)
         return
     for row in rows:
         click.echo(f"{row.registry} ({row.url})")
@@ -210,9 +224,9 @@ def status(settings: Settings, fmt):
             end = _iso(row.observed_until) if row.observed_until else "now"
             click.echo(f"  observed window:    {_iso(row.observed_since)} to {end}"
                        + (f" ({row.window_end_reason})" if row.window_end_reason else ""))
-        click.echo(f"  {row.repositories} repositories, {row.tags} tags, {row.manifests} manifests, "
-                   f"{row.pulled_manifests} pulled, {row.rejected_events} rejected events, "
-                   f"{row.tag_history_rows} history rows")
+        click.echo(f"  {plural(row.repositories, 'repository')}, {plural(row.tags, 'tag')}, "
+                   f"{plural(row.manifests, 'manifest')}, {row.pulled_manifests} pulled, "
+                   f"{plural(row.rejected_events, 'rejected event')}, {plural(row.tag_history_rows, 'history row')}")
 
 
 def _iso(value):

@@ -6,6 +6,8 @@ Formats:
   every column but the last padded to its widest value (``repo  digest``).
 * ``table``: the same alignment, with a header line and a rule under it.
 * ``json``: an array of objects, one per line (so a large listing streams); ``ndjson``: one object per line.
+  A command's result (a plan, a removal, a sync, a report) is ``document``: one JSON document in the same
+  layout, each top-level member or item on a line of its own (README "Output formats").
 * ``csv`` / ``tsv``: a header row, then the rows (RFC 4180 quoting; tab-separated for ``tsv``).
 
 Rows are mappings (by column name), sequences (positional: tuples, SQLAlchemy rows) or objects with the
@@ -93,6 +95,58 @@ def _iso(value: date) -> str:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.isoformat() + "Z"
     return value.isoformat()
+
+
+# The text SQLAlchemy stores a DateTime as on SQLite (regdb.inventory.rawsql shows PostgreSQL's the same way),
+# which raw SQL hands back as a string; the inventory keeps UTC. Nothing else regdb prints has this shape (a space
+# and colons occur in no repository, tag or digest).
+_STORED_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?")
+
+
+def iso_timestamp(value: Any) -> Any:
+    """A timestamp as the inventory stores it (``2026-12-01 12:00:00.123456``) in ISO 8601 UTC
+    (``2026-12-01T12:00:00.123456Z``); any other value unchanged."""
+    if isinstance(value, str) and len(value) >= 19 and value[10] == " " and _STORED_TIMESTAMP.fullmatch(value):
+        return value.replace(" ", "T", 1) + "Z"
+    return value
+
+
+def with_iso_timestamps(rows: Iterable[Sequence[Any]]) -> Iterator[list[Any]]:
+    """``regdb sql`` rows with the stored timestamps among their values in ISO 8601 UTC."""
+    for row in rows:
+        yield [iso_timestamp(value) for value in row]
+
+
+def document(value: Any) -> str:
+    """One JSON document for a command's result, ending with a newline, in the layout of a ``json`` listing:
+    a list one item a line, an object one member a line, each compact; timestamps ISO 8601 UTC with ``Z``."""
+    def compact(item: Any) -> str:
+        text = json.dumps(_timestamps_in(item), ensure_ascii=False, default=_json_default)
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+    if isinstance(value, Mapping) and value:
+        return "{\n  " + ",\n  ".join(f"{compact(str(k))}: {compact(v)}" for k, v in value.items()) + "\n}\n"
+    if isinstance(value, (list, tuple)) and value:
+        return "[\n  " + ",\n  ".join(compact(item) for item in value) + "\n]\n"
+    return compact(value) + "\n"
+
+
+def _timestamps_in(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _timestamps_in(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_timestamps_in(item) for item in value]
+    return iso_timestamp(value)
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 repository``, ``2 repositories``, ``0 tags``: the count and the noun that goes with it."""
+    if count == 1:
+        return f"{count} {singular}"
+    if plural_form is None:
+        plural_form = singular[:-1] + "ies" if singular.endswith("y") and singular[-2:-1] not in "aeiou" \
+            else singular + "s"
+    return f"{count} {plural_form}"
 
 
 def _text(value: Any) -> str:
@@ -216,4 +270,5 @@ def _drain(buffer: io.StringIO) -> str:
     return text
 
 
-__all__ = ["FORMATS", "escape_controls", "render", "to_string", "write"]
+__all__ = ["FORMATS", "document", "escape_controls", "iso_timestamp", "plural", "render", "to_string",
+           "with_iso_timestamps", "write"]

@@ -82,9 +82,8 @@ def restore(settings: Settings, run_id, dry_run, fmt):
       regdb -reg registry.example.com restore 20261201T120000Z-1a2b3c4d --dry-run
       regdb -reg registry.example.com restore 20261201T120000Z-1a2b3c4d
     """
-    import json
-
     from regdb.cleanup.restore import plan_restore, restore as restore_run
+    from regdb.cli.output import document, plural
 
     target = settings.db_target()
     if "://" not in target and target != MEMORY and not Path(target).exists():
@@ -95,15 +94,16 @@ def restore(settings: Settings, run_id, dry_run, fmt):
     plan = plan_restore(inventory.engine, client, run_id)
     if dry_run or not plan.items:
         if fmt == "json":
-            click.echo(json.dumps(plan.as_dict(), indent=2))
+            click.echo(document(plan.as_dict()), nl=False)
         else:
             for item in plan.items:
                 click.echo(f"{item.repo}@{item.digest} {','.join(item.tags) or '(untagged)'}")
-            click.echo(f"{len(plan.items)} manifests to push back" + ("; dry run: nothing pushed" if dry_run else ""))
+            click.echo(f"{plural(len(plan.items), 'manifest')} to push back"
+                       + ("; dry run: nothing pushed" if dry_run else ""))
         return
     result = restore_run(inventory.engine, client, plan)
     if fmt == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        click.echo(document(result.as_dict()), nl=False)
     else:
-        click.echo(f"restored {len(result.pushed)} manifests and {len(result.tags)} tags of run {run_id} "
-                   f"(restore run {result.run_id})")
+        click.echo(f"restored {plural(len(result.pushed), 'manifest')} and {plural(len(result.tags), 'tag')} of run "
+                   f"{run_id} (restore run {result.run_id})")

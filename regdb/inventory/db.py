@@ -13,7 +13,7 @@ import sqlite3
 import weakref
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import Connection, Engine, Insert, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # The newest migration in migrations/versions. Opening an inventory that is already at this revision reads
 # one row and skips importing Alembic altogether (a query must answer in well under half a second, process
 # start included); tests/test_packaging.py holds this equal to Alembic's head.
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 
 MEMORY = ":memory:"
 # How long a writer waits for another writer before giving up. Readers never wait in WAL mode.
@@ -197,9 +197,9 @@ def _sqlstate(error: DBAPIError) -> str | None:
     return getattr(error.orig, "sqlstate", None)
 
 
-def insert_id(conn: Connection, statement: Insert) -> int:
-    """The primary key of the one row ``statement`` inserts."""
-    key = conn.execute(statement).inserted_primary_key
+def insert_id(conn: Connection, statement: Insert, values: dict[str, Any] | None = None) -> int:
+    """The primary key of the one row ``statement`` inserts (with ``values`` as its parameters, if given)."""
+    key = conn.execute(statement, values).inserted_primary_key
     assert key is not None  # None only after an executemany, and one row is one execute
     return key[0]
 

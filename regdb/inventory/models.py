@@ -253,6 +253,12 @@ class Deletion(Base):
     restored_by: Mapped[str | None] = mapped_column(
         String, doc="Run of 'regdb restore' that pushed the manifest (and its tags) back."
     )
+    # An untag by placeholder (regdb/cleanup/untag.py) leaves that manifest's blob in storage until a garbage
+    # collection.
+    placeholder_digest: Mapped[str | None] = mapped_column(
+        ByteString, doc="Untag: the placeholder manifest pushed under the tag and deleted (reclaimable lists it)."
+    )
+    placeholder_size: Mapped[int | None] = mapped_column(BigInteger, doc="Untag: the placeholder's bytes.")
 
 
 # --- the live inventory (issue 15): registry notifications, tag history, pulls ---------------------------------
@@ -407,6 +413,13 @@ class SummaryBlobUsage(Base):
 Index("ix_digests_created", Digest.created)
 Index("ix_digests_subject_digest", Digest.subject_digest, sqlite_where=text("subject_digest IS NOT NULL"),
       postgresql_where=text("subject_digest IS NOT NULL"))
+# Every tag of a repository with its manifest, from the index alone: counting images (Datasette counts every view
+# it shows) reads no tag row, 0.13 s instead of 0.31 s on the bench's million tags (migration 0009).
+Index("ix_tags_repo_id_digest_id", Tag.repo_id, Tag.digest_id)
+# Artifacts among the images (few): found without scanning every tag, for a query and for Datasette's facet
+# suggestions on images.artifact_type (migration 0009).
+Index("ix_digests_artifact_type", Digest.artifact_type, sqlite_where=text("artifact_type IS NOT NULL"),
+      postgresql_where=text("artifact_type IS NOT NULL"))
 Index(
     "ix_tags_signature", Tag.repo_id, Tag.digest_id,
     sqlite_where=text("SUBSTR(name, 1, 7) = 'sha256-' AND LENGTH(name) >= 71"),

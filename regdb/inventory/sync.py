@@ -165,7 +165,10 @@ class SnapshotWriter:
             children = models.DigestChild.__table__
             self.conn.execute(update(children).where(children.c.child_id == digest_id).values(missing=False))
         else:
-            digest_id = insert_id(self.conn, insert(digests).values(**values))
+            # The values as parameters, not .values(**values): the statement is then the same every time and its
+            # compiled form is reused; building one per manifest cost 0.37 ms against 0.06 ms (a first sync stores
+            # every manifest of the registry, bench 1b).
+            digest_id = insert_id(self.conn, insert(digests), values)
         if info.kind == "index" and info.children:
             self.conn.execute(
                 insert(models.DigestChild.__table__),

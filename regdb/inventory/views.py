@@ -44,6 +44,8 @@ IMAGES = View(
         "architecture": "CPU architecture from the image config; NULL for an index.",
         "os": "Operating system from the image config; NULL for an index.",
         "size": "Bytes of manifest + config + layers; for an index, the sum over its children.",
+        "artifact_type": "What an OCI artifact is: the manifest's artifactType, else its config media type when "
+                         "that is not an image config (OCI 1.1); NULL for a plain image.",
     },
     sql="""
 CREATE VIEW images AS
@@ -55,7 +57,8 @@ SELECT registries.name AS registry,
        digests.created AS created,
        digests.architecture AS architecture,
        digests.os AS os,
-       digests.total_size AS size
+       digests.total_size AS size,
+       digests.artifact_type AS artifact_type
 FROM tags
 JOIN repos ON repos.id = tags.repo_id
 JOIN registries ON registries.id = repos.registry_id
@@ -201,22 +204,29 @@ WHERE digests.subject_digest IS NOT NULL
 """,
 )
 
+# The 2-byte blob `{}` (OCI's empty descriptor): config and only layer of the placeholder manifest `regdb untag`
+# pushes and deletes (regdb/cleanup/untag.py), stored once per registry.
+EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
 # What `docker-registry garbage-collect` frees now: the blobs of manifests regdb deleted (deletions, outcome
 # 'deleted') that no manifest still in the registry uses; the manifests themselves too, when no repository holds
-# them any more (a manifest is a blob in the store). The same rule as a removal plan's bytes_freed, so after a
-# removal SUM(size) here is what its result reported. regdb cannot see a garbage collection run: rows released
-# before the last one you ran are already freed (filter on released_at).
+# them any more (a manifest is a blob in the store); and what an untag left behind (outcome 'untagged' with a
+# placeholder): its placeholder manifest, and the empty blob while no manifest in the inventory uses it. The
+# same rule as a removal plan's bytes_freed, so after a removal SUM(size) here is what its result reported. regdb
+# cannot see a garbage collection run: rows released before the last one you ran are already freed (filter on
+# released_at).
 RECLAIMABLE = View(
     name="reclaimable",
     doc="One row per blob a garbage collection would free after regdb's deletions (until it is run).",
     columns={
         "registry": "Host[:port] of the registry.",
-        "blob_digest": "Digest of the blob: a deleted manifest itself, or a config or layer only it used.",
+        "blob_digest": "Digest of the blob: a deleted manifest itself (an untag's placeholder too), or a config or "
+                       "layer only it used.",
         "kind": "'manifest', 'config' or 'layer'.",
         "size": "Bytes it takes in the registry's storage (compressed, as stored).",
         "released_at": "When regdb deleted the last manifest that used it (UTC).",
     },
-    sql="""
+    sql=f"""
 CREATE VIEW reclaimable AS
 WITH released AS (
     SELECT registries.id AS registry_id, registries.name AS registry, digests.id AS digest_id,
@@ -248,6 +258,27 @@ freed AS (
         JOIN repos ON repos.id = repo_digests.repo_id
         WHERE used.blob_digest = digest_blobs.blob_digest AND repos.registry_id = released.registry_id
     )
+    UNION ALL
+    SELECT registries.id AS registry_id, registries.name AS registry, deletions.placeholder_digest AS blob_digest,
+           'manifest' AS kind, deletions.placeholder_size AS size, deletions.at AS released_at
+    FROM deletions
+    JOIN registries ON registries.url = deletions.registry
+    WHERE deletions.outcome = 'untagged' AND deletions.placeholder_digest IS NOT NULL
+    UNION ALL
+    SELECT registries.id AS registry_id, registries.name AS registry,
+           '{EMPTY_DIGEST}' AS blob_digest,
+           'config' AS kind, 2 AS size, MAX(deletions.at) AS released_at
+    FROM deletions
+    JOIN registries ON registries.url = deletions.registry
+    WHERE deletions.outcome = 'untagged' AND deletions.placeholder_digest IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM digest_blobs AS used
+          JOIN repo_digests ON repo_digests.digest_id = used.digest_id
+          JOIN repos ON repos.id = repo_digests.repo_id
+          WHERE used.blob_digest = '{EMPTY_DIGEST}'
+            AND repos.registry_id = registries.id
+      )
+    GROUP BY registries.id, registries.name
 )
 SELECT registry, blob_digest, MIN(kind) AS kind, MAX(size) AS size, MAX(released_at) AS released_at
 FROM freed

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from regdb.registry.transport import (
     MAX_REPOSITORIES,
     MAX_REDIRECTS,
     _BODY_LIMITS,
+    _CHUNK,
     digest_of,
     read_bounded,
     BoundedRetry,
@@ -89,6 +91,15 @@ class ManifestRef:
     digest: str
     media_type: str | None
     size: int | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A 200 answer read past requests (``RegistryClient._get_direct``): what the callers read of a response."""
+
+    status_code: int
+    headers: object  # urllib3's HTTPHeaderDict: case-insensitive, as requests' headers
+    content: bytes
 
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*rel="?next"?')
@@ -282,19 +293,62 @@ class RegistryClient:
         attempt, no redirect. The urllib3 response, or None (not sent, or no answer): the caller takes 200, 404
         and 405 from here and leaves everything else (an auth challenge, a status worth a retry, an error to
         word, a broken connection) to ``request``."""
+        return self._direct("HEAD", path, headers, "head")
+
+    def _get_direct(self, path: str, headers: dict[str, str], kind: str) -> "_Answer | None":
+        """``_head_direct`` for a GET of a manifest, its body read here within ``_BODY_LIMITS[kind]``: on a first
+        sync every tag is such a GET, and requests' machinery was most of the client's CPU per request there too
+        (bench rows 1b, 1e). An ``_Answer`` for a 200 with a
+        plain body (no Content-Encoding) within the limit; None for anything else (an auth challenge, a
+        redirect to storage, a status worth a retry or an error to word, a body too large or broken off),
+        which ``request`` then asks again and handles, so nothing is refused or worded here."""
+        response = self._direct("GET", path, headers, kind, preload=False)
+        if response is None:
+            return None
+        limit = _BODY_LIMITS[kind]
+        length = header_int(response.headers.get("Content-Length"))
+        read = []
+        try:
+            if response.status == 200 and response.headers.get("Content-Encoding", "identity") == "identity" and \
+                    (length is None or length <= limit):
+                total = 0
+                while total <= limit and (chunk := response.read(_CHUNK, decode_content=False)):
+                    read.append(chunk)
+                    total += len(chunk)
+                if total <= limit and (length is None or length == total):
+                    response.release_conn()  # read to its end: the connection goes back to the pool
+                    return _Answer(200, response.headers, b"".join(read))
+            self._wait_as_asked(response)
+        except Exception as error:  # noqa: BLE001 - request() tries again and reports whatever it is
+            log.debug("direct GET %s: %s; again through requests", path, type(error).__name__)
+        response.close()  # not read to its end (or unwanted): never handed back to the pool half-read
+        response.release_conn()
+        return None
+
+    def _wait_as_asked(self, response) -> None:
+        """Before ``request`` asks again what a direct request was answered 429 or 503 with Retry-After: wait
+        as long as the registry asked, as urllib3's retries do between their own attempts (capped by
+        BoundedRetry.max_retry_after; tests/faults/test_sync_faults.py holds the wait)."""
+        retry = self.session.get_adapter(self.url).max_retries
+        if retry.respect_retry_after_header and response.status in retry.RETRY_AFTER_STATUS_CODES:
+            wait = retry.get_retry_after(response)
+            if wait:
+                time.sleep(wait)
+
+    def _direct(self, method: str, path: str, headers: dict[str, str], kind: str, *, preload: bool = True):
         auth = self.session.auth
         if isinstance(auth, requests.auth.HTTPDigestAuth):  # its state lives in its response hooks
             return None
         url = self.url + path
         prepared = requests.PreparedRequest()  # just what auth and the adapter read: no URL re-parsing
-        prepared.method, prepared.url, prepared.body = "HEAD", url, None
+        prepared.method, prepared.url, prepared.body = method, url, None
         prepared.headers = requests.structures.CaseInsensitiveDict(self.session.headers)  # type: ignore[arg-type]  # all str
         prepared.headers.update(headers)
         if isinstance(auth, requests.auth.AuthBase):  # the constructor turns a (user, password) into one
             prepared = auth(prepared)  # Basic or a cached Bearer token up front, as for any request
         if self.rate:
             self.rate.wait()
-        self._count("head")
+        self._count(kind)
         adapter = self.session.get_adapter(url)
         if not isinstance(adapter, HTTPAdapter):  # a test's or a user's own transport
             return None
@@ -304,11 +358,11 @@ class RegistryClient:
                 prepared, self.verify, None, self.cert)
             adapter.cert_verify(pool, url, self.verify, self.cert)
             connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
-            return pool.urlopen("HEAD", path, headers=dict(prepared.headers), retries=False, redirect=False,
-                                assert_same_host=False, preload_content=True, decode_content=False,
+            return pool.urlopen(method, path, headers=dict(prepared.headers), retries=False, redirect=False,
+                                assert_same_host=False, preload_content=preload, decode_content=False,
                                 timeout=Timeout(connect=connect, read=read))
         except Exception as error:  # noqa: BLE001 - request() tries again and reports whatever it is
-            log.debug("direct HEAD %s: %s; again through requests", path, type(error).__name__)
+            log.debug("direct %s %s: %s; again through requests", method, path, type(error).__name__)
             return None
 
     def _fail(self, response: requests.Response, what: str) -> RegistryError:
@@ -392,6 +446,8 @@ class RegistryClient:
             response = self._head_direct(path, {"Accept": MANIFEST_ACCEPT})
             if response is None or response.status not in (200, 404, 405):
                 # Not tried, or an answer only request() handles: an auth challenge, a retry, an error to word.
+                if response is not None:
+                    self._wait_as_asked(response)
                 response = self.request("HEAD", path, kind="head", headers={"Accept": MANIFEST_ACCEPT})
             status = getattr(response, "status_code", None) or response.status  # requests' or urllib3's
             if status == 200:
@@ -418,7 +474,8 @@ class RegistryClient:
     def fetch_tag(self, repo: str, tag: str) -> tuple[ManifestRef, bytes, str | None] | None:
         """GET a tag's manifest: what it resolves to, plus the verified body (None if the tag is gone)."""
         path = f"/v2/{_repo(repo)}/manifests/{_reference(tag)}"
-        response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
+        response = self._get_direct(path, {"Accept": MANIFEST_ACCEPT}, "manifest") or \
+            self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -441,7 +498,8 @@ class RegistryClient:
     def manifest(self, repo: str, digest: str) -> tuple[bytes, str | None]:
         """The raw bytes of a manifest, verified against its digest, and its media type."""
         path = f"/v2/{_repo(repo)}/manifests/{check_digest(digest)}"
-        response = self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
+        response = self._get_direct(path, {"Accept": MANIFEST_ACCEPT}, "manifest") or \
+            self.request("GET", path, kind="manifest", headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")
         body = response.content
@@ -453,6 +511,8 @@ class RegistryClient:
     def blob(self, repo: str, digest: str) -> bytes:
         """A blob (an image config), following redirects to storage without our Authorization header."""
         path = f"/v2/{_repo(repo)}/blobs/{check_digest(digest)}"
+        # Through request(), not _get_direct: a blob may redirect to storage, and a direct GET answered 307 would
+        # cost that hop twice (tests/faults/test_hostile_urls.py bounds a redirect loop's requests).
         response = self.request("GET", path, kind="blob")
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")

@@ -46,6 +46,7 @@ from sqlalchemy import (
 
 from regdb.inventory import models
 from regdb.errors import IntersectionError, SelectorError
+from regdb.selection import query
 from regdb.selection.common import (
     EXCLUDED_TAG,
     OTHER_REPO,
@@ -66,8 +67,6 @@ from regdb.versions import (
     ABOVE_PRECISION,
     MAX_PRECISION,
     TagSelector,
-    compile_regex,
-    parse_tag_selector,
     precision_field,
 )
 
@@ -131,24 +130,9 @@ def regex_match(column: ColumnElement, pattern: str, dialect_name: str) -> Colum
 
 
 @dataclass(frozen=True)
-class TagFilter:
-    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated."""
-
-    selectors: tuple[TagSelector, ...] = ()
-    patterns: tuple[str, ...] = ()
-    protects: bool = False  # an exclusion or keep rule: versions match by PEP 440 too (regdb.versions)
-
-    @classmethod
-    def parse(cls, tags=(), regex=(), *, protects: bool = False) -> "TagFilter":
-        """Raises SelectorError naming an invalid version or regular expression."""
-        selectors = tuple(parse_tag_selector(text) for text in values(tags))
-        patterns = values(regex)
-        for pattern in patterns:
-            compile_regex(pattern)
-        return cls(selectors, patterns, protects)
-
-    def __bool__(self) -> bool:
-        return bool(self.selectors or self.patterns)
+class TagFilter(query.TagFilter):
+    """The ``-t`` and ``-re`` values of a query (or its ``-x`` and ``-xre``), parsed and validated
+    (regdb.selection.query, plain Python), compiled into SQLAlchemy by ``clause``."""
 
     def clause(self, tag, dialect_name: str) -> ColumnElement[bool]:
         """True when the tag row matches any selector or pattern; never NULL, so it can be negated."""
@@ -205,11 +189,7 @@ def _version_order(tag) -> list:
 
 def parse_query(tags=(), regex=(), exclude=(), exclude_regex=()) -> tuple[TagFilter, TagFilter]:
     """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector."""
-    include = TagFilter.parse(tags, regex)
-    if not include:
-        raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
-                            fields=("tags", "regex"))
-    return include, TagFilter.parse(exclude, exclude_regex, protects=True)
+    return query.parse_query(tags, regex, exclude, exclude_regex, filter_type=TagFilter)
 
 
 def query_tags(

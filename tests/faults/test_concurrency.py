@@ -19,8 +19,9 @@ import pytest
 import regdb.inventory.db
 from regdb import Inventory, RegistryClient
 from regdb.cleanup.plan import TagQuery
-from tests.faults.conftest import error_line, integrity, run, snapshot, syncs
-from tests.faults.proxy import FaultProxy, Hook
+from tests.rig.cli import error_line, run
+from tests.rig.fault_proxy import FaultProxy, Hook
+from tests.rig.state import integrity, snapshot, syncs
 
 HOLD = 10.0  # the longest a gate holds a run, should a test fail before releasing it
 

@@ -12,33 +12,14 @@ import errno
 import os
 import sqlite3
 from contextlib import closing
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import error_line, integrity, run, snapshot, syncs
-from tests.rig import Pusher
-
-
-class Mount:
-    """A tmpfs mounted on a directory for one test; unmounted (lazily if busy) at the end."""
-
-    def __init__(self, where: Path, options: str):
-        self.path = where
-        where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.fail(f"cannot mount a tmpfs on {where} ({done.stderr.strip()}): the file-system fault tests "
-                        "need root (CI runs as root)", pytrace=False)
-
-    def remount(self, options: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True, capture_output=True)
-
-    def unmount(self) -> None:
-        if subprocess.run(["umount", str(self.path)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+from tests.rig.cli import error_line, run
+from tests.rig.mount import Mount
+from tests.rig.pusher import Pusher
+from tests.rig.state import integrity, snapshot, syncs
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from regdb.registry.transport import MAX_LISTING_BYTES, MAX_MANIFEST_BYTES
-from tests.faults.conftest import snapshot, syncs
-from tests.rig import DOCKER_MANIFEST, canonical_json
+from tests.rig.media import DOCKER_MANIFEST, canonical_json
+from tests.rig.state import snapshot, syncs
 
 MiB = 1024 * 1024
 # The child's peak RSS: Python, requests and SQLAlchemy take ~60-80 MiB; a bounded read adds its bound (twice,

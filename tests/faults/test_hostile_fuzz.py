@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.conftest import run
-from tests.faults.test_hostile import StubRegistry, sha256
-from tests.rig import canonical_json
+from tests.rig.cli import run
+from tests.rig.hostile import StubRegistry, sha256
+from tests.rig.media import canonical_json
 
 LONG = os.environ.get("REGDB_LONG") == "1"
 EXAMPLES = int(os.environ.get("REGDB_FUZZ_EXAMPLES", "3000")) if LONG else 40

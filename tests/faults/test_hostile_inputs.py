@@ -14,9 +14,8 @@ import pytest
 
 from regdb import Inventory
 from regdb.errors import InventoryError
-from tests.faults.conftest import error_line, run
-from tests.faults.test_hostile import StubRegistry
-from tests.pg_support import pg_url, postgres_server  # noqa: F401 - fixtures
+from tests.rig.cli import error_line, run
+from tests.rig.hostile import StubRegistry
 
 USER, SECRET = "ursula", "Secret-Pw-93kQ"
 HUGE = "99999999999999999999999"

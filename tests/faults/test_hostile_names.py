@@ -13,13 +13,15 @@ from contextlib import closing
 
 import pytest
 
-from regdb.registry.reference import is_digest, is_repository, is_tag
-from regdb.registry.transport import digest_of
-from regdb.errors import DigestMismatch
 from regdb.cli.output import to_string
-from tests.faults.conftest import integrity, run
-from tests.faults.test_hostile import StubRegistry
-from tests.rig import OCI_INDEX, Pusher, canonical_json
+from regdb.errors import DigestMismatch
+from regdb.registry.transport import digest_of
+from regdb.registry.reference import is_digest, is_repository, is_tag
+from tests.rig.cli import run
+from tests.rig.hostile import StubRegistry
+from tests.rig.media import OCI_INDEX, canonical_json
+from tests.rig.pusher import Pusher
+from tests.rig.state import integrity
 
 ANSI = "\x1b[2J\x1b]0;pwned\x07\x1b[31m"
 

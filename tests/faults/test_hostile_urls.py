@@ -16,12 +16,13 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from regdb.registry.reference import follow_url
 from regdb.errors import UnsafeURL
-from tests.faults.conftest import error_line, run, snapshot, syncs
-from tests.faults.proxy import FaultProxy, RequireBasic, SetHeader
-from tests.faults.test_hostile import StubRegistry
-from tests.rig import Pusher
+from regdb.registry.reference import follow_url
+from tests.rig.cli import error_line, run
+from tests.rig.fault_proxy import FaultProxy, RequireBasic, SetHeader
+from tests.rig.hostile import StubRegistry
+from tests.rig.pusher import Pusher
+from tests.rig.state import snapshot, syncs
 
 USER, SECRET = "ursula", "Secret-Pw-93kQ"
 

@@ -20,7 +20,7 @@ from contextlib import closing
 
 import pytest
 
-from tests.rig import DOCKER_MANIFEST, canonical_json
+from tests.rig.media import DOCKER_MANIFEST, canonical_json
 
 TAGS = 100_000
 PEAK_RSS_LIMIT = 300 * 1024 * 1024
@@ -134,7 +134,7 @@ def test_a_hundred_thousand_tags_in_one_repository_sync_in_bounded_memory(huge, 
     output = process.stdout.read().decode()
     process.wait()
     assert process.returncode == 0, output
-    assert f"1 repositories, {TAGS} tags, 1 new manifests" in output
+    assert f"1 repository, {TAGS} tags, 1 new manifest," in output
     assert huge.resolved == TAGS  # every tag resolved, once
 
     with closing(sqlite3.connect(db)) as conn:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import error_line, run
-from tests.faults.proxy import AnswerAfterForwarding, FaultProxy, Hook
-from tests.removal_support import assert_inventory_equals_registry, deletions, manifest_present
+from tests.rig.cli import error_line, run
+from tests.rig.fault_proxy import AnswerAfterForwarding, FaultProxy, Hook
+from tests.rig.state import assert_inventory_equals_registry, deletions, manifest_present
 
 REGDB = Path(sys.executable).parent / "regdb"
 WAIT = 30.0  # the longest any condition below is waited for
@@ -199,7 +199,7 @@ def test_an_inventory_locked_by_another_writer_is_found_before_any_delete(fresh_
 
 
 def test_a_read_only_inventory_deletes_nothing(fresh_registry, shop, tmp_path):
-    from tests.faults.test_files import Mount
+    from tests.rig.mount import Mount
 
     p, old, kept = shop
     volume = Mount(tmp_path / "vol", "size=4m")

@@ -12,9 +12,16 @@ from contextlib import closing
 
 import pytest
 
-from tests.faults.conftest import integrity, registry_state, run
-from tests.faults.proxy import Answer, DieAfter, FaultProxy, Hook
-from tests.removal_support import assert_inventory_equals_registry, deletions, inventory_manifests, manifest_present
+from tests.rig.cli import run
+from tests.rig.fault_proxy import Answer, DieAfter, FaultProxy, Hook
+from tests.rig.state import (
+    assert_inventory_equals_registry,
+    deletions,
+    integrity,
+    inventory_manifests,
+    manifest_present,
+    registry_state,
+)
 
 
 @pytest.fixture

@@ -19,10 +19,12 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.faults.conftest import error_line, run, snapshot
-from tests.faults.proxy import FaultProxy, Redirect, RequireBasic
-from tests.pki import make_pki
-from tests.rig import Pusher, start_registry
+from tests.rig.cli import error_line, run
+from tests.rig.fault_proxy import FaultProxy, Redirect, RequireBasic
+from tests.rig.pki import make_pki
+from tests.rig.pusher import Pusher
+from tests.rig.registry import start_registry
+from tests.rig.state import snapshot
 
 USER = "ci-bot"
 SECRET = "s3cr3t-Pa55word-do-not-leak"

@@ -14,9 +14,10 @@ import pytest
 
 from regdb import Inventory, RegistryClient
 from regdb.errors import RegistryUnreachable
-from tests.faults.conftest import error_line, integrity, registry_state, run, snapshot, syncs
-from tests.faults.proxy import Answer, FaultProxy, Hook, Reset, Rewrite, SetHeader, Stall, Truncate
-from tests.rig import Pusher
+from tests.rig.cli import error_line, run
+from tests.rig.fault_proxy import Answer, FaultProxy, Hook, Reset, Rewrite, SetHeader, Stall, Truncate
+from tests.rig.pusher import Pusher
+from tests.rig.state import integrity, registry_state, snapshot, syncs
 
 REPOS = ("app", "team/tool", "lib")
 

@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP proxy on 127.0.0.1, in front of a real registry (``tests/rig.py``).
+"""A fault-injecting HTTP proxy on 127.0.0.1, in front of a real registry (``tests/rig/registry.py``).
 
 A real registry answers correctly; the faults regdb must survive happen between it and us: a load balancer
 answering 500 or 429, a connection reset, a stalled backend, a truncated body, a caching layer serving the

@@ -1,118 +1,22 @@
-"""Helpers for tests/test_reach.py: a TLS + htpasswd + client-certificate registry, a token server that
-remembers the tokens it issued, a registry stub with switches for odd behaviour, and an HTTP Digest checker.
-
-The real registry covers what it can show (TLS, client certificates, htpasswd, token mode); the stub covers
-what distribution 2.8 never does (Quay-style Link parameters, a HEAD that answers 405, blobs redirected to
-another host, Digest auth, a missing Docker-Content-Digest).
-"""
+"""A Docker Registry v2 API stub on pytest-httpserver, with switches for what distribution 2.8 never does:
+Quay-style Link parameters, a HEAD that answers 405, blobs redirected to another host, a missing
+Docker-Content-Digest, and the HTTP Digest (or Basic) auth a proxy in front of a registry may demand."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
 import secrets
-import shutil
-import subprocess
 import threading
 import time
-import types
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from unittest import mock
 from urllib.parse import parse_qs
 
-import requests
 from pytest_httpserver import HTTPServer
-from urllib3.exceptions import InsecureRequestWarning
 from werkzeug import Request, Response
 
-from tests import rig
-from tests.pki import PKI
-from tests.rig import DOCKER_CONFIG, DOCKER_MANIFEST, RegistryProcess, canonical_json, sha256_digest
-from tests.tokenserver import TokenServer
-
-# --- htpasswd ------------------------------------------------------------------------------------------------
-
-
-def bcrypt_hash(password: str) -> str:
-    """A bcrypt hash, the only kind distribution's htpasswd accepts (docs/registry-behaviour.md).
-
-    The standard library's ``crypt`` (glibc/libxcrypt ``$2b$``) on Python < 3.13, so the suite needs nothing
-    extra; ``htpasswd -B`` from apache2-utils where ``crypt`` is gone. Cost 4: the tests need no brute-force
-    resistance, and the registry checks the password on every request.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt  # deprecated since 3.11, removed in 3.13
-
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-        if hashed and hashed.startswith("$2"):
-            return hashed
-    except (ImportError, ValueError, OSError):
-        pass
-    if shutil.which("htpasswd") is None:
-        raise RuntimeError("no bcrypt available: install apache2-utils (htpasswd) or use Python < 3.13")
-    result = subprocess.run(["htpasswd", "-nbB", "-C", "4", "user", password], capture_output=True, text=True,
-                            check=True)
-    return result.stdout.strip().split(":", 1)[1]
-
-
-def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
-    path.write_text("".join(f"{user}:{bcrypt_hash(password)}\n" for user, password in users.items()))
-    return path
-
-
-# --- the real registry with TLS, client certificates and htpasswd --------------------------------------------
-
-
-def start_secure_registry(root: Path, pki: PKI, htpasswd: Path) -> RegistryProcess:
-    """distribution 2.8 serving TLS from ``pki`` with ``clientcas`` (a client certificate is mandatory) and
-    htpasswd Basic auth.
-
-    tests/rig.py polls ``GET /v2/`` without a client certificate until the registry answers, and a clientcas
-    registry refuses that handshake, so the poll would time out. Its ``requests`` name is swapped, for the
-    start only, for one whose ``get`` presents our client certificate.
-    """
-    cert = (str(pki.client.cert_path), str(pki.client.key_path))
-    poll = types.SimpleNamespace(get=functools.partial(requests.get, cert=cert),
-                                 RequestException=requests.RequestException)
-    extra = {
-        "auth": {"htpasswd": {"realm": "regdb-test", "path": str(htpasswd)}},
-        "http": {"tls": {"certificate": str(pki.server.cert_path), "key": str(pki.server.key_path),
-                         "clientcas": [str(pki.ca.cert_path)]}},
-    }
-    with mock.patch.object(rig, "requests", poll), warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureRequestWarning)  # the poll does not verify; nothing to warn about
-        return rig.start_registry(root, extra=extra)
-
-
-def tls_session(pki: PKI, auth=None) -> requests.Session:
-    """A session for the rig's Pusher against the secure registry. ``trust_env`` off: REQUESTS_CA_BUNDLE in
-    the environment would otherwise override ``verify`` (the requests pitfall in docs/registry-behaviour.md)."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(pki.ca.cert_path)
-    session.cert = (str(pki.client.cert_path), str(pki.client.key_path))
-    session.auth = auth
-    return session
-
-
-class RecordingTokenServer(TokenServer):
-    """A TokenServer that keeps every token it hands out, so a test can look for them where they must not be."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.issued: list[str] = []
-
-    def issue(self, user, access, *, lifetime=None) -> str:
-        token = super().issue(user, access, lifetime=lifetime)
-        self.issued.append(token)
-        return token
-
+from tests.rig.media import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, canonical_json, sha256_digest
 
 # --- a registry stub -----------------------------------------------------------------------------------------
 
@@ -190,7 +94,7 @@ class StubRegistry:
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
             "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": sha256_digest(config)},
-            "layers": [{"mediaType": rig.DOCKER_LAYER, "size": len(layer), "digest": sha256_digest(layer)}],
+            "layers": [{"mediaType": DOCKER_LAYER, "size": len(layer), "digest": sha256_digest(layer)}],
         })
         image = StubImage(sha256_digest(manifest), manifest, sha256_digest(config), config)
         with self.lock:
@@ -367,4 +271,3 @@ def basic_checker(user: str, password: str):
         return Response(status=401, headers={"WWW-Authenticate": 'Basic realm="regdb-stub"'})
 
     return check
-

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import requests
 
-from tests.rig import RegistryProcess, RigError, free_port, notifications_config, start_registry
+from tests.rig.loopback import free_port
+from tests.rig.registry import RegistryProcess, RigError, notifications_config, start_registry
 
 REGDB = Path(sys.executable).parent / "regdb"
 # Every wait in these tests is for a condition; this bounds how long a condition may take to come true.

@@ -14,13 +14,13 @@ from pathlib import Path
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
-from regdb.registry.media import DOCKER_MANIFEST, OCI_INDEX
 from regdb.inventory.db import write_transaction
 from regdb.inventory.manifests import Child, ManifestInfo
 from regdb.inventory.summaries import refresh_summaries
 from regdb.inventory.sync import SnapshotWriter
+from regdb.registry.media import DOCKER_MANIFEST, OCI_INDEX
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 SUMMARY_TABLES = ("summary_repos", "summary_repo_blobs", "summary_blobs", "summary_digests", "summary_blob_usage")
 ON_THE_FLY_VIEWS = ("digest_usage", "repo_stats", "blob_usage")
 

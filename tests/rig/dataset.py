@@ -20,9 +20,9 @@ from sqlalchemy import Engine, inspect
 from regdb.inventory import models
 from regdb.inventory.db import alembic_config, head_revision, upgrade, write_transaction
 from regdb.inventory.views import VIEWS
-from tests.rig import DEFAULT_CREATED, Pusher, Pushed, PushedIndex
+from tests.rig.pusher import DEFAULT_CREATED, Pushed, PushedIndex, Pusher
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "data-source.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "data-source.md"
 OLD = "2024-01-01 00:00:00.000000"  # the rig's default build time, as the inventory shows it
 assert DEFAULT_CREATED.startswith("2024-01-01T00:00:00")
 
@@ -76,7 +76,7 @@ class Dataset:
             (r, self.repo("multi"), "v1", self.index.digest, self.index.media_type, OLD, None, None,
              self.index_bytes()),
         }
-        return rows
+        return {row + (None,) for row in rows}  # artifact_type: plain images and an index, no artifact
 
     def digest_usage(self) -> set[tuple]:
         r = self.registry
@@ -157,36 +157,37 @@ LITERAL = (
     "UNION ALL SELECT 'team/a,b', 'say \"hi\"', 5, '2024-01-01 00:00:00.000000' ORDER BY size DESC"
 )
 
+# The timestamp-shaped text prints in ISO 8601 UTC, as every timestamp regdb prints (issue 17).
 FORMATS = {
     "table": (
         "repo      tag       size  created\n"
         "----      ---       ----  -------\n"
         "app       1.0       1024\n"
-        'team/a,b  say "hi"     5  2024-01-01 00:00:00.000000\n'
+        'team/a,b  say "hi"     5  2024-01-01T00:00:00.000000Z\n'
     ),
     "text": (
         "app       1.0       1024\n"
-        'team/a,b  say "hi"  5     2024-01-01 00:00:00.000000\n'
+        'team/a,b  say "hi"  5     2024-01-01T00:00:00.000000Z\n'
     ),
     "csv": (
         "repo,tag,size,created\n"
         "app,1.0,1024,\n"
-        '"team/a,b","say ""hi""",5,2024-01-01 00:00:00.000000\n'
+        '"team/a,b","say ""hi""",5,2024-01-01T00:00:00.000000Z\n'
     ),
     "tsv": (
         "repo\ttag\tsize\tcreated\n"
         "app\t1.0\t1024\t\n"
-        'team/a,b\t"say ""hi"""\t5\t2024-01-01 00:00:00.000000\n'
+        'team/a,b\t"say ""hi"""\t5\t2024-01-01T00:00:00.000000Z\n'
     ),
     "json": (
         "[\n"
         '  {"repo": "app", "tag": "1.0", "size": 1024, "created": null},\n'
-        '  {"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01 00:00:00.000000"}\n'
+        '  {"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01T00:00:00.000000Z"}\n'
         "]\n"
     ),
     "ndjson": (
         '{"repo": "app", "tag": "1.0", "size": 1024, "created": null}\n'
-        '{"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01 00:00:00.000000"}\n'
+        '{"repo": "team/a,b", "tag": "say \\"hi\\"", "size": 5, "created": "2024-01-01T00:00:00.000000Z"}\n'
     ),
 }
 
@@ -228,7 +229,7 @@ def example_expected(example: Example, data: Dataset) -> list[tuple]:
     """The exact rows (in order) each documented example must give on the dataset."""
     stats = sorted(data.repo_stats(), key=lambda row: (-row[4], row[1]))
     old_tags = sorted(
-        ((r, repo, tag, created) for r, repo, tag, _d, _m, created, _a, _o, _s in data.images() if created == OLD),
+        ((r, repo, tag, created) for r, repo, tag, _d, _m, created, _a, _o, _s, _t in data.images() if created == OLD),
         key=lambda row: (row[3], row[1], row[2]),
     )
     blobs = sorted(data.blob_usage(), key=lambda row: (-row[4], -row[3], -row[2], row[1]))

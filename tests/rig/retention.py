@@ -1,20 +1,17 @@
 """Helpers for the retention, policy and untag tests: build times relative to now, indexes of chosen children,
-placeholders left in a registry's storage, and a proxy that makes a real registry answer like an OCI 1.1 one."""
+and placeholders left in a registry's storage (the OCI 1.1 proxy is in http_proxy.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from werkzeug import Request, Response
-
 from regdb import Inventory, RegistryClient
 from regdb.cleanup.untag import PLACEHOLDER_ANNOTATION
-from tests.removal_support import FaultyProxy
-from tests.rig import OCI_INDEX, Pusher, Pushed, canonical_json
+from tests.rig.media import OCI_INDEX, canonical_json
+from tests.rig.pusher import Pushed, Pusher
 
 
 def ago(days: float) -> str:
@@ -65,46 +62,6 @@ def live_placeholders(storage: Path, repo: str) -> list[str]:
         if PLACEHOLDER_ANNOTATION in annotations:
             found.append(digest)
     return found
-
-
-class RegistryProxy(FaultyProxy):
-    """A real registry behind a proxy that can fail the next ``fail_deletes`` DELETEs of manifests the registry
-    holds (500), and with ``oci=True`` answers like an OCI 1.1 registry: the referrers API (an empty index) and
-    DELETE by tag, carried out by the proxy with a placeholder image of its own. ``deletes_manifest=True``
-    makes that DELETE by tag delete the manifest itself, with every tag on it, as some registries do."""
-
-    def __init__(self, upstream: str, *, oci: bool = False, deletes_manifest: bool = False):
-        super().__init__(upstream)
-        self.oci = oci
-        self.deletes_manifest = deletes_manifest
-        self.fail_deletes = 0
-        self.tag_deletes: list[str] = []
-        self.pusher = Pusher(upstream)
-
-    def _forward(self, request: Request) -> Response:
-        path = request.path
-        if self.oci and request.method == "GET" and "/referrers/" in path:
-            return Response(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
-                            status=200, content_type=OCI_INDEX)
-        found = re.match(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$", path)
-        if request.method == "DELETE" and found:
-            repo, ref = found.group("repo"), found.group("ref")
-            if ":" not in ref and self.oci:
-                self.tag_deletes.append(ref)
-                digest = self.pusher.head_digest(repo, ref)
-                if digest is None:
-                    return Response('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}', status=404)
-                if self.deletes_manifest:
-                    self.pusher.delete(repo, digest)
-                else:
-                    self.pusher.delete(repo, self.pusher.push_image(repo, ref).digest)
-                return Response(status=202)
-            if self.fail_deletes and ":" in ref and self.pusher.head_digest(repo, ref) is not None:
-                # Only manifests the registry holds: the rights check deletes a digest that exists nowhere.
-                self.fail_deletes -= 1
-                return Response('{"errors":[{"code":"UNKNOWN","message":"injected"}]}', status=500,
-                                content_type="application/json")
-        return super()._forward(request)
 
 
 def populate(conn, registry_id: int | None, repos: dict[str, dict[str, str]], created: dict[str, object],

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from tests.pki import Issued, make_ca, make_signing_cert
+from tests.rig.pki import Issued, make_ca, make_signing_cert
 
 # grants: who may do what. A grant is (type, name pattern (fnmatch), actions); "*" in actions means all.
 Grant = tuple[str, str, tuple[str, ...]]
@@ -168,7 +168,7 @@ class TokenServer:
         return self.url + "/token"
 
     def registry_config(self) -> dict:
-        """The dict to deep-merge into a distribution config (tests/rig.py ``start_registry(extra=...)``)."""
+        """The dict to deep-merge into a distribution config (tests/rig/registry.py ``start_registry(extra=...)``)."""
         return {
             "auth": {
                 "token": {
@@ -348,6 +348,19 @@ class TokenServer:
         self._record(TokenRequest(method, user, service, scopes, status))
         headers = {"WWW-Authenticate": 'Basic realm="regdb test token server"'} if status == 401 else {}
         return status, headers, {"details": details}
+
+
+class RecordingTokenServer(TokenServer):
+    """A TokenServer that keeps every token it hands out, so a test can look for them where they must not be."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.issued: list[str] = []
+
+    def issue(self, user, access, *, lifetime=None) -> str:
+        token = super().issue(user, access, lifetime=lifetime)
+        self.issued.append(token)
+        return token
 
 
 def _first(values):

@@ -1,6 +1,6 @@
 """A real PostgreSQL for tests: Debian's server binaries on 127.0.0.1 and a free port, its data under /tmp.
 
-Test modules that need it import the fixtures: ``from tests.pg_support import postgres_server, pg_url``.
+Its fixtures reach every test through ``pytest_plugins`` in tests/conftest.py:
 ``postgres_server`` starts one server for the session (initdb + ``postgres``, tuned for throwaway data);
 ``pg_url`` gives each test a database of its own and drops it afterwards.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig import free_port
+from tests.rig.loopback import free_port
 
 PG_BIN_GLOB = os.environ.get("REGDB_TEST_PG_BIN", "/usr/lib/postgresql/*/bin")
 SUPERUSER = "regdb"

@@ -1,0 +1,1 @@
+"""Performance figures (`make bench`: `python -m bench.bench` from the repository root)."""
