@@ -56,7 +56,7 @@ def test_an_empty_exclusion_does_not_eat_the_next_one_on_the_registry(fresh_regi
     # The case: "-x -xre lat" was read as an exclusion of the tag "-xre", and latest was deleted.
     pusher = Pusher(fresh_registry.url)
     latest = pusher.push_image("app", "latest")
-    old = pusher.push_image("app", "old")
+    pusher.push_image("app", "old")
     result = run("-reg", fresh_registry.url, "-c", tmp_path / "inv.db", "remove-tags", "-r", "app", "-re", ".*", "-x",
                  "-xre", "lat", "--yes")
     assert result.exit_code == 0, result.output

@@ -1,5 +1,6 @@
 """The sqlite3 reader of the read-only listings (regdb.selection.sqlite_reader) answers exactly as the full
-``Inventory`` (SQLAlchemy, regdb.selection.selectors) does: the same rows, skipped pairs, missing repositories and errors,
+``Inventory`` (SQLAlchemy, regdb.selection.selectors) does:
+the same rows, skipped pairs, missing repositories and errors,
 held equal on generated inventories and queries; and it hands on what it does not answer itself.
 """
 
@@ -87,8 +88,8 @@ def test_the_reader_answers_every_listing_as_the_full_inventory_does(template, w
         assert answer(lambda: reader.query_tags(URL, repos, tags, regex, exclude, exclude_regex, **selecting)) == \
             answer(lambda: full.query_tags(URL, repos, tags, regex, exclude, exclude_regex, **selecting))
         for raise_repo in (True, False):
-            assert answer(lambda: reader.query_repos(URL, repos, raise_intersecting_repo=raise_repo)) == \
-                answer(lambda: full.query_repos(URL, repos, raise_intersecting_repo=raise_repo))
+            assert answer(lambda r=raise_repo: reader.query_repos(URL, repos, raise_intersecting_repo=r)) == \
+                answer(lambda r=raise_repo: full.query_repos(URL, repos, raise_intersecting_repo=r))
         assert answer(lambda: reader.list_tags(URL, repos, reverse=reverse)) == \
             answer(lambda: full.list_tags(URL, repos, reverse=reverse))
         assert answer(lambda: reader.list_tags(URL, None, reverse=reverse)) == \
@@ -112,7 +113,8 @@ def test_bad_selectors_are_the_same_errors(template, workdir, arguments):
         assert answer(lambda: reader.query_tags(URL, ["a"], **arguments)) == \
             answer(lambda: full.query_tags(URL, ["a"], **arguments))
         assert answer(lambda: reader.query_tags(URL, ["a"], **arguments))[0] == "error"
-        assert answer(lambda: reader.query_tags(URL, [], tags=["1.0"])) == answer(lambda: full.query_tags(URL, [], tags=["1.0"]))
+        assert answer(lambda: reader.query_tags(URL, [], tags=["1.0"])) == \
+            answer(lambda: full.query_tags(URL, [], tags=["1.0"]))
     finally:
         full.close()
         reader.close()

@@ -178,7 +178,7 @@ class Pusher:
             "architecture": architecture,
             "os": os,
             "config": {"Labels": labels or {}},
-            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(l) for l in layers]},
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer) for layer in layers]},
             # The key lands in the config, so the config digest and the manifest digest follow it.
             "history": [{"created_by": f"regdb test rig {key}"}],
         }
@@ -189,7 +189,7 @@ class Pusher:
             config_obj["created"] = created
         config = canonical_json(config_obj)
         config_digest = self.push_blob(repo, config)
-        layer_descs = [(self.push_blob(repo, l), len(l)) for l in layers]
+        layer_descs = [(self.push_blob(repo, layer), len(layer)) for layer in layers]
 
         media_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
         manifest_obj: dict = {
