@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,7 +30,7 @@ def datasette_metadata(database: str, tags: int | None = None) -> dict:
     from regdb.inventory.examples import examples_for
     from regdb.inventory.rawsql import describe_schema
 
-    tables = {}
+    tables: dict[str, dict[str, Any]] = {}  # Datasette metadata: a description, columns, facets per table
     for each in describe_schema():
         tables[each.name] = {
             "description": f"{each.kind}: {each.doc}" if each.doc else each.kind,

@@ -383,7 +383,7 @@ def check_count_applies(command: str | None) -> None:
                            f"{', '.join(COUNTED_COMMANDS)}, and the plan of {', '.join(COUNTED_PLANS)} with --dry-run")
 
 
-def count_plan(settings: Settings, rows, dry_run: bool, command: str) -> bool:
+def count_plan(settings: Settings, rows, dry_run: bool, command: str | None) -> bool:
     """--count on a removal: print the number of planned rows and stop (True), which only a dry run may do."""
     if not settings.count:
         return False
