@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -98,7 +99,7 @@ class _Answer:
     """A 200 answer read past requests (``RegistryClient._get_direct``): what the callers read of a response."""
 
     status_code: int
-    headers: object  # urllib3's HTTPHeaderDict: case-insensitive, as requests' headers
+    headers: Mapping[str, str]  # urllib3's HTTPHeaderDict: case-insensitive, as requests' headers
     content: bytes
 
 
@@ -329,7 +330,9 @@ class RegistryClient:
         """Before ``request`` asks again what a direct request was answered 429 or 503 with Retry-After: wait
         as long as the registry asked, as urllib3's retries do between their own attempts (capped by
         BoundedRetry.max_retry_after; tests/faults/test_sync_faults.py holds the wait)."""
-        retry = self.session.get_adapter(self.url).max_retries
+        adapter = self.session.get_adapter(self.url)
+        assert isinstance(adapter, HTTPAdapter)  # mounted in __init__ for both schemes
+        retry = adapter.max_retries
         if retry.respect_retry_after_header and response.status in retry.RETRY_AFTER_STATUS_CODES:
             wait = retry.get_retry_after(response)
             if wait:
@@ -365,8 +368,8 @@ class RegistryClient:
             log.debug("direct %s %s: %s; again through requests", method, path, type(error).__name__)
             return None
 
-    def _fail(self, response: requests.Response, what: str) -> RegistryError:
-        code = _error_code(response)
+    def _fail(self, response: requests.Response | _Answer, what: str) -> RegistryError:
+        code = _error_code(response) if isinstance(response, requests.Response) else ""  # a direct answer is a 200
         message = f"{what}: registry answered {response.status_code}{' ' + code if code else ''}"
         return RegistryError(message, status=response.status_code, code=code or None)
 
@@ -483,7 +486,7 @@ class RegistryClient:
         ref = self._verified_ref(response, tag, path)
         return ref, response.content, ref.media_type
 
-    def _verified_ref(self, response: requests.Response, reference: str, path: str) -> ManifestRef:
+    def _verified_ref(self, response: requests.Response | _Answer, reference: str, path: str) -> ManifestRef:
         body = response.content
         announced = response.headers.get("Docker-Content-Digest")
         if announced:
@@ -607,7 +610,7 @@ def _no_answer(registry: str, timeout, method: str, url: str) -> str:
     return f"registry {registry} did not answer within {read:g} s ({method} {_path(url)})"
 
 
-def _media_type(response: requests.Response) -> str | None:
+def _media_type(response: requests.Response | _Answer) -> str | None:
     value = response.headers.get("Content-Type")
     return value.split(";")[0].strip() if value else None
 

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Self, TypeVar
 
 from regdb.errors import SelectorError
 from regdb.versions import TagSelector, compile_regex, parse_tag_selector
@@ -165,7 +165,7 @@ class TagFilter:
     protects: bool = False  # an exclusion or keep rule: versions match by PEP 440 too (regdb.versions)
 
     @classmethod
-    def parse(cls, tags=(), regex=(), *, protects: bool = False) -> "TagFilter":
+    def parse(cls, tags=(), regex=(), *, protects: bool = False) -> Self:
         """Raises SelectorError naming an invalid version or regular expression."""
         selectors = tuple(parse_tag_selector(text) for text in values(tags))
         patterns = values(regex)
@@ -177,11 +177,14 @@ class TagFilter:
         return bool(self.selectors or self.patterns)
 
 
+AnyFilter = TypeVar("AnyFilter", bound="TagFilter")  # the selectors' subclass compiles to SQLAlchemy
+
+
 def parse_query(tags=(), regex=(), exclude=(), exclude_regex=(), *,
-                filter_type: type[TagFilter] | None = None) -> tuple[TagFilter, TagFilter]:
+                filter_type: type[AnyFilter] = TagFilter) -> tuple[AnyFilter, AnyFilter]:  # type: ignore[assignment]
     """The (include, exclude) filters of a tag query; SelectorError for an invalid or missing selector.
     ``filter_type``: a subclass to parse into (regdb.selection.selectors' compiles to SQLAlchemy)."""
-    kind = filter_type or TagFilter
+    kind = filter_type
     include = kind.parse(tags, regex)
     if not include:
         raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",

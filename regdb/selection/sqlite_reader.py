@@ -20,7 +20,7 @@ import sqlite3
 from collections import namedtuple
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 from urllib.parse import quote
 
 from regdb.errors import IntersectionError, SelectorError
@@ -151,7 +151,8 @@ class InventoryReader:
             return self._list_tags(repos, reverse)
 
     def _list_tags(self, repos, reverse: bool) -> TagList:
-        where, missing = "", []
+        where = ""
+        missing: list[str] = []
         names = values(repos)
         if names:
             found, missing = self._resolve_repos(names)
@@ -185,7 +186,7 @@ class InventoryReader:
                 registry, repos, tags, regex, exclude, exclude_regex, match_all_tags=match_all_tags,
                 raise_intersecting_tag=raise_intersecting_tag, raise_intersecting_repo=raise_intersecting_repo,
             )
-        include, excluded = parse_query(tags, regex, exclude, exclude_regex)
+        include, excluded = parse_query(tags, regex, exclude, exclude_regex, filter_type=TagFilter)
         return self._select(repos, include, excluded, match_all_tags=match_all_tags,
                             raise_intersecting_tag=raise_intersecting_tag,
                             raise_intersecting_repo=raise_intersecting_repo)
@@ -233,7 +234,8 @@ class InventoryReader:
             "JOIN repos ON repos.id = candidate.repo_id JOIN digests ON digests.id = candidate.digest_id "
             "ORDER BY repos.name, tag.version_key ASC NULLS LAST, tag.name ASC"
         )
-        row_type = namedtuple("Row", ["repo", "digest", "media_type", "total_size", "tag_name", "digest_id", *flags])
+        columns = ["repo", "digest", "media_type", "total_size", "tag_name", "digest_id", *flags]
+        row_type: Any = cast(Any, namedtuple)("Row", columns)  # its fields depend on the query: typed as Any
         rows = [row_type._make(row) for row in self._execute(statement, params.values,
                                                                "selected digests and their tags")]
         raise_tags = check_tags and raise_intersecting_tag
@@ -343,7 +345,7 @@ class _Params:
 
 def _filter_sql(tag_filter: TagFilter, alias: str, params: _Params) -> str:
     """``regdb.selection.selectors.filter_clause`` for SQLite, as text over the tag row ``alias``; never NULL."""
-    names = sorted({s.name for s in tag_filter.selectors if s.op is None})
+    names = sorted({s.name for s in tag_filter.selectors if s.op is None and s.name is not None})
     terms: list[str] = []
     if names:
         terms.append(f"{alias}.name IN ({', '.join(params(name) for name in names)})")
@@ -358,6 +360,9 @@ def _filter_sql(tag_filter: TagFilter, alias: str, params: _Params) -> str:
 
 def _version_sql(key: str, selector: TagSelector, protects: bool, params: _Params) -> str:
     """``regdb.selection.selectors.version_clause`` as text."""
+    # A version selector (op set) always carries its key, base and precision (regdb.versions.TagSelector).
+    assert selector.op is not None and selector.key is not None and selector.base is not None
+    assert selector.precision is not None
     if selector.op == "==" and not protects:
         return f"{key} = {params(selector.key)}"
     base, high = selector.base, selector.base + ABOVE_PRECISION
