@@ -15,9 +15,9 @@ import dataclasses
 import functools
 import re
 from dataclasses import dataclass
-from typing import Iterable, Self, TypeVar
+from typing import Callable, Iterable, Self, TypeVar
 
-from regdb.errors import SelectorError
+from regdb.errors import IntersectionError, SelectorError
 from regdb.versions import TagSelector, compile_regex, parse_tag_selector
 
 # cosign's signature / attestation / SBOM tags and the OCI referrers fallback tag all start so
@@ -190,3 +190,84 @@ def parse_query(tags=(), regex=(), exclude=(), exclude_regex=(), *,
         raise SelectorError("no tags selected: give at least one {tags:TAG|SELECTOR} or {regex:REGEX}",
                             fields=("tags", "regex"))
     return include, kind.parse(exclude, exclude_regex, protects=True)
+
+
+# --- the rules' verdicts -----------------------------------------------------------------------------------------
+# Both ways of asking (regdb.selection.selectors through SQLAlchemy, regdb.selection.sqlite_reader through
+# sqlite3) get back one row per (repository, digest, tag) with the rules' flags as columns: repo, digest,
+# media_type, total_size, tag_name, digest_id, then excluded, outside, elsewhere, selected, tag_excluded.
+# What those flags mean for the selection is decided here, once.
+
+
+def apply_rules(rows, registry: str, missing: list[str], *, exclude: bool, check_tags: bool, raise_tags: bool,
+                raise_repo: Callable[[list], None] | None,
+                other_repos: Callable[[list[int]], dict[int, list[str]]]) -> Selection:
+    """The selection the flagged rows make: a pair with an excluded tag is left out (rule 1); with
+    ``check_tags``, one with a tag outside the selection raises (``raise_tags``) or is left out (rule 2); one
+    also held elsewhere raises through ``raise_repo`` or, without it, is left out naming ``other_repos``
+    (rule 3). Rows come by repository and tag version, so a pair's first row places it in the result."""
+    skipped: list[Skipped] = []
+
+    def leave_out(flag: str, reason: str, others) -> None:
+        nonlocal rows
+        out = [row for row in rows if getattr(row, flag)]
+        if not out:
+            return
+        rows = [row for row in rows if not getattr(row, flag)]
+        for (repo, digest), pair_rows in by_pair(out).items():
+            skipped.append(Skipped(repo, digest, tuple(row.tag_name for row in pair_rows), reason,
+                                   others=tuple(others(pair_rows))))
+
+    if exclude:
+        leave_out("excluded", EXCLUDED_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if r.tag_excluded])
+    if raise_tags:
+        raise_intersecting_tag(rows)
+    elif check_tags:
+        leave_out("outside", OTHER_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if not r.selected])
+    if raise_repo is not None:
+        raise_repo(rows)
+    else:
+        elsewhere_ids = sorted({row.digest_id for row in rows if row.elsewhere})
+        holders = other_repos(elsewhere_ids) if elsewhere_ids else {}
+        leave_out("elsewhere", OTHER_REPO, lambda pair_rows: holders.get(pair_rows[0].digest_id, []))
+    grouped: dict[tuple[str, str], tuple[str, int, list[str]]] = {}
+    for repo, digest, media_type, size, tag_name, *_ in rows:
+        entry = grouped.get((repo, digest))
+        if entry is None:
+            grouped[repo, digest] = (media_type, size, [tag_name])
+        else:
+            entry[2].append(tag_name)
+    return Selection(
+        (
+            Selected(registry, repo, digest, tuple(tag_names), media_type, size)
+            for (repo, digest), (media_type, size, tag_names) in grouped.items()
+        ),
+        missing_repos=missing,
+        skipped=sorted(skipped, key=lambda item: (item.repo, item.digest)),
+    )
+
+
+def by_pair(rows) -> dict[tuple[str, str], list]:
+    grouped: dict[tuple[str, str], list] = {}
+    for row in rows:
+        grouped.setdefault((row.repo, row.digest), []).append(row)
+    return grouped
+
+
+def first_flagged(rows, flag: str) -> tuple[str, str] | None:
+    """The first (repository, digest), by name and digest, whose rows carry ``flag``: the error is stable."""
+    flagged = {(row.repo, row.digest) for row in rows if getattr(row, flag)}
+    return min(flagged) if flagged else None
+
+
+def raise_intersecting_tag(rows) -> None:
+    found = first_flagged(rows, "outside")
+    if found is None:
+        return
+    repo, digest = found
+    others = [row.tag_name for row in rows if (row.repo, row.digest) == found and not row.selected]
+    raise IntersectionError(
+        f"{repo}@{digest} is also tagged {', '.join(others)} in {repo}, which the selection does not include "
+        "(--raise-intersecting-tag); select those tags too, or leave the option out to skip such digests",
+        repo=repo, digest=digest, others=others,
+    )

@@ -48,9 +48,6 @@ from regdb.inventory import models
 from regdb.errors import IntersectionError, SelectorError
 from regdb.selection import query
 from regdb.selection.common import (
-    EXCLUDED_TAG,
-    OTHER_REPO,
-    OTHER_TAG,
     Selected,
     Selection,
     Skipped,
@@ -63,6 +60,7 @@ from regdb.selection.common import (
     resolve_repos,
     values,
 )
+from regdb.selection.query import apply_rules, first_flagged
 from regdb.versions import (
     ABOVE_PRECISION,
     MAX_PRECISION,
@@ -345,53 +343,12 @@ def _select(
         "selected digests and their tags",
     ).all()
 
-    skipped: list[Skipped] = []
-
-    def leave_out(flag: str, reason: str, others) -> None:
-        nonlocal rows
-        out = [row for row in rows if getattr(row, flag)]
-        if not out:
-            return
-        rows = [row for row in rows if not getattr(row, flag)]
-        for (repo, digest), pair_rows in _by_pair(out).items():
-            skipped.append(Skipped(repo, digest, tuple(row.tag_name for row in pair_rows), reason,
-                                   others=tuple(others(pair_rows))))
-
-    if exclude:
-        leave_out("excluded", EXCLUDED_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if r.tag_excluded])
-    if raise_tags:
-        _raise_intersecting_tag(rows)
-    elif check_tags:
-        leave_out("outside", OTHER_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if not r.selected])
-    if raise_intersecting_repo:
-        _raise_intersecting_repo(conn, registry_id, rows, repo_ids)
-    else:
-        elsewhere_ids = sorted({row.digest_id for row in rows if row.elsewhere})
-        holders = _other_repos(conn, registry_id, elsewhere_ids, repo_ids) if elsewhere_ids else {}
-        leave_out("elsewhere", OTHER_REPO, lambda pair_rows: holders.get(pair_rows[0].digest_id, []))
-    # Rows come ordered by repository and tag version, so a pair's first row places it in the result.
-    grouped: dict[tuple[str, str], tuple[str, int, list[str]]] = {}
-    for repo, digest, media_type, size, tag_name, *_ in rows:
-        entry = grouped.get((repo, digest))
-        if entry is None:
-            grouped[repo, digest] = (media_type, size, [tag_name])
-        else:
-            entry[2].append(tag_name)
-    return Selection(
-        (
-            Selected(registry, repo, digest, tuple(tag_names), media_type, size)
-            for (repo, digest), (media_type, size, tag_names) in grouped.items()
-        ),
-        missing_repos=missing,
-        skipped=sorted(skipped, key=lambda item: (item.repo, item.digest)),
+    return apply_rules(
+        rows, registry, missing, exclude=bool(exclude), check_tags=check_tags, raise_tags=raise_tags,
+        raise_repo=(lambda rows: _raise_intersecting_repo(conn, registry_id, rows, repo_ids))
+        if raise_intersecting_repo else None,
+        other_repos=lambda digest_ids: _other_repos(conn, registry_id, digest_ids, repo_ids),
     )
-
-
-def _by_pair(rows) -> dict[tuple[str, str], list]:
-    grouped: dict[tuple[str, str], list] = {}
-    for row in rows:
-        grouped.setdefault((row.repo, row.digest), []).append(row)
-    return grouped
 
 
 def _other_repos(conn: Connection, registry_id: int, digest_ids: list[int], repo_ids) -> dict[int, list[str]]:
@@ -425,27 +382,8 @@ def _same_pair(tag, candidate) -> ColumnElement[bool]:
     return and_(tag.c.digest_id == candidate.c.digest_id, tag.c.repo_id + 0 == candidate.c.repo_id)
 
 
-def _first_flagged(rows, flag: str) -> tuple[str, str] | None:
-    """The first (repository, digest), by name and digest, whose rows carry ``flag``: the error is stable."""
-    flagged = {(row.repo, row.digest) for row in rows if getattr(row, flag)}
-    return min(flagged) if flagged else None
-
-
-def _raise_intersecting_tag(rows) -> None:
-    found = _first_flagged(rows, "outside")
-    if found is None:
-        return
-    repo, digest = found
-    others = [row.tag_name for row in rows if (row.repo, row.digest) == found and not row.selected]
-    raise IntersectionError(
-        f"{repo}@{digest} is also tagged {', '.join(others)} in {repo}, which the selection does not include "
-        "(--raise-intersecting-tag); select those tags too, or leave the option out to skip such digests",
-        repo=repo, digest=digest, others=others,
-    )
-
-
 def _raise_intersecting_repo(conn, registry_id, rows, repo_ids) -> None:
-    found = _first_flagged(rows, "elsewhere")
+    found = first_flagged(rows, "elsewhere")
     if found is None:
         return
     repo, digest = found

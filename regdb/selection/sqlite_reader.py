@@ -26,18 +26,15 @@ from urllib.parse import quote
 from regdb.errors import IntersectionError, SelectorError
 from regdb.registry.reference import RegistryRef
 from regdb.selection.query import (
-    EXCLUDED_TAG,
-    OTHER_REPO,
-    OTHER_TAG,
-    Selected,
     Selection,
-    Skipped,
     TagFilter,
     TagList,
     TagRow,
-    values,
+    apply_rules,
+    first_flagged,
     parse_query,
     regdb_match,
+    values,
 )
 from regdb.versions import ABOVE_PRECISION, MAX_PRECISION, TagSelector, precision_field
 
@@ -240,44 +237,11 @@ class InventoryReader:
                                                                "selected digests and their tags")]
         raise_tags = check_tags and raise_intersecting_tag
 
-        skipped: list[Skipped] = []
-
-        def leave_out(flag: str, reason: str, others) -> None:
-            nonlocal rows
-            out = [row for row in rows if getattr(row, flag)]
-            if not out:
-                return
-            rows = [row for row in rows if not getattr(row, flag)]
-            for (repo, digest), pair_rows in _by_pair(out).items():
-                skipped.append(Skipped(repo, digest, tuple(row.tag_name for row in pair_rows), reason,
-                                       others=tuple(others(pair_rows))))
-
-        if exclude:
-            leave_out("excluded", EXCLUDED_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if r.tag_excluded])
-        if raise_tags:
-            _raise_intersecting_tag(rows)
-        elif check_tags:
-            leave_out("outside", OTHER_TAG, lambda pair_rows: [r.tag_name for r in pair_rows if not r.selected])
-        if raise_intersecting_repo:
-            self._raise_intersecting_repo(rows, repo_ids)
-        else:
-            elsewhere_ids = sorted({row.digest_id for row in rows if row.elsewhere})
-            holders = self._other_repos(elsewhere_ids, repo_ids) if elsewhere_ids else {}
-            leave_out("elsewhere", OTHER_REPO, lambda pair_rows: holders.get(pair_rows[0].digest_id, []))
-        grouped: dict[tuple[str, str], tuple[str, int, list[str]]] = {}
-        for repo, digest, media_type, size, tag_name, *_ in rows:
-            entry = grouped.get((repo, digest))
-            if entry is None:
-                grouped[repo, digest] = (media_type, size, [tag_name])
-            else:
-                entry[2].append(tag_name)
-        return Selection(
-            (
-                Selected(self.registry_name, repo, digest, tuple(tag_names), media_type, size)
-                for (repo, digest), (media_type, size, tag_names) in grouped.items()
-            ),
-            missing_repos=missing,
-            skipped=sorted(skipped, key=lambda item: (item.repo, item.digest)),
+        return apply_rules(
+            rows, self.registry_name, missing, exclude=bool(exclude), check_tags=check_tags,
+            raise_tags=raise_tags, raise_repo=(lambda rows: self._raise_intersecting_repo(rows, repo_ids))
+            if raise_intersecting_repo else None,
+            other_repos=lambda digest_ids: self._other_repos(digest_ids, repo_ids),
         )
 
     def _other_repos(self, digest_ids: list[int], repo_ids: str) -> dict[int, list[str]]:
@@ -295,7 +259,7 @@ class InventoryReader:
         return found
 
     def _raise_intersecting_repo(self, rows, repo_ids: str) -> None:
-        found = _first_flagged(rows, "elsewhere")
+        found = first_flagged(rows, "elsewhere")
         if found is None:
             return
         repo, digest = found
@@ -382,28 +346,3 @@ def _version_sql(key: str, selector: TagSelector, protects: bool, params: _Param
 
 def _ids(ids) -> str:
     return ", ".join(str(int(value)) for value in ids)
-
-
-def _by_pair(rows) -> dict[tuple[str, str], list]:
-    grouped: dict[tuple[str, str], list] = {}
-    for row in rows:
-        grouped.setdefault((row.repo, row.digest), []).append(row)
-    return grouped
-
-
-def _first_flagged(rows, flag: str) -> tuple[str, str] | None:
-    flagged = {(row.repo, row.digest) for row in rows if getattr(row, flag)}
-    return min(flagged) if flagged else None
-
-
-def _raise_intersecting_tag(rows) -> None:
-    found = _first_flagged(rows, "outside")
-    if found is None:
-        return
-    repo, digest = found
-    others = [row.tag_name for row in rows if (row.repo, row.digest) == found and not row.selected]
-    raise IntersectionError(
-        f"{repo}@{digest} is also tagged {', '.join(others)} in {repo}, which the selection does not include "
-        "(--raise-intersecting-tag); select those tags too, or leave the option out to skip such digests",
-        repo=repo, digest=digest, others=others,
-    )
