@@ -5,6 +5,7 @@ Standard library only: ``regdb.entry`` imports it before anything that could tak
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -13,8 +14,12 @@ INTERRUPTED = 130
 
 
 def interrupted(prog_name: str, message: str = "interrupted") -> int:
-    """Say so once and leave with 130; a second Ctrl-C while saying it is ignored, not a traceback."""
+    """Say so once and leave with 130; a second Ctrl-C while saying it is ignored, not a traceback.
+
+    Worker threads may still be finishing a request (a sync's HEADs): their log lines would come after this
+    one, which must be the last thing the person reads. Logging stops here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.disable(logging.CRITICAL)
     try:
         sys.stderr.write(f"{prog_name}: {message}\n")
         sys.stderr.flush()

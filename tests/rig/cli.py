@@ -23,12 +23,14 @@ CLI_LOGGERS = ("regdb", "urllib3")
 @contextlib.contextmanager
 def kept_logging() -> Iterator[None]:
     """Undo what a CLI run in this process does to the ``regdb`` and ``urllib3`` loggers (their handlers, level
-    and propagation), so later tests that read regdb's records through the root logger still see them."""
+    and propagation, and the ``logging.disable`` a Ctrl-C leaves), so later tests that read regdb's records
+    through the root logger still see them."""
     saved = [(logger, list(logger.handlers), logger.level, logger.propagate)
              for logger in map(logging.getLogger, CLI_LOGGERS)]
     try:
         yield
     finally:
+        logging.disable(logging.NOTSET)
         for logger, handlers, level, propagate in saved:
             logger.handlers[:] = handlers
             logger.setLevel(level)
