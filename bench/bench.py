@@ -940,7 +940,7 @@ def bench_views(db: Path | None) -> None:
     bench_views_postgresql()
 
 
-# PostgreSQL figures (REGDB_BENCH_PG=1): a real server of Debian's binaries (tests/pg_support.py), an inventory of
+# PostgreSQL figures (REGDB_BENCH_PG=1): a real server of Debian's binaries (tests/rig/pg.py), an inventory of
 # the first BENCH_PG_REPOS repositories of the million (100 tags each) written by the same SnapshotWriter. Loading
 # the whole million there takes too long for a bench run on this machine; the size is printed with each figure.
 BENCH_PG = os.environ.get("REGDB_BENCH_PG") == "1"
