@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from regdb.cli.dregutil import main as dregutil_main
-from regdb.cleanup.policy import pattern_matches
+from regdb.selection.patterns import pattern_matches
 from tests.rig.cli import run
 from tests.rig.pusher import Pusher
 

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 
 from regdb import RegistryClient
-from regdb.cleanup.policy import glob_regex, parse_policy, plan_policy
+from regdb.cleanup.policy import parse_policy, plan_policy
+from regdb.selection.patterns import glob_regex
 from regdb.errors import PolicyError
 from regdb.versions import regex_matches
 from tests.rig.cli import run

@@ -96,12 +96,19 @@ READERS = ("list-repo-names", "list-tag-names", "query-tags", "query-repos")
 @pytest.mark.parametrize("args", [
     ["--refresh", "list-repo-names"],  # a sync first: the full inventory
     ["query-tags", "-r", "startup-probe/app", "--keep-latest", "1"],  # retention: the full inventory
+    ["query-tags", "-r", "startup-probe/*", "-t", "1.*"],  # globs: matched on the full inventory
+    ["list-tag-names", "startup-*/app"],
 ])
 def test_listings_that_need_the_full_inventory_still_answer(synced, args):
     url, path = synced
     modules, result = loaded_after("-reg", url, "--db", str(path), *args)
     assert result.returncode == 0, result.stderr
     assert "sqlalchemy" in modules
+    if any("*" in arg for arg in args):
+        assert "startup-probe/app" in result.stdout
+        # The glob matcher is selection's, not the policy module's (which would bring the removal code in).
+        assert not top_level(modules) & set(HTTP), sorted(top_level(modules) & set(HTTP))
+        assert "regdb.cleanup.policy" not in modules
 
 
 def test_the_default_inventory_is_found_without_sqlalchemy_too(synced, tmp_path):

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Engine, case, literal, or_, select, tuple_
+from sqlalchemy import Connection, Engine, case, literal, select, tuple_
 
 from regdb.inventory import models
 from regdb.errors import PolicyError, SelectorError
@@ -66,9 +66,10 @@ from regdb.selection.selectors import (
     ensure_sql_functions,
     install_sql_functions,
     query_tags,
-    regex_match,
+    repo_clause,
 )
-from regdb.versions import compile_regex, parse_tag_selector, regex_matches
+from regdb.selection.patterns import pattern_matches, split_patterns
+from regdb.versions import compile_regex
 
 __all__ = [
     "Policy",
@@ -90,73 +91,6 @@ _digests = models.Digest.__table__
 TOP_KEYS = ("protect", "rule", "max_delete")
 RULE_KEYS = ("name", "repos", "tags", "keep", "keep_latest", "order_by", "older_than", "newer_than", "untagged",
              "match_all_tags", "not_pulled_for", "keep_pulled_within")
-
-
-# --- patterns -------------------------------------------------------------------------------------------------
-
-
-def glob_regex(glob: str) -> str:
-    """A shell glob as a regular expression for the whole name: ``*`` any run of characters (``/`` too),
-    ``?`` one, ``[abc]`` / ``[!abc]`` a class. Plain ``^...$`` syntax, so PostgreSQL reads it as Python does."""
-    out = []
-    i = 0
-    while i < len(glob):
-        c = glob[i]
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "[" and glob.find("]", i + 2) != -1:
-            end = glob.find("]", i + 2)
-            body = glob[i + 1:end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out) + "$"
-
-
-def split_patterns(patterns) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Tag patterns as the selectors take them: (``-t`` values: names and version comparisons, ``-re`` values).
-
-    ``re:REGEX`` is a regular expression matched from the start of the tag (as ``-re``); a pattern starting with
-    ``<``, ``>`` or ``=`` compares versions (as ``-t '<1.4'``); one with ``*``, ``?`` or ``[`` is a glob over
-    the whole tag; anything else is an exact tag name. Raises SelectorError for a bad regex or version."""
-    tags: list[str] = []
-    regex: list[str] = []
-    for pattern in patterns:
-        if pattern.startswith("re:"):
-            compile_regex(pattern[3:])
-            regex.append(pattern[3:])
-        elif pattern[:1] in "<>=!~":
-            parse_tag_selector(pattern)
-            tags.append(pattern)
-        elif any(c in pattern for c in "*?["):
-            regex.append(glob_regex(pattern))
-        else:
-            tags.append(pattern)
-    return tuple(tags), tuple(regex)
-
-
-def pattern_matches(pattern: str, name: str, *, protects: bool = False) -> bool:
-    """Plain-Python meaning of one tag pattern (for the plan's reasons; the selection itself is SQL).
-    ``protects``: as a keep or protect pattern, whose versions also match by plain PEP 440 (regdb.versions)."""
-    tags, regex = split_patterns([pattern])
-    return any(parse_tag_selector(t).matches(name, protects=protects) for t in tags) or \
-        any(regex_matches(r, name) for r in regex)
-
-
-def repo_clause(patterns, column, dialect: str):
-    """SQL: the repository name ``column`` matches one of the patterns (glob, ``re:REGEX``, or a name)."""
-    names = [p for p in patterns if not p.startswith("re:") and not any(c in p for c in "*?[")]
-    terms = [column.in_(names)] if names else []
-    for pattern in patterns:
-        if pattern.startswith("re:"):
-            terms.append(regex_match(column, pattern[3:], dialect))
-        elif any(c in pattern for c in "*?["):
-            terms.append(regex_match(column, glob_regex(pattern), dialect))
-    return or_(*terms)
 
 
 # --- the policy -----------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Globs in ``regdb``'s ``-r`` and ``-t`` / ``-x``: ``*``, ``?`` and ``[...]`` as in a policy file.
 
-The matcher is the policy's (``regdb.cleanup.policy.glob_regex`` for tags, ``regdb.cleanup.policy.repo_clause`` for
-repositories), so ``-t 'pr-*'`` on the command line selects what ``tags = ["pr-*"]`` selects in a policy:
-the whole tag matches, ``*`` also crosses ``/``. Neither ``*`` nor ``?`` nor ``[`` can occur in a repository or
-tag name (the distribution grammar), so a name without them keeps its exact meaning and a glob is never
-mistaken for one. A glob that matches nothing is passed on as it was written, so it is reported exactly as a
-name that is not there ("warning: repository NAME not found", no rows).
+The matcher is the policy's (``regdb.selection.patterns.glob_regex`` for tags,
+``regdb.selection.selectors.repo_clause`` for repositories), so ``-t 'pr-*'`` on the command line selects what
+``tags = ["pr-*"]`` selects in a policy: the whole tag matches, ``*`` also crosses ``/``. Neither ``*`` nor
+``?`` nor ``[`` can occur in a repository or tag name (the distribution grammar), so a name without them keeps
+its exact meaning and a glob is never mistaken for one. A glob that matches nothing is passed on as it was
+written, so it is reported exactly as a name that is not there ("warning: repository NAME not found", no rows).
 
 Only ``regdb``: the ``dregutil`` command line keeps docker-registry-util's meaning (``-t 'pr-*'`` is a name).
 """
@@ -14,18 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from regdb.selection.patterns import glob_regex, is_glob
+
 if TYPE_CHECKING:
     from regdb.registry.reference import RegistryRef
 
-# The characters that make a pattern a glob, as regdb.cleanup.policy.split_patterns and repo_clause decide it.
-GLOB_CHARACTERS = "*?["
 
 # What starts a version selector (-t '<1.4', '==1.0'): such a value is never a glob, as in a policy file.
 VERSION_SELECTOR_START = "<>=!~"
-
-
-def is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in GLOB_CHARACTERS)
 
 
 def split_tag_globs(values) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -33,8 +29,7 @@ def split_tag_globs(values) -> tuple[tuple[str, ...], tuple[str, ...]]:
     the globs then go along with the ``-re`` (or ``-xre``) values, exactly as a policy's tag patterns do."""
     values = tuple(values)
     if not any(is_glob(value) for value in values):
-        return values, ()  # without a glob nothing more is imported: a query loads no HTTP code (test_startup)
-    from regdb.cleanup.policy import glob_regex
+        return values, ()
 
     names: list[str] = []
     regex: list[str] = []
@@ -64,8 +59,8 @@ def expand_repos(inventory, registry: "str | RegistryRef", patterns) -> list[str
     from sqlalchemy import select
 
     from regdb.inventory.models import Repo
-    from regdb.cleanup.policy import repo_clause
     from regdb.selection.common import ensure_sql_functions
+    from regdb.selection.selectors import repo_clause
 
     registry_id = inventory.registry_id(registry)
     expanded: list[str] = []
@@ -87,7 +82,6 @@ def expand_repos(inventory, registry: "str | RegistryRef", patterns) -> list[str
 def expand_tags(inventory, registry: "str | RegistryRef", repo: str, patterns) -> tuple[list[str], list[str]]:
     """(tag names of ``repo`` in ``inventory`` with each glob of ``patterns`` replaced by the tags it matches,
     the globs that match none)."""
-    from regdb.cleanup.policy import glob_regex
     from regdb.versions import regex_matches
 
     patterns = list(patterns)

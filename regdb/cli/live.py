@@ -140,7 +140,7 @@ def history(settings: Settings, repo, tag, fmt):
         rows = [row for name in repos for row in tag_history(conn, registry_id, name, None if tag and is_glob(tag)
                                                              else tag)]
     if tag and is_glob(tag):
-        from regdb.cleanup.policy import glob_regex
+        from regdb.selection.patterns import glob_regex
         from regdb.versions import regex_matches
 
         rows = [row for row in rows if regex_matches(glob_regex(tag), row.tag)]

@@ -47,6 +47,7 @@ from sqlalchemy import (
 from regdb.inventory import models
 from regdb.errors import IntersectionError, SelectorError
 from regdb.selection import query
+from regdb.selection.patterns import glob_regex, is_glob
 from regdb.selection.common import (
     Selected,
     Selection,
@@ -443,3 +444,15 @@ def list_tags(conn: Connection, registry_id: int, repos=None, *, reverse: bool =
         order = _version_order(_tags)
     rows = execute_logged(conn, statement.order_by(_repos.c.name, *order), "tags")
     return TagList((TagRow(repo, tag, digest) for repo, tag, digest in rows), missing_repos=missing)
+
+
+def repo_clause(patterns, column, dialect: str):
+    """SQL: the repository name ``column`` matches one of the patterns (glob, ``re:REGEX``, or a name)."""
+    names = [p for p in patterns if not p.startswith("re:") and not is_glob(p)]
+    terms = [column.in_(names)] if names else []
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            terms.append(regex_match(column, pattern[3:], dialect))
+        elif is_glob(pattern):
+            terms.append(regex_match(column, glob_regex(pattern), dialect))
+    return or_(*terms)

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from regdb.errors import IntersectionError, SelectorError
 from regdb.registry.reference import RegistryRef
+from regdb.selection.patterns import is_glob
 from regdb.selection.query import (
     Selection,
     TagFilter,
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 SCHEMA_HEAD = "0009"
 # regdb.inventory.db.BUSY_TIMEOUT_MS: a reader never waits in WAL mode, but a file in rollback mode can be locked.
 BUSY_TIMEOUT_MS = 10_000
-# Characters of a glob (regdb.cleanup.policy's patterns); no repository or tag name of the OCI grammar holds one.
-GLOB_CHARACTERS = frozenset("*?[")
 # A hint SQLite understands from 3.35 on (2021); older ones get the same statement without it.
 MATERIALIZED = "MATERIALIZED " if sqlite3.sqlite_version_info >= (3, 35) else ""
 # Digests per IN list when naming the repositories that hold left-out digests (regdb.selection.selectors._BATCH).
@@ -87,7 +86,7 @@ def open_reader(path: str, registry: RegistryRef | str, *, fallback: Callable[[]
 
 
 def has_glob(names) -> bool:
-    return any(GLOB_CHARACTERS.intersection(name) for name in values(names))
+    return any(is_glob(name) for name in values(names))
 
 
 class InventoryReader:
