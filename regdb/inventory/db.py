@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # The newest migration in migrations/versions. Opening an inventory that is already at this revision reads
 # one row and skips importing Alembic altogether (a query must answer in well under half a second, process
 # start included); tests/test_packaging.py holds this equal to Alembic's head.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 
 MEMORY = ":memory:"
 # How long a writer waits for another writer before giving up. Readers never wait in WAL mode.

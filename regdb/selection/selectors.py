@@ -376,7 +376,7 @@ def _same_pair(tag, candidate) -> ColumnElement[bool]:
     """The tags of a candidate (repository, digest) pair, looked up by digest.
 
     ``repo_id + 0`` is the same value, but SQLite cannot use an index for it, so it looks the tags up with
-    ix_tags_digest_id (the few tags of one digest) and checks the repository on each. Without ANALYZE
+    ix_tags_digest_id_repo_id (the few tags of one digest) and checks the repository on each. Without ANALYZE
     statistics it would otherwise pick ix_tags_repo_id_version_key and read every tag of the repository for
     each candidate: measured 83 ms instead of 23 ms for 100 repositories of 100 tags, and linear in the size
     of the repositories."""

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # regdb.inventory.db.SCHEMA_HEAD, spelled out: naming it must not import SQLAlchemy (tests/test_sqlite_reader.py holds
 # them equal). An inventory at any other revision is answered by the full Inventory (which upgrades or refuses).
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 # regdb.inventory.db.BUSY_TIMEOUT_MS: a reader never waits in WAL mode, but a file in rollback mode can be locked.
 BUSY_TIMEOUT_MS = 10_000
 # A hint SQLite understands from 3.35 on (2021); older ones get the same statement without it.
