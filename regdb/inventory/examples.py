@@ -74,12 +74,26 @@ JOIN registries ON registries.id = tag_history.registry_id
 WHERE tag_history.repo = :repo AND tag_history.tag = :tag
   AND tag_history.valid_from <= :at AND (tag_history.valid_to IS NULL OR tag_history.valid_to > :at)
 """),
-    Example("tags-not-pulled-since", "Tags whose manifest nobody pulled since a cutoff", """
+    Example("repos-not-pulled-since", "Repositories by manifests nobody pulled since a cutoff", """
+SELECT registries.name AS registry, repos.name AS repo, COUNT(*) AS manifests_not_pulled
+FROM repo_digests
+JOIN repos ON repos.id = repo_digests.repo_id
+JOIN registries ON registries.id = repos.registry_id
+JOIN digests ON digests.id = repo_digests.digest_id
+WHERE NOT EXISTS (
+    SELECT 1 FROM pulls
+    WHERE pulls.registry_id = repos.registry_id AND pulls.repo = repos.name AND pulls.digest = digests.digest
+      AND pulls.last_pulled_at >= :cutoff
+)
+GROUP BY registries.name, repos.name
+ORDER BY manifests_not_pulled DESC, registry, repo
+"""),
+    Example("tags-not-pulled-since", "Tags of a repository whose manifest nobody pulled since a cutoff", """
 SELECT images.registry, images.repo, images.tag, pull_stats.last_pulled_at
 FROM images
 LEFT JOIN pull_stats ON pull_stats.registry = images.registry AND pull_stats.repo = images.repo
                     AND pull_stats.digest = images.digest
-WHERE pull_stats.last_pulled_at IS NULL OR pull_stats.last_pulled_at < :cutoff
+WHERE images.repo = :repo AND (pull_stats.last_pulled_at IS NULL OR pull_stats.last_pulled_at < :cutoff)
 ORDER BY images.registry, images.repo, images.tag
 """),
 )

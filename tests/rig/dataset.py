@@ -221,7 +221,9 @@ def example_params(example: Example, data: Dataset) -> dict[str, str]:
         "space-a-repository-holds-alone": {"repo": data.repo("app")},
         "where-a-tag-pointed-at-a-time": {"repo": data.repo("app"), "tag": "latest",
                                           "at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")},
-        "tags-not-pulled-since": {"cutoff": (datetime.now(timezone.utc) - timedelta(days=30)).date().isoformat()},
+        "repos-not-pulled-since": {"cutoff": (datetime.now(timezone.utc) - timedelta(days=30)).date().isoformat()},
+        "tags-not-pulled-since": {"cutoff": (datetime.now(timezone.utc) - timedelta(days=30)).date().isoformat(),
+                                  "repo": data.repo("app")},
     }.get(example.name, {})
 
 
@@ -246,7 +248,10 @@ def example_expected(example: Example, data: Dataset) -> list[tuple]:
         # The dataset was synced, not pushed under a listener: the sync opened each tag's history, nothing
         # was pulled (tests/test_live.py checks both against notifications).
         "where-a-tag-pointed-at-a-time": [(data.registry, data.b.digest)],
-        "tags-not-pulled-since": sorted((r, repo, tag, None) for r, repo, tag, *_ in data.images()),
+        "repos-not-pulled-since": sorted(((r, repo, digests) for r, repo, _tags, digests, *_ in data.repo_stats()),
+                                         key=lambda row: (-row[2], row[0], row[1])),
+        "tags-not-pulled-since": sorted((r, repo, tag, None) for r, repo, tag, *_ in data.images()
+                                        if repo == data.repo("app")),
         "totals-per-registry": [
             (data.registry, 4, sum(row[2] for row in stats), sum(row[4] for row in stats))
         ],
