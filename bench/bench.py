@@ -904,6 +904,7 @@ def bench_startup() -> None:
 BI_PARAMS = {"cutoff": "2024-01-08", "repo": LIST_REPO, "tag": "latest", "at": "2030-01-01 00:00:00"}
 BI_RUNS = 3
 DATASETTE_START_S = 120  # Datasette's imports on a loaded machine
+DATASETTE_LIMIT_S = 1.0  # Datasette's default sql_time_limit_ms: the time it gives any one query of a page
 
 
 def bench_views(db: Path | None) -> None:
@@ -1051,8 +1052,13 @@ def bench_datasette(db: Path, views) -> None:
                         status = error.code
                     times.append(time.perf_counter() - started)
                 best_s = min(times)
+                # Two targets of issue 18: the page within Datasette's own time limit (sql_time_limit_ms, 1 s by
+                # default), and its first page under 0.5 s. With the facet suggestions on, a page of a view of
+                # 100,000 rows or more spends up to 50 ms per column on each of three suggestions: docs/data-source.md.
+                ok = status == 200 and best_s < DATASETTE_LIMIT_S
                 row(f"4c Datasette /{view.name} ({label})", f"{secs(best_s)}, HTTP {status} ({spread(times)})",
-                    "< 0.5 s, 200", verdict(best_s < 0.5 and status == 200))
+                    "< 0.5 s; < 1 s (Datasette's limit), 200",
+                    verdict(ok and best_s < 0.5) if not ok or best_s < 0.5 else "1 s met, 0.5 s MISSED")
         finally:
             process.terminate()
             process.wait(timeout=30)
