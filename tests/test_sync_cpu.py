@@ -157,3 +157,34 @@ def test_a_direct_get_that_meets_trouble_goes_the_full_way(fresh_registry, fresh
     # ping, catalog, tags/list, 3 tags and 3 configs; the 503, the reset and the broken-off body each asked
     # once more through requests (the 503 twice: urllib3's own retry), nothing else twice.
     assert len(gets) == 3 + 3 + 3 + 3, [exchange.path for exchange in gets]
+
+
+def test_a_config_redirect_met_by_a_direct_get_is_followed_from_there(httpserver, tmp_path):
+    """A config blob redirected to storage (S3 behind the registry): the direct GET's 307 is followed from that
+    answer, so the registry is asked once per config, and storage on another host never gets the password."""
+    from pytest_httpserver import HTTPServer
+
+    from tests.rig.stub import StubRegistry, basic_checker, serve_blobs
+
+    storage = HTTPServer(host="127.0.0.2", threaded=True)
+    storage.start()
+    try:
+        stub = StubRegistry(httpserver, authorize=basic_checker("alice", "pw-redirect"))
+        one = stub.push_image("app", "1.0")
+        two = stub.push_image("app", "1.1", architecture="arm64")
+        stub.blob_redirect = storage.url_for("").rstrip("/")
+        storage_headers = serve_blobs(storage, stub)
+        db = tmp_path / "inventory.db"
+        with Inventory(db) as inventory, closing(RegistryClient(stub.url, auth=("alice", "pw-redirect"),
+                                                                jobs=2)) as client:
+            result = inventory.sync(client)
+    finally:
+        storage.clear()
+        storage.stop()
+    assert result.tags == 2 and client.stats["blob"] == 2
+    blob_gets = stub.requests_of("GET", "/v2/app/blobs/")
+    assert len(blob_gets) == 2 and all(s.headers.get("Authorization", "").startswith("Basic ") for s in blob_gets)
+    assert len(storage_headers) == 2 and not [h for h in storage_headers if "Authorization" in h]
+    with Inventory(db, readonly=True) as inventory, \
+            inventory.sql("SELECT tag, digest, architecture FROM images ORDER BY tag") as rows:
+        assert list(map(tuple, rows)) == [("1.0", one.digest, "amd64"), ("1.1", two.digest, "arm64")]
