@@ -15,7 +15,10 @@ Figures, and the targets the issues set:
    digests). The floor is a bare HEAD sweep of every tag with a minimal threaded urllib3 client; then regdb's
    first sync, its re-sync with nothing changed, and docker-registry-util 1.0.3's full refresh (run from its own
    venv, .bench/seed-venv). Targets: re-sync <= 1.5x the floor, first sync <= half the seed's time; client
-   CPU per request on the re-sync <= 1.5x the sweep's (issue 17), printed beside each figure.
+   CPU per request on the re-sync <= 1.5x the sweep's (issue 17), printed beside each figure. Row 1f is the
+   first sync's CPU floor: what the registry spends at least on a HEAD of every tag and a bare GET of every
+   config blob, plus a bare client's CPU for each request, over the cores (bench/README.md: why 1b's 0.5x
+   is at that floor on 2 cores).
 2. Memory (issue 2): peak RSS of building a 1,000,000-tag inventory through regdb's own SnapshotWriter in a
    child process. Target < 300 MB.
 3. Queries (issue 3): end-to-end `regdb query-tags` over 100 repositories and `regdb list-tag-names` for one,
