@@ -10,7 +10,7 @@ from unittest import mock
 import requests
 
 from regdb import Inventory, RegistryClient
-from tests.rig.fault_proxy import Answer, FaultProxy, Reset, Truncate
+from tests.rig.fault_proxy import Answer, Delay, FaultProxy, Reset, Truncate
 
 
 def images(db) -> set:
@@ -188,3 +188,21 @@ def test_a_config_redirect_met_by_a_direct_get_is_followed_from_there(httpserver
     with Inventory(db, readonly=True) as inventory, \
             inventory.sql("SELECT tag, digest, architecture FROM images ORDER BY tag") as rows:
         assert list(map(tuple, rows)) == [("1.0", one.digest, "amd64"), ("1.1", two.digest, "arm64")]
+
+
+def test_a_small_repository_still_has_every_worker_asking(fresh_registry, fresh_pusher, tmp_path):
+    """Tags go to workers a few to a job, but never so many per job that a repository's tags leave workers
+    idle: against a distant registry (every manifest GET held 1 s here) its 16 tags are all asked at once by
+    16 workers, not 8 after 8 by two."""
+    image = fresh_pusher.push_image("app", "t0")
+    for n in range(1, 16):
+        fresh_pusher.tag("app", f"t{n}", image.digest)
+    with FaultProxy(fresh_registry.url) as proxy:
+        proxy.add(Delay(method="GET", path="/manifests/", seconds=1.0))
+        with Inventory(tmp_path / "inventory.db") as inventory, \
+                closing(RegistryClient(proxy.url, jobs=16)) as client:
+            result = inventory.sync(client)
+        arrivals = [exchange.at for exchange in proxy.log(method="GET", path="/manifests/")]
+    assert result.tags == 16 and len(arrivals) == 16
+    # All asked before the first answer came back: in jobs of eight, the second of a job comes 1 s after the first.
+    assert max(arrivals) - min(arrivals) < 1.0, arrivals

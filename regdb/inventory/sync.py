@@ -40,10 +40,11 @@ from regdb.versions import is_current_key, version_key
 log = logging.getLogger(__name__)
 
 BATCH = 500  # rows per IN (...) lookup; well under SQLite's bound-parameter limit
-# Tags one worker resolves in a row, as one job: the hand-off of a job to a worker and of its answer back to the
-# main thread cost about as much client CPU as the request itself (bench rows 1b, 1c, 1e), so it is paid once
-# per few tags. Small enough that a repository's tags still spread over every worker, and the progress count
-# still moves within a repository.
+# At most this many tags one worker resolves in a row, as one job: the hand-off of a job to a worker and of its
+# answer back to the main thread cost about as much client CPU as the request itself (bench rows 1b, 1c, 1e),
+# so it is paid once per few tags. Fewer where a repository has too few tags to keep every worker busy that
+# way (_Walk.tags_per_job): against a distant registry a request waits on the network, and a sync of one
+# 50-tag repository must still have all its workers asking.
 TAGS_PER_JOB = 8
 # digests.kind of a placeholder for an index child the registry no longer has (digest_children.missing).
 MISSING = "missing"
@@ -370,6 +371,7 @@ class _Walk:
         self.client = client
         self.writer = writer
         self.pool = ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="regdb-sync")
+        self.workers = max(jobs, 1)
         self.limit = max(jobs, 1) * 2
         self.queue: deque = deque()
         self.inflight: dict[Future, Callable] = {}
@@ -497,10 +499,15 @@ class _Walk:
             self.queue.append(
                 (self._resolve_checked, (resolve, state.name, chunk),
                  lambda answers, s=state, c=chunk: self._on_refs(s, c, answers))
-                for chunk in _chunks(state.tags, TAGS_PER_JOB)
+                for chunk in _chunks(state.tags, self.tags_per_job(len(state.tags)))
             )
         else:
             self._after_refs(state)
+
+    def tags_per_job(self, tags: int) -> int:
+        """Tags per job for a repository of ``tags``: up to TAGS_PER_JOB, and never so many that its jobs are
+        fewer than the workers."""
+        return max(1, min(TAGS_PER_JOB, tags // self.workers))
 
     def _on_refs(self, state: _RepoState, tags: list[str], answers: list) -> None:
         for tag, got in zip(tags, answers, strict=True):
