@@ -10,7 +10,7 @@ from unittest import mock
 import requests
 
 from regdb import Inventory, RegistryClient
-from tests.rig.fault_proxy import Answer, FaultProxy, Reset, Truncate
+from tests.rig.fault_proxy import Answer, Delay, FaultProxy, Reset, Truncate
 
 
 def images(db) -> set:
@@ -126,11 +126,8 @@ def test_first_sync_gets_skip_requests_and_store_the_same(registry, pusher, repo
             closing(RegistryClient(registry.url, jobs=4)) as client:
         result = inventory.sync(client, [repo])
     assert result.tags == 4
-    # Tags and index children came past requests: through it only the ping, the tag listing and the configs
-    # (a blob may redirect to storage, which request() follows).
-    assert sorted(method for method, path in through_requests if "/blobs/" not in path) == ["GET", "GET"]
-    assert sorted(path for method, path in through_requests if "/blobs/" not in path) == ["", f"{repo}/tags/list"]
-    assert len([path for method, path in through_requests if "/blobs/" in path]) == 4
+    # Tags, index children and configs came past requests: through it only the ping and the tag listing.
+    assert sorted(through_requests) == [("GET", ""), ("GET", f"{repo}/tags/list")]
     assert client.stats["manifest"] == 4 + 2 and client.stats["blob"] == 4  # 3 images + 2 children, configs
     # The same rows as a sync that asks everything through requests.
     full = tmp_path / "full.db"
@@ -160,3 +157,52 @@ def test_a_direct_get_that_meets_trouble_goes_the_full_way(fresh_registry, fresh
     # ping, catalog, tags/list, 3 tags and 3 configs; the 503, the reset and the broken-off body each asked
     # once more through requests (the 503 twice: urllib3's own retry), nothing else twice.
     assert len(gets) == 3 + 3 + 3 + 3, [exchange.path for exchange in gets]
+
+
+def test_a_config_redirect_met_by_a_direct_get_is_followed_from_there(httpserver, tmp_path):
+    """A config blob redirected to storage (S3 behind the registry): the direct GET's 307 is followed from that
+    answer, so the registry is asked once per config, and storage on another host never gets the password."""
+    from pytest_httpserver import HTTPServer
+
+    from tests.rig.stub import StubRegistry, basic_checker, serve_blobs
+
+    storage = HTTPServer(host="127.0.0.2", threaded=True)
+    storage.start()
+    try:
+        stub = StubRegistry(httpserver, authorize=basic_checker("alice", "pw-redirect"))
+        one = stub.push_image("app", "1.0")
+        two = stub.push_image("app", "1.1", architecture="arm64")
+        stub.blob_redirect = storage.url_for("").rstrip("/")
+        storage_headers = serve_blobs(storage, stub)
+        db = tmp_path / "inventory.db"
+        with Inventory(db) as inventory, closing(RegistryClient(stub.url, auth=("alice", "pw-redirect"),
+                                                                jobs=2)) as client:
+            result = inventory.sync(client)
+    finally:
+        storage.clear()
+        storage.stop()
+    assert result.tags == 2 and client.stats["blob"] == 2
+    blob_gets = stub.requests_of("GET", "/v2/app/blobs/")
+    assert len(blob_gets) == 2 and all(s.headers.get("Authorization", "").startswith("Basic ") for s in blob_gets)
+    assert len(storage_headers) == 2 and not [h for h in storage_headers if "Authorization" in h]
+    with Inventory(db, readonly=True) as inventory, \
+            inventory.sql("SELECT tag, digest, architecture FROM images ORDER BY tag") as rows:
+        assert list(map(tuple, rows)) == [("1.0", one.digest, "amd64"), ("1.1", two.digest, "arm64")]
+
+
+def test_a_small_repository_still_has_every_worker_asking(fresh_registry, fresh_pusher, tmp_path):
+    """Tags go to workers a few to a job, but never so many per job that a repository's tags leave workers
+    idle: against a distant registry (every manifest GET held 1 s here) its 16 tags are all asked at once by
+    16 workers, not 8 after 8 by two."""
+    image = fresh_pusher.push_image("app", "t0")
+    for n in range(1, 16):
+        fresh_pusher.tag("app", f"t{n}", image.digest)
+    with FaultProxy(fresh_registry.url) as proxy:
+        proxy.add(Delay(method="GET", path="/manifests/", seconds=1.0))
+        with Inventory(tmp_path / "inventory.db") as inventory, \
+                closing(RegistryClient(proxy.url, jobs=16)) as client:
+            result = inventory.sync(client)
+        arrivals = [exchange.at for exchange in proxy.log(method="GET", path="/manifests/")]
+    assert result.tags == 16 and len(arrivals) == 16
+    # All asked before the first answer came back: in jobs of eight, the second of a job comes 1 s after the first.
+    assert max(arrivals) - min(arrivals) < 1.0, arrivals

@@ -40,6 +40,12 @@ from regdb.versions import is_current_key, version_key
 log = logging.getLogger(__name__)
 
 BATCH = 500  # rows per IN (...) lookup; well under SQLite's bound-parameter limit
+# At most this many tags one worker resolves in a row, as one job: the hand-off of a job to a worker and of its
+# answer back to the main thread cost about as much client CPU as the request itself (bench rows 1b, 1c, 1e),
+# so it is paid once per few tags. Fewer where a repository has too few tags to keep every worker busy that
+# way (_Walk.tags_per_job): against a distant registry a request waits on the network, and a sync of one
+# 50-tag repository must still have all its workers asking.
+TAGS_PER_JOB = 8
 # digests.kind of a placeholder for an index child the registry no longer has (digest_children.missing).
 MISSING = "missing"
 
@@ -365,6 +371,7 @@ class _Walk:
         self.client = client
         self.writer = writer
         self.pool = ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="regdb-sync")
+        self.workers = max(jobs, 1)
         self.limit = max(jobs, 1) * 2
         self.queue: deque = deque()
         self.inflight: dict[Future, Callable] = {}
@@ -447,12 +454,16 @@ class _Walk:
         log.warning("%s: %s; skipped", state.name, problem)
         state.problems.append(problem)
 
-    def _resolve_checked(self, resolve, repo: str, tag: str):
-        """``resolve`` (or ``fetch_tag``); an invalid digest the registry announces comes back as the error."""
-        try:
-            return resolve(repo, tag)
-        except InvalidName as error:
-            return error
+    def _resolve_checked(self, resolve, repo: str, tags: list[str]) -> list:
+        """``resolve`` (or ``fetch_tag``) of each of ``tags`` in turn; an invalid digest the registry announces
+        comes back as that tag's error."""
+        answers: list = []
+        for tag in tags:
+            try:
+                answers.append(resolve(repo, tag))
+            except InvalidName as error:
+                answers.append(error)
+        return answers
 
     def _fetch_child(self, repo: str, digest: str) -> ManifestInfo | None:
         """An index's child, or None if the registry no longer has it (deleted, garbage-collected)."""
@@ -486,12 +497,21 @@ class _Walk:
             # A generator, not one queued job per tag: a repository of 100,000 tags then costs memory for the
             # requests in flight, not for 100,000 waiting closures.
             self.queue.append(
-                (self._resolve_checked, (resolve, state.name, tag),
-                 lambda got, s=state, t=tag: self._on_ref(s, t, got))
-                for tag in state.tags
+                (self._resolve_checked, (resolve, state.name, chunk),
+                 lambda answers, s=state, c=chunk: self._on_refs(s, c, answers))
+                for chunk in _chunks(state.tags, self.tags_per_job(len(state.tags)))
             )
         else:
             self._after_refs(state)
+
+    def tags_per_job(self, tags: int) -> int:
+        """Tags per job for a repository of ``tags``: up to TAGS_PER_JOB, and never so many that its jobs are
+        fewer than the workers."""
+        return max(1, min(TAGS_PER_JOB, tags // self.workers))
+
+    def _on_refs(self, state: _RepoState, tags: list[str], answers: list) -> None:
+        for tag, got in zip(tags, answers, strict=True):
+            self._on_ref(state, tag, got)
 
     def _on_ref(self, state: _RepoState, tag: str, got) -> None:
         ref = got
@@ -620,6 +640,11 @@ class _Walk:
         if self.watch:
             self.counts.repos_done, self.counts.tags_done = self.repos_done, self.tags_seen
             self.watch(self.counts)
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def sync_registry(

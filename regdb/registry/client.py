@@ -96,11 +96,21 @@ class ManifestRef:
 
 @dataclass(frozen=True)
 class _Answer:
-    """A 200 answer read past requests (``RegistryClient._get_direct``): what the callers read of a response."""
+    """A 200 answer read past requests (``RegistryClient._get_direct``): what the callers read of a response;
+    or a blob's redirect, which ``request`` then follows (``url``: what was asked)."""
 
     status_code: int
     headers: Mapping[str, str]  # urllib3's HTTPHeaderDict: case-insensitive, as requests' headers
     content: bytes
+    url: str = ""
+
+    @property
+    def is_redirect(self) -> bool:
+        """As requests has it: a redirect status with a Location to follow."""
+        return self.status_code in _REDIRECTS and "Location" in self.headers
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*rel="?next"?')
@@ -172,6 +182,9 @@ class RegistryClient:
             raise_on_status=False,
         )
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(jobs, 1), max_retries=retry)
+        self._pool: tuple[HTTPAdapter, HTTPConnectionPool] | None = None  # _direct_pool's
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        self._direct_timeout = Timeout(connect=connect, read=read)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -187,23 +200,30 @@ class RegistryClient:
         with self._stats_lock:
             self.stats[kind] += 1
 
-    def request(self, method: str, path_or_url: str, *, kind: str, **kwargs) -> requests.Response:
+    def request(self, method: str, path_or_url: str, *, kind: str, redirected: _Answer | None = None,
+                **kwargs) -> requests.Response:
         """One HTTP request; network failures become ``RegistryUnreachable`` with a one-line reason.
 
         The body is read here, bounded by its kind (``_BODY_LIMITS``). An absolute URL must be on the
         registry's own origin (it carries our credentials); redirects are followed only for blobs, one hop at
-        a time through ``follow_url``, and without credentials once they leave the registry's origin."""
+        a time through ``follow_url``, and without credentials once they leave the registry's origin.
+        ``redirected``: the registry's redirect a direct request (``_get_direct``) was already answered with;
+        the request is not sent again, its redirect is followed from there."""
         if "://" in path_or_url:
             url = follow_url(self.url + "/", path_or_url, what=f"the URL of a {method} ({kind})", same_origin=True)
         else:
             url = self.url + path_or_url
-        if self.rate:
-            self.rate.wait()
-        self._count(kind)
         kwargs.setdefault("timeout", self.timeout)
         follow = kwargs.pop("allow_redirects", method in ("GET", "HEAD") and kind == "blob")
         limit = _BODY_LIMITS.get(kind, MAX_OTHER_BYTES)
-        response = self._send(method, url, limit, kwargs)
+        response: requests.Response | _Answer
+        if redirected is not None:
+            response = redirected  # asked and counted by the direct request
+        else:
+            if self.rate:
+                self.rate.wait()
+            self._count(kind)
+            response = self._send(method, url, limit, kwargs)
         for _ in range(MAX_REDIRECTS):
             if not (follow and response.is_redirect and "Location" in response.headers):
                 break
@@ -218,6 +238,7 @@ class RegistryClient:
             if follow and response.is_redirect:
                 raise RegistryError(f"{method} {_path(url)}: the registry redirected more than {MAX_REDIRECTS} "
                                     "times; not following it")
+        assert isinstance(response, requests.Response)  # a direct answer here is a redirect, followed above
         if response.status_code == 401:
             raise AuthenticationFailed(
                 f"registry {self.url} refused the credentials for {method} {_path(url)} (401"
@@ -297,12 +318,13 @@ class RegistryClient:
         return self._direct("HEAD", path, headers, "head")
 
     def _get_direct(self, path: str, headers: dict[str, str], kind: str) -> "_Answer | None":
-        """``_head_direct`` for a GET of a manifest, its body read here within ``_BODY_LIMITS[kind]``: on a first
-        sync every tag is such a GET, and requests' machinery was most of the client's CPU per request there too
-        (bench rows 1b, 1e). An ``_Answer`` for a 200 with a
-        plain body (no Content-Encoding) within the limit; None for anything else (an auth challenge, a
-        redirect to storage, a status worth a retry or an error to word, a body too large or broken off),
-        which ``request`` then asks again and handles, so nothing is refused or worded here."""
+        """``_head_direct`` for a GET of a manifest or a config blob, its body read here within
+        ``_BODY_LIMITS[kind]``: on a first sync every tag and every config is such a GET, and requests' machinery
+        was most of the client's CPU per request there too (bench rows 1b, 1e). An ``_Answer`` for a 200 with a
+        plain body (no Content-Encoding) within the limit, or for a blob's redirect to storage (its body
+        unread: ``request(redirected=...)`` follows it from there, so the registry is not asked twice); None for
+        anything else (an auth challenge, a status worth a retry or an error to word, a body too large or
+        broken off), which ``request`` then asks again and handles, so nothing is refused or worded here."""
         response = self._direct("GET", path, headers, kind, preload=False)
         if response is None:
             return None
@@ -319,6 +341,11 @@ class RegistryClient:
                 if total <= limit and (length is None or length == total):
                     response.release_conn()  # read to its end: the connection goes back to the pool
                     return _Answer(200, response.headers, b"".join(read))
+            elif kind == "blob" and response.status in _REDIRECTS and "Location" in response.headers:
+                redirect = _Answer(response.status, response.headers, b"", self.url + path)
+                response.close()  # its body is not wanted: the connection is closed rather than drained
+                response.release_conn()
+                return redirect
             self._wait_as_asked(response)
         except Exception as error:  # noqa: BLE001 - request() tries again and reports whatever it is
             log.debug("direct GET %s: %s; again through requests", path, type(error).__name__)
@@ -356,17 +383,27 @@ class RegistryClient:
         if not isinstance(adapter, HTTPAdapter):  # a test's or a user's own transport
             return None
         try:
-            # An HTTP(S)ConnectionPool; urllib3's types name the base class, which has no urlopen.
-            pool: HTTPConnectionPool = adapter.get_connection_with_tls_context(  # type: ignore[assignment]
-                prepared, self.verify, None, self.cert)
-            adapter.cert_verify(pool, url, self.verify, self.cert)
-            connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
-            return pool.urlopen(method, path, headers=dict(prepared.headers), retries=False, redirect=False,
-                                assert_same_host=False, preload_content=preload, decode_content=False,
-                                timeout=Timeout(connect=connect, read=read))
+            return self._direct_pool(adapter, prepared).urlopen(
+                method, path, headers=dict(prepared.headers), retries=False, redirect=False, assert_same_host=False,
+                preload_content=preload, decode_content=False, timeout=self._direct_timeout)
         except Exception as error:  # noqa: BLE001 - request() tries again and reports whatever it is
             log.debug("direct %s %s: %s; again through requests", method, path, type(error).__name__)
             return None
+
+    def _direct_pool(self, adapter: HTTPAdapter, prepared: requests.PreparedRequest) -> HTTPConnectionPool:
+        """The adapter's connection pool for the registry, as requests would pick it (TLS settings included), looked
+        up once and kept while it is open: the lookup parses the URL and selects proxies every time, a tenth of
+        the client's CPU of a direct request. A pool the adapter closed (its pool manager keeps one host, and a
+        blob redirect to storage takes that place) is looked up again."""
+        kept = self._pool
+        if kept is not None and kept[0] is adapter and kept[1].pool is not None:
+            return kept[1]
+        # An HTTP(S)ConnectionPool; urllib3's types name the base class, which has no urlopen.
+        pool: HTTPConnectionPool = adapter.get_connection_with_tls_context(  # type: ignore[assignment]
+            prepared, self.verify, None, self.cert)
+        adapter.cert_verify(pool, prepared.url or self.url, self.verify, self.cert)
+        self._pool = (adapter, pool)
+        return pool
 
     def _fail(self, response: requests.Response | _Answer, what: str) -> RegistryError:
         code = _error_code(response) if isinstance(response, requests.Response) else ""  # a direct answer is a 200
@@ -514,9 +551,13 @@ class RegistryClient:
     def blob(self, repo: str, digest: str) -> bytes:
         """A blob (an image config), following redirects to storage without our Authorization header."""
         path = f"/v2/{_repo(repo)}/blobs/{check_digest(digest)}"
-        # Through request(), not _get_direct: a blob may redirect to storage, and a direct GET answered 307 would
-        # cost that hop twice (tests/faults/test_hostile_urls.py bounds a redirect loop's requests).
-        response = self.request("GET", path, kind="blob")
+        # Direct first, as a manifest; a redirect to storage it meets is followed by request() from that answer,
+        # not asked again (tests/faults/test_hostile_urls.py bounds a redirect loop's requests).
+        answer = self._get_direct(path, {}, "blob")
+        if answer is not None and answer.status_code == 200:
+            response: requests.Response | _Answer = answer
+        else:
+            response = self.request("GET", path, kind="blob", redirected=answer)
         if response.status_code != 200:
             raise self._fail(response, f"GET {path}")
         body = response.content
