@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select
@@ -210,7 +210,9 @@ def _delete_wave(pool: ThreadPoolExecutor, jobs: int, client: RegistryClient, ro
     """
     for start in range(0, len(rows), jobs):
         batch = rows[start : start + jobs]
-        fetched = list(pool.map(lambda row: _fetch(client, row), batch))
+        fetches = [pool.submit(_fetch, client, row) for row in batch]
+        _wait_awake(fetches)
+        fetched = [future.result() for future in fetches]
         recorder.record([got for got in fetched if isinstance(got, Outcome)])
         intents = [got for got in fetched if isinstance(got, Intent)]
         by_key = {(row.repo, row.digest): row for row in batch}
@@ -221,34 +223,62 @@ def _delete_wave(pool: ThreadPoolExecutor, jobs: int, client: RegistryClient, ro
             result = recorder.result
             raise InventoryError(f"{error}; the removal stopped before its next DELETE: {len(result.deleted)} "
                                  f"manifests deleted so far, each recorded under run {result.run_id}") from None
-        inflight: dict[Future, tuple[PlannedDeletion, int]] = {
-            pool.submit(_delete_one, client, by_key[(i.repo, i.digest)]): (by_key[(i.repo, i.digest)], row_id)
-            for i, row_id in zip(intents, ids, strict=True)
-        }
+        inflight: dict[Future, tuple[PlannedDeletion, int]] = {}
         fatal: RegdbError | None = None
-        while inflight:
-            try:
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:
-                _wind_down(inflight, recorder)
-                raise
-            outcomes = []
-            for future in done:
-                row, row_id = inflight.pop(future)
-                outcome, stop = future.result()
-                outcomes.append((outcome, row_id))
-                if stop is not None and fatal is None:
-                    # Deletion disabled or the delete scope refused: every other DELETE would be refused the
-                    # same way. Nothing more is sent; what is in flight is still recorded as it answers.
-                    fatal = stop
-            try:
-                recorder.record_sent(outcomes)
-            except InventoryError as error:
-                _wind_down(inflight, recorder, quietly=True)
-                raise InventoryError(unrecorded_message(error, recorder.result, [o for o, _ in outcomes])) from None
+        # A Ctrl-C anywhere from the first submit to the last record winds down: the DELETEs sent are waited
+        # for and recorded. Where a DELETE is handed over or its answer taken from `inflight` and recorded, a
+        # Ctrl-C is held off until that is done, so no sent DELETE is ever missing from `inflight` (one that
+        # was, was left for the next run to settle, and the run hung on the worker still sending it).
+        try:
+            with interrupts_held():
+                for intent, row_id in zip(intents, ids, strict=True):
+                    row = by_key[(intent.repo, intent.digest)]
+                    inflight[pool.submit(_delete_one, client, row)] = (row, row_id)
+            while inflight:
+                done = _wait_awake(inflight, FIRST_COMPLETED)
+                with interrupts_held():
+                    fatal = _record_answers(done, inflight, recorder, fatal)
+        except KeyboardInterrupt:
+            _wind_down(inflight, recorder)
+            raise
         if fatal is not None:
             return fatal
     return None
+
+
+# How often the main thread, waiting for workers, wakes to run a pending Ctrl-C. The kernel gives a SIGINT sent to
+# the process to any one thread; CPython runs the handler only in the main thread, once that thread runs Python
+# code again. A Ctrl-C that landed on a worker (one blocked in a socket read, or an idle one) left the main thread
+# asleep in its wait until the DELETE in flight was answered: half a minute in tests/faults/test_journal_faults.py.
+WAKE_S = 0.2
+
+
+def _wait_awake(futures, return_when: str = ALL_COMPLETED) -> set[Future]:
+    """``concurrent.futures.wait`` that notices a Ctrl-C within ``WAKE_S``; returns the futures done."""
+    while True:
+        done, pending = wait(futures, timeout=WAKE_S, return_when=return_when)
+        if not pending or (done and return_when == FIRST_COMPLETED):
+            return done
+
+
+def _record_answers(done, inflight: dict[Future, tuple[PlannedDeletion, int]], recorder: "_Recorder",
+                    fatal: RegdbError | None) -> RegdbError | None:
+    """Take the answered DELETEs out of ``inflight`` and record them; returns the error that stops the run."""
+    outcomes = []
+    for future in done:
+        row, row_id = inflight.pop(future)
+        outcome, stop = future.result()
+        outcomes.append((outcome, row_id))
+        if stop is not None and fatal is None:
+            # Deletion disabled or the delete scope refused: every other DELETE would be refused the same way.
+            # Nothing more is sent; what is in flight is still recorded as it answers.
+            fatal = stop
+    try:
+        recorder.record_sent(outcomes)
+    except InventoryError as error:
+        _wind_down(inflight, recorder, quietly=True)
+        raise InventoryError(unrecorded_message(error, recorder.result, [o for o, _ in outcomes])) from None
+    return fatal
 
 
 def _wind_down(inflight: dict[Future, tuple[PlannedDeletion, int]], recorder: "_Recorder", *,
@@ -261,7 +291,7 @@ def _wind_down(inflight: dict[Future, tuple[PlannedDeletion, int]], recorder: "_
         if not quietly:
             log.warning("interrupted: waiting for the DELETEs in flight (%d at most) to be answered and recorded; "
                         "Ctrl-C again does not stop this", len(inflight))
-        done, _ = wait(inflight)
+        done = _wait_awake(inflight)
         sent = []
         for future in done:
             row, row_id = inflight[future]

@@ -233,3 +233,57 @@ def test_a_delete_answered_500_after_it_was_done_is_recorded_deleted(fresh_regis
     five_hundred = [r for r in deletions(db) if r["http_status"] == 500]
     assert len(five_hundred) == 1 and five_hundred[0]["outcome"] == "deleted"
     record_equals_registry(db, p, old, kept, fresh_registry.url, tmp_path)
+
+
+@pytest.mark.parametrize("at", ["handing over", "recording"])
+def test_a_ctrl_c_between_sending_and_waiting_still_records_the_delete_sent(fresh_registry, shop, tmp_path,
+                                                                            monkeypatch, at):
+    """A Ctrl-C that lands just after a DELETE is handed to a worker (before the run waits for its answer), or
+    while answers are taken out of the in-flight set, still winds down: the DELETE sent is waited for and
+    recorded (or, not yet sent, cancelled and recorded skipped). The old code let it escape: it left the row
+    `in-flight` for the next run to settle, and hung on the worker still sending the DELETE. The signal is sent
+    from the main thread at exactly that point, so no timing is involved."""
+    import concurrent.futures
+    import os
+
+    from regdb.cleanup import execute
+
+    p, old, kept = shop
+    db = tmp_path / "inv.db"
+    assert run("-reg", fresh_registry.url, "--db", db, "sync").exit_code == 0
+    fired = []
+
+    def ctrl_c_once() -> None:
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    class Pool(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            future = super().submit(fn, *args, **kwargs)
+            if fn is execute._delete_one and at == "handing over":
+                ctrl_c_once()
+            return future
+
+    real_record = execute._Recorder.record_sent
+
+    def record_sent(self, sent):
+        if sent and at == "recording":
+            ctrl_c_once()
+        return real_record(self, sent)
+
+    monkeypatch.setattr(execute, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(execute._Recorder, "record_sent", record_sent)
+    result = run("-reg", fresh_registry.url, "--db", db, "-j", "1", "remove-tags", "--yes", "-r", "app", "-t", "<2")
+    assert fired and result.exit_code == 130, result.output
+    # Recorded as what happened, never left in flight: deleted if the worker had sent it, skipped if the wind-down
+    # cancelled it before it was sent (handing over: either, by how far the worker had got); the registry agrees.
+    rows = deletions(db)
+    assert len(rows) == 1 and rows[0]["outcome"] in ("deleted", "skipped"), result.output
+    if at == "recording":
+        assert rows[0]["outcome"] == "deleted"
+    assert manifest_present(p, "app", rows[0]["digest"]) is (rows[0]["outcome"] == "skipped")
+    assert all(manifest_present(p, "app", image.digest) for image in old if image.digest != rows[0]["digest"])
+    assert p.head_digest("app", "stable") == kept.digest
+    if at == "handing over":
+        assert "interrupted: waiting for the DELETEs in flight" in result.output
