@@ -1114,7 +1114,7 @@ def bench_datasette(db: Path, views) -> None:
                 ok = status == 200 and best_s < DATASETTE_LIMIT_S
                 row(f"4c Datasette /{view.name} ({label})", f"{secs(best_s)}, HTTP {status} ({spread(times)})",
                     "< 0.5 s; < 1 s (Datasette's limit), 200",
-                    verdict(ok and best_s < 0.5) if not ok or best_s < 0.5 else "1 s met, 0.5 s MISSED")
+                    verdict(ok) if not ok or best_s < 0.5 else "1 s met, 0.5 s MISSED")
         finally:
             process.terminate()
             process.wait(timeout=30)

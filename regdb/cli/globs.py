@@ -14,14 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from regdb.selection.patterns import glob_regex, is_glob
+from regdb.selection.patterns import VERSION_SELECTOR_START, glob_regex, is_glob
 
 if TYPE_CHECKING:
     from regdb.registry.reference import RegistryRef
-
-
-# What starts a version selector (-t '<1.4', '==1.0'): such a value is never a glob, as in a policy file.
-VERSION_SELECTOR_START = "<>=!~"
 
 
 def split_tag_globs(values) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -14,6 +14,8 @@ from regdb.versions import compile_regex, parse_tag_selector, regex_matches
 
 # The characters that make a pattern a glob.
 GLOB_CHARACTERS = "*?["
+# What starts a version selector ('<1.4', '==1.0'): such a pattern is never a glob.
+VERSION_SELECTOR_START = "<>=!~"
 
 
 def is_glob(pattern: str) -> bool:
@@ -54,7 +56,7 @@ def split_patterns(patterns) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if pattern.startswith("re:"):
             compile_regex(pattern[3:])
             regex.append(pattern[3:])
-        elif pattern[:1] in "<>=!~":
+        elif pattern[:1] in VERSION_SELECTOR_START:
             parse_tag_selector(pattern)
             tags.append(pattern)
         elif is_glob(pattern):
